@@ -1,0 +1,228 @@
+"""
+What every entry script shares: one-line errors, configuration (defaults -> config/*.py ->
+--key=value), devices and precision, datasets and tokenizers, batches, checkpoints.
+"""
+
+import ast
+import difflib
+import json
+import os
+import sys
+import types
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+
+from model import GPT, GPTConfig
+
+MODEL_KEYS = tuple(GPTConfig.__dataclass_fields__)  # the config keys that shape the model
+
+
+class UserError(Exception):
+    """Bad input: reported as one line naming the fix, exit status 1, no traceback."""
+
+
+def run_main(main):
+    """Run an entry script's main(), turning a UserError into a one-line message."""
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------- configuration
+
+def parse_config(defaults, argv):
+    """nanoGPT's configurator as a function: `defaults`, then each config file in argv (plain
+    Python, run in order), then each --key=value (a Python literal, or else a string).
+    Only known keys, with the default's type (an int is fine where a float is expected)."""
+    config = dict(defaults)
+    for arg in argv:
+        if arg.startswith("--"):
+            key, eq, text = arg[2:].partition("=")
+            if not eq:
+                raise UserError(f"{arg}: write overrides as --key=value")
+            config[key] = _coerce(key, text, defaults, from_text=True)
+        else:
+            if not os.path.isfile(arg):
+                raise UserError(f"config file {arg} not found (arguments are config files or --key=value)")
+            namespace = {}
+            try:
+                exec(compile(open(arg).read(), arg, "exec"), namespace)
+            except Exception as e:
+                raise UserError(f"config file {arg} failed: {type(e).__name__}: {e}")
+            for key, value in namespace.items():
+                if not key.startswith("_") and not isinstance(value, types.ModuleType):
+                    config[key] = _coerce(key, value, defaults, origin=arg)
+    return config
+
+
+def _coerce(key, value, defaults, from_text=False, origin="command line"):
+    if key not in defaults:
+        hint = difflib.get_close_matches(key, defaults, n=3)
+        hint = f" (did you mean {', '.join(hint)}?)" if hint else f"; known keys: {', '.join(defaults)}"
+        raise UserError(f"unknown config key '{key}' in {origin}{hint}")
+    default = defaults[key]
+    if from_text:
+        if isinstance(default, str):
+            return value  # strings are taken as written: --start=123 is the text "123"
+        try:
+            value = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass  # not a literal: keep it as a string, and let the type check below judge it
+    if default is None or value is None:
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not type(default):
+        raise UserError(f"config key '{key}' wants a {type(default).__name__} "
+                        f"(like {default!r}), got {value!r} from {origin}")
+    return value
+
+
+# ---------------------------------------------------------------- devices and precision
+
+def setup_device(device="auto", dtype="auto"):
+    """(device, device_type, torch dtype, autocast context). 'auto' picks cuda, then mps, then
+    cpu, and bfloat16 where the GPU supports it, float16 on other GPUs, float32 elsewhere."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    device_type = device.split(":")[0]
+    if device_type not in ("cuda", "mps", "cpu"):
+        raise UserError(f"device '{device}' not understood: use auto, cpu, cuda, cuda:N or mps")
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{device}' asked for but CUDA is not available: use --device=cpu")
+    if device_type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device '{device}' asked for but MPS is not available: use --device=cpu")
+    if dtype == "auto":
+        dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device_type == "cuda" else "float32"
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise UserError(f"dtype '{dtype}' not understood: use auto, float32, bfloat16 or float16")
+    ptdtype = getattr(torch, dtype)
+    ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
+    return device, device_type, ptdtype, ctx
+
+
+def peak_flops(device):
+    """Dense bf16 peak FLOP/s of the GPU, for MFU; None where we do not know it (CPU, MPS)."""
+    if not str(device).startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, flops in (("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L4", 121e12), ("A10", 125e12)):
+        if key in name:
+            return flops
+    return None
+
+
+# ---------------------------------------------------------------- datasets, tokenizers, batches
+
+def dataset_dir(data_root, dataset):
+    return os.path.join(data_root, dataset)
+
+
+def load_meta(data_root, dataset):
+    """The dataset's meta.json written by prepare.py (tokenizer, vocab_size, token counts)."""
+    path = os.path.join(dataset_dir(data_root, dataset), "meta.json")
+    if not os.path.isfile(path):
+        raise UserError(f"dataset '{dataset}' not found ({path} is missing): run `python prepare.py {dataset}` first")
+    with open(path) as f:
+        return json.load(f)
+
+
+def open_split(data_root, dataset, split):
+    """The token ids of one split as a read-only uint16 memmap."""
+    path = os.path.join(dataset_dir(data_root, dataset), f"{split}.bin")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} is missing: run `python prepare.py {dataset}` first")
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
+def get_batch(data, offsets, block_size, device):
+    """Inputs and next-token targets, (len(offsets), block_size) each, from those offsets."""
+    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in offsets.tolist()])
+    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in offsets.tolist()])
+    if str(device).startswith("cuda"):  # pinned memory lets the copy overlap with compute
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+class Tokenizer:
+    """Text <-> token ids, as described by a dataset's meta.json: characters or GPT-2 BPE."""
+
+    def __init__(self, meta):
+        self.kind = meta["tokenizer"]
+        if self.kind == "char":
+            self.chars = meta["chars"]
+            self.stoi = {ch: i for i, ch in enumerate(self.chars)}
+        elif self.kind == "gpt2":
+            import tiktoken
+            self.enc = tiktoken.get_encoding("gpt2")
+        else:
+            raise UserError(f"unknown tokenizer '{self.kind}' in meta.json (expected char or gpt2)")
+
+    def encode(self, text):
+        if self.kind == "gpt2":
+            return self.enc.encode(text, allowed_special={"<|endoftext|>"})
+        unknown = sorted(set(text) - set(self.stoi))
+        if unknown:
+            raise UserError(f"characters {''.join(unknown)!r} are not in this model's character vocabulary")
+        return [self.stoi[ch] for ch in text]
+
+    def decode(self, ids):
+        if self.kind == "gpt2":
+            return self.enc.decode(ids)
+        return "".join(self.chars[i] for i in ids)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_checkpoint(checkpoint, path):
+    """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over
+    the old one, so a crash at any moment leaves the previous checkpoint intact."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path, device="cpu"):
+    """A checkpoint written by train.py. Never unpickles arbitrary objects (weights_only)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "ckpt.pt")
+    if not os.path.isfile(path):
+        raise UserError(f"no checkpoint at {path}: train one with `python train.py ...` or fix --out_dir")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        if "weights_only" in str(e) or "Unpickler" in str(e):
+            raise UserError(f"refusing to load {path}: it holds pickled objects that could run code "
+                            "(not a checkpoint written by train.py)")
+        raise UserError(f"cannot read {path}: the file is truncated or corrupt ({type(e).__name__}); "
+                        "restore it or train again")
+    if not isinstance(checkpoint, dict) or not {"model", "model_args"} <= set(checkpoint):
+        raise UserError(f"{path} is not a ContextLM checkpoint (it has no 'model' and 'model_args')")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint, path="checkpoint"):
+    """Rebuild the GPT a checkpoint describes and load its weights."""
+    try:
+        model = GPT(GPTConfig(**checkpoint["model_args"]))
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path}: invalid model_args ({e})")
+    # torch.compile prefixes parameter names with '_orig_mod.'
+    state_dict = {k.removeprefix("_orig_mod."): v for k, v in checkpoint["model"].items()}
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise UserError(f"{path}: weights do not fit the architecture in model_args ({first[-1].strip()})")
+    return model
