@@ -48,7 +48,7 @@ def parse_config(defaults, argv):
         else:
             if not os.path.isfile(arg):
                 raise UserError(f"config file {arg} not found (arguments are config files or --key=value)")
-            namespace = {}
+            namespace = {"__file__": arg}  # lets a config build on another one next to it
             try:
                 exec(compile(open(arg).read(), arg, "exec"), namespace)
             except Exception as e:

@@ -203,7 +203,7 @@ class GPT(nn.Module):
             state.pos = T
         if targets is not None:
             logits = self.lm_head(x)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
             return logits, loss
         if not all_logits:
             x = x[:, [-1], :]  # inference only needs the last position

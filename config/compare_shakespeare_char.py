@@ -1,0 +1,38 @@
+# The default study: does next-context prediction help a small character-level model?
+# gpt (4 layers) vs contextlm (4 token layers + a 2-layer context predictor, w=4) vs gpt+2L
+# (6 layers, parameter-matched), 3 seeds each, identical batches and schedule for every arm.
+#   python prepare.py shakespeare_char
+#   python compare.py                   # this file; ~40 min on 2 CPU cores (9 runs of ~4.5 min)
+#   python compare.py --ablation=True   # chunk size {2,4,8,16} x encoder depth {0,2}: 21 more runs
+# The hyperparameters are shared by every arm and tuned for none of them.
+out_dir = "runs/compare"
+dataset = "shakespeare_char"
+seed = 1337
+seeds = 3
+
+n_layer = 4
+n_head = 4
+n_embd = 128
+block_size = 128
+dropout = 0.0
+bias = False
+n_ctx_layer = 2
+chunk_size = 4
+n_enc_layer = 0
+
+batch_size = 32
+gradient_accumulation_steps = 1
+max_iters = 1000            # 1000 x 32 x 128 = 4.1M tokens, ~4 epochs of the 1M-character text
+learning_rate = 2e-3
+min_lr = 2e-4
+warmup_iters = 100
+weight_decay = 0.1
+grad_clip = 1.0
+
+eval_interval = 100
+eval_iters = 25             # 25 x 32 x 128 = 102K tokens per estimate, about the whole val split
+log_interval = 1
+always_save_checkpoint = False
+device = "cpu"
+dtype = "float32"
+compile = False

@@ -1,0 +1,97 @@
+"""
+Sample from a trained ContextLM (or a GPT-2) with KV-cache decoding.
+
+    python sample.py --out_dir=out-shakespeare-char
+    python sample.py --out_dir=out-contextlm-owt --start="The meaning of life is" --num_samples=3
+    python sample.py --out_dir=out-contextlm-owt --start=FILE:prompt.txt --temperature=0
+    python sample.py --init_from=gpt2-xl --start="Hello"      # OpenAI's weights (needs transformers)
+    python sample.py --init_from=path/to/hf-gpt2-dir          # a local Hugging Face GPT-2 folder
+"""
+
+import sys
+import time
+
+import torch
+
+from common import (Tokenizer, UserError, load_checkpoint, model_from_checkpoint, parse_config, run_main,
+                    setup_device)
+from model import GPT
+
+DEFAULTS = dict(
+    init_from="resume",   # 'resume' (out_dir/ckpt.pt), a GPT-2 name, or a local Hugging Face directory
+    out_dir="out",
+    start="\n",           # the prompt, or FILE:path to read it from a file
+    num_samples=3,        # sampled together, as one batch
+    max_new_tokens=500,
+    temperature=0.8,      # 0 = greedy; < 1 sharper, > 1 more random
+    top_k=200,            # keep only the top_k most likely tokens (None = all)
+    seed=1337,
+    device="auto",
+    dtype="auto",
+    compile=False,        # torch.compile the per-token decoding step
+)
+
+
+def load_model(init_from, out_dir, device):
+    """(model, tokenizer) from a train.py checkpoint or from GPT-2 weights."""
+    if init_from == "resume":
+        checkpoint = load_checkpoint(out_dir)
+        model = model_from_checkpoint(checkpoint, out_dir)
+        if "meta" not in checkpoint:
+            raise UserError(f"{out_dir}: the checkpoint does not say which tokenizer it uses (no 'meta')")
+        tokenizer = Tokenizer(checkpoint["meta"])
+    else:
+        try:
+            model = GPT.from_pretrained(init_from, {"n_ctx_layer": 0})
+        except ImportError:
+            raise UserError(f"init_from={init_from} needs transformers: pip install transformers")
+        except OSError as e:
+            raise UserError(f"cannot load GPT-2 weights '{init_from}': {str(e).splitlines()[0]}")
+        tokenizer = Tokenizer({"tokenizer": "gpt2"})
+    return model.eval().to(device), tokenizer
+
+
+def read_prompt(start):
+    if start.startswith("FILE:"):
+        path = start[len("FILE:"):]
+        try:
+            with open(path, encoding="utf-8") as f:
+                start = f.read()
+        except OSError as e:
+            raise UserError(f"cannot read the prompt file {path}: {e.strerror}")
+    if not start:
+        raise UserError("the prompt is empty: pass --start=TEXT or --start=FILE:path with some text")
+    return start
+
+
+def main():
+    c = parse_config(DEFAULTS, sys.argv[1:])
+    if c["max_new_tokens"] < 1:
+        raise UserError(f"max_new_tokens={c['max_new_tokens']}: ask for at least 1 token")
+    if c["num_samples"] < 1:
+        raise UserError(f"num_samples={c['num_samples']}: ask for at least 1 sample")
+    prompt = read_prompt(c["start"])
+    device, _, _, autocast = setup_device(c["device"], c["dtype"])
+    torch.manual_seed(c["seed"])
+    model, tokenizer = load_model(c["init_from"], c["out_dir"], device)
+    if c["compile"]:
+        model.decode_step = torch.compile(model.decode_step, dynamic=True)
+
+    ids = tokenizer.encode(prompt)
+    x = torch.tensor([ids] * c["num_samples"], dtype=torch.long, device=device)
+    t0 = time.time()
+    with torch.no_grad(), autocast:
+        y = model.generate(x, c["max_new_tokens"], temperature=c["temperature"], top_k=c["top_k"])
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+    dt = time.time() - t0
+    for row in y.tolist():
+        print(tokenizer.decode(row))
+        print("---------------")
+    n = c["num_samples"] * c["max_new_tokens"]
+    print(f"{n} tokens in {dt:.2f}s: {n / dt:,.0f} tokens/s ({c['num_samples']} samples of "
+          f"{c['max_new_tokens']} tokens, KV-cache decoding on {device})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    run_main(main)

