@@ -125,14 +125,15 @@ def run_blocks(blocks, x, caches=None):
 
 class DecodingState:
     """What incremental decoding carries from one token to the next (SPEC.md): a KV cache per
-    layer of E, D (together `transformer.h`) and P, the encoder states of the chunk being
-    filled, and the context ĉ currently broadcast."""
+    layer of each of E, P and D, the encoder states of the chunk being filled, and the context
+    ĉ currently broadcast."""
 
     def __init__(self, config):
-        self.token_caches = [KVCache() for _ in range(config.n_layer)]
-        self.context_caches = [KVCache() for _ in range(config.n_ctx_layer)]
+        self.encoder = [KVCache() for _ in range(config.n_enc_layer)]
+        self.predictor = [KVCache() for _ in range(config.n_ctx_layer)]
+        self.decoder = [KVCache() for _ in range(config.n_layer - config.n_enc_layer)]
         self.pos = 0          # tokens in the window so far
-        self.chunk = None     # (B, <w, C): encoder states since the last chunk boundary
+        self.chunk = None     # (B, < w, C): encoder states since the last chunk boundary
         self.context = None   # (B, 1, C): ĉ_{k(t)} for the current position t
 
 
@@ -184,12 +185,11 @@ class GPT(nn.Module):
         all_logits=True. `state` (a fresh DecodingState) is filled for incremental decoding."""
         B, T = idx.size()
         assert T <= self.config.block_size, f"sequence of {T} > block_size {self.config.block_size}"
-        caches = None if state is None else state.token_caches
         pos = torch.arange(T, dtype=torch.long, device=idx.device)
 
         # 1. token encoder E (with n_enc_layer = 0, h is the embedding sum itself)
         h = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        h = run_blocks(self.token_encoder, h, caches)
+        h = run_blocks(self.token_encoder, h, state and state.encoder)
 
         # 2-5. the predicted context each position receives, added to h
         x = h
@@ -197,7 +197,7 @@ class GPT(nn.Module):
             x = h + self.predicted_context(h, state)
 
         # 6. token decoder D, exactly GPT-2's remaining blocks and head
-        x = run_blocks(self.token_decoder, x, caches and caches[self.config.n_enc_layer:])
+        x = run_blocks(self.token_decoder, x, state and state.decoder)
         x = self.transformer.ln_f(x)
         if state is not None:
             state.pos = T
@@ -217,7 +217,7 @@ class GPT(nn.Module):
         # 2. map to contexts: mean over complete chunks; a trailing partial chunk would leak the future
         c = h[:, :K * w].reshape(B, K, w, C).mean(dim=2)  # (B, K, C): c_0 .. c_{K-1}
         # 3. context predictor: causal over chunks, so ĉ_{j+1} sees c_0 .. c_j only
-        c_next = run_blocks(self.context_predictor, c, state and state.context_caches)
+        c_next = run_blocks(self.context_predictor, c, state and state.predictor)
         # 4. placeholder: the first chunk has no past to predict it from, so ĉ_0 = c_init = h_0
         c_hat = torch.cat([h[:, :1], c_next], dim=1)  # (B, K + 1, C): ĉ_0 .. ĉ_K
         # 5. shifted broadcast: ĉ_k is built from tokens < k*w and used from position k*w - 1 on
@@ -233,8 +233,8 @@ class GPT(nn.Module):
         state.pos, using and extending the caches (SPEC.md, "Incremental decoding")."""
         pos = torch.full((1,), state.pos, dtype=torch.long, device=idx.device)
         # 1. E on the one new position
-        h = self.transformer.wte(idx) + self.transformer.wpe(pos)
-        h = run_blocks(self.token_encoder, h, state.token_caches)
+        h = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        h = run_blocks(self.token_encoder, h, state.encoder)
         x = h
         if self.config.n_ctx_layer > 0:
             state.chunk = torch.cat([state.chunk, h], dim=1)
@@ -242,11 +242,11 @@ class GPT(nn.Module):
                 # 2-3. a chunk just completed: pool it and step P once; ĉ_{j+1} is in force
                 # from this very position on (k(t) = (t + 1) / w)
                 c = state.chunk.mean(dim=1, keepdim=True)
-                state.context = run_blocks(self.context_predictor, c, state.context_caches)
+                state.context = run_blocks(self.context_predictor, c, state.predictor)
                 state.chunk = state.chunk[:, :0]
             x = h + state.context
         # 6. D on the one new position
-        x = run_blocks(self.token_decoder, x, state.token_caches[self.config.n_enc_layer:])
+        x = run_blocks(self.token_decoder, x, state.decoder)
         state.pos += 1
         return self.lm_head(self.transformer.ln_f(x))
 
