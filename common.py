@@ -156,9 +156,11 @@ class Tokenizer:
         if self.kind == "char":
             self.chars = meta["chars"]
             self.stoi = {ch: i for i, ch in enumerate(self.chars)}
+            self.vocab_size = len(self.chars)
         elif self.kind == "gpt2":
             import tiktoken
             self.enc = tiktoken.get_encoding("gpt2")
+            self.vocab_size = self.enc.n_vocab  # 50257; the model pads its vocabulary to 50304
         else:
             raise UserError(f"unknown tokenizer '{self.kind}' in meta.json (expected char or gpt2)")
 

@@ -251,8 +251,9 @@ class GPT(nn.Module):
         return self.lm_head(self.transformer.ln_f(x))
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True):
-        """Append max_new_tokens tokens to idx (B, T) and return it. temperature=0 is greedy.
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True, vocab_size=None):
+        """Append max_new_tokens tokens to idx (B, T) and return it. temperature=0 is greedy;
+        vocab_size keeps sampling to the tokenizer's ids (the model's vocabulary may be padded).
         Past block_size each step conditions on the last block_size tokens, like nanoGPT; with
         learned absolute positions the whole window shifts, so it is prefilled again."""
         state = None
@@ -263,7 +264,7 @@ class GPT(nn.Module):
                 logits, _ = self(window, state=state)
             else:
                 logits = self.decode_step(idx[:, -1:], state)
-            idx_next = sample_next(logits[:, -1, :], temperature, top_k)
+            idx_next = sample_next(logits[:, -1, :vocab_size], temperature, top_k)
             idx = torch.cat((idx, idx_next), dim=1)
         return idx
 

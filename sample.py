@@ -81,7 +81,8 @@ def main():
     x = torch.tensor([ids] * c["num_samples"], dtype=torch.long, device=device)
     t0 = time.time()
     with torch.no_grad(), autocast:
-        y = model.generate(x, c["max_new_tokens"], temperature=c["temperature"], top_k=c["top_k"])
+        y = model.generate(x, c["max_new_tokens"], temperature=c["temperature"], top_k=c["top_k"],
+                           vocab_size=tokenizer.vocab_size)
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
     dt = time.time() - t0

@@ -151,8 +151,8 @@ def train(config):
                         if k != "dropout" and checkpoint["model_args"].get(k) != v]
             if mismatch:
                 raise UserError(f"{ckpt_path} was trained with {', '.join(mismatch)}: resume with the same config")
+            checkpoint["model_args"]["dropout"] = c.dropout  # the one model field a resume may change
             model = model_from_checkpoint(checkpoint, ckpt_path)
-            model.config.dropout = c.dropout
             iter_num, best_val_loss = checkpoint["iter_num"], checkpoint["best_val_loss"]
             tokens_seen = checkpoint.get("tokens", iter_num * tokens_per_iter)
         elif c.init_from.startswith("gpt2"):
@@ -246,8 +246,8 @@ def train(config):
 
     # Preemption: SIGTERM / SIGINT finish the current step, save, and exit cleanly
     stop_signal = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: stop_signal.append(signal.Signals(signum).name))
+    previous_handlers = {sig: signal.signal(sig, lambda signum, frame: stop_signal.append(signal.Signals(signum).name))
+                         for sig in (signal.SIGTERM, signal.SIGINT)}
 
     # ---- the training loop
     flops_per_token = raw_model.flops_per_token(c.block_size)
@@ -255,87 +255,91 @@ def train(config):
     data_hash = hashlib.sha256()  # fingerprint of every batch drawn: equal runs saw equal data
     running_mfu, last_val = -1.0, None
     t0 = time.time()
-    while True:
-        lr = get_lr(iter_num, c)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    try:
+        while True:
+            lr = get_lr(iter_num, c)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
-        if master and (iter_num % c.eval_interval == 0 or iter_num == c.max_iters or c.eval_only):
-            losses = estimate_loss()
-            last_val = losses["val"]
-            print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            log({"iter": iter_num, "tokens": tokens_seen, "flops": tokens_seen * flops_per_token,
-                 "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
-                 "data_hash": data_hash.hexdigest()})
-            if losses["val"] < best_val_loss or c.always_save_checkpoint:
-                best_val_loss = min(best_val_loss, losses["val"])
-                if iter_num > 0:
-                    checkpoint_now()
-                    print(f"saved checkpoint to {ckpt_path}")
-            t0 = time.time()  # keep evaluation out of the next step's timing
-        if c.eval_only or iter_num >= c.max_iters:
-            break
-
-        # one optimizer step over the global batch; rank r takes micro-batches r, r + world, ...
-        offsets = torch.randint(len(train_data) - c.block_size,
-                                (c.gradient_accumulation_steps, c.batch_size), generator=data_gen)
-        data_hash.update(offsets.numpy().tobytes())
-        loss_sum = torch.zeros((), device=device)
-        for micro_step in range(micro_steps):
-            X, Y = get_batch(train_data, offsets[micro_step * world_size + rank], c.block_size, device)
-            # in DDP, gradients are averaged across ranks on the last micro-step only
-            sync = nullcontext() if not ddp or micro_step == micro_steps - 1 else train_model.no_sync()
-            with sync:
-                with autocast:
-                    _, loss = train_model(X, Y)
-                    loss = loss / micro_steps
-                scaler.scale(loss).backward()
-            loss_sum += loss.detach()
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), c.grad_clip or float("inf"))
-        if not scaler.is_enabled() and not torch.isfinite(grad_norm):
-            # stop before anything is saved: the last good checkpoint stays as it was
-            raise UserError(f"non-finite loss or gradient at iteration {iter_num} (loss {loss_sum.item():.4g}): "
-                            f"stopped without saving; {ckpt_path} holds the last good state. "
-                            "Lower --learning_rate or check the data")
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        tokens_seen += tokens_per_iter
-
-        # timing and logging
-        t1 = time.time()
-        dt, t0 = t1 - t0, t1
-        if iter_num % c.log_interval == 0:
-            if ddp:  # report the loss of the global batch, not just this rank's share
-                dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
-            if master:
-                lossf = loss_sum.item()
-                mfu = None
-                if peak is not None:
-                    step_mfu = flops_per_token * tokens_per_iter / world_size / dt / peak
-                    if iter_num >= 5:  # let compilation and warm-up pass first
-                        running_mfu = step_mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * step_mfu
-                    mfu = running_mfu if running_mfu >= 0 else None
-                mfu_text = f", mfu {mfu * 100:.2f}%" if mfu is not None else ""
-                print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.2f}ms, "
-                      f"{tokens_per_iter / dt:,.0f} tok/s{mfu_text}")
+            if master and (iter_num % c.eval_interval == 0 or iter_num == c.max_iters or c.eval_only):
+                losses = estimate_loss()
+                last_val = losses["val"]
+                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 log({"iter": iter_num, "tokens": tokens_seen, "flops": tokens_seen * flops_per_token,
-                     "train_loss": lossf, "lr": lr, "tokens_per_sec": tokens_per_iter / dt, "mfu": mfu})
-        iter_num += 1
+                     "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
+                     "data_hash": data_hash.hexdigest()})
+                if losses["val"] < best_val_loss or c.always_save_checkpoint:
+                    best_val_loss = min(best_val_loss, losses["val"])
+                    if iter_num > 0:
+                        checkpoint_now()
+                        print(f"saved checkpoint to {ckpt_path}")
+                t0 = time.time()  # keep evaluation out of the next step's timing
+            if c.eval_only or iter_num >= c.max_iters:
+                break
 
-        stop = bool(stop_signal)
-        if ddp:  # every rank stops at the same step
-            flag = torch.tensor(float(stop), device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            stop = bool(flag.item())
-        if stop:
-            if master:
-                checkpoint_now()
-                name = stop_signal[0] if stop_signal else "a signal on another rank"
-                print(f"stopped by {name} at iteration {iter_num}; saved {ckpt_path}. "
-                      f"Resume with the same command plus --init_from=resume")
-            break
+            # one optimizer step over the global batch; rank r takes micro-batches r, r + world, ...
+            offsets = torch.randint(len(train_data) - c.block_size,
+                                    (c.gradient_accumulation_steps, c.batch_size), generator=data_gen)
+            data_hash.update(offsets.numpy().tobytes())
+            loss_sum = torch.zeros((), device=device)
+            for micro_step in range(micro_steps):
+                X, Y = get_batch(train_data, offsets[micro_step * world_size + rank], c.block_size, device)
+                # in DDP, gradients are averaged across ranks on the last micro-step only
+                sync = nullcontext() if not ddp or micro_step == micro_steps - 1 else train_model.no_sync()
+                with sync:
+                    with autocast:
+                        _, loss = train_model(X, Y)
+                        loss = loss / micro_steps
+                    scaler.scale(loss).backward()
+                loss_sum += loss.detach()
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), c.grad_clip or float("inf"))
+            if not scaler.is_enabled() and not torch.isfinite(grad_norm):
+                # stop before anything is saved: the last good checkpoint stays as it was
+                raise UserError(f"non-finite loss or gradient at iteration {iter_num} (loss {loss_sum.item():.4g}): "
+                                f"stopped without saving; {ckpt_path} holds the last good state. "
+                                "Lower --learning_rate or check the data")
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            tokens_seen += tokens_per_iter
+
+            # timing and logging
+            t1 = time.time()
+            dt, t0 = t1 - t0, t1
+            if iter_num % c.log_interval == 0:
+                if ddp:  # report the loss of the global batch, not just this rank's share
+                    dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
+                if master:
+                    lossf = loss_sum.item()
+                    mfu = None
+                    if peak is not None:
+                        step_mfu = flops_per_token * tokens_per_iter / world_size / dt / peak
+                        if iter_num >= 5:  # let compilation and warm-up pass first
+                            running_mfu = step_mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * step_mfu
+                        mfu = running_mfu if running_mfu >= 0 else None
+                    mfu_text = f", mfu {mfu * 100:.2f}%" if mfu is not None else ""
+                    print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.2f}ms, "
+                          f"{tokens_per_iter / dt:,.0f} tok/s{mfu_text}")
+                    log({"iter": iter_num, "tokens": tokens_seen, "flops": tokens_seen * flops_per_token,
+                         "train_loss": lossf, "lr": lr, "tokens_per_sec": tokens_per_iter / dt, "mfu": mfu})
+            iter_num += 1
+
+            stop = bool(stop_signal)
+            if ddp:  # every rank stops at the same step
+                flag = torch.tensor(float(stop), device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                stop = bool(flag.item())
+            if stop:
+                if master:
+                    checkpoint_now()
+                    name = stop_signal[0] if stop_signal else "a signal on another rank"
+                    print(f"stopped by {name} at iteration {iter_num}; saved {ckpt_path}. "
+                          f"Resume with the same command plus --init_from=resume")
+                break
+    finally:  # train() is also a library function: give the caller its handlers back
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
 
     if master:
         log_file.close()

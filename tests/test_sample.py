@@ -1,0 +1,142 @@
+"""Acceptance tests of sample.py (KV-cache issue, points 3-4): it samples end to end from a
+train.py checkpoint on characters and on GPT-2 BPE, and from a local Hugging Face GPT-2 folder,
+greedy decoding is deterministic, prompts can come from a file, and bad input gets a one-line
+error. Tiny models, CPU."""
+
+import os
+
+import pytest
+import torch
+
+import common
+import prepare
+import sample
+from conftest import run_script
+from test_train import one_thread  # noqa: F401 (an autouse fixture)
+from test_train import assert_one_line_error, cli, run_train, tiny_args
+
+SEPARATOR = "\n---------------\n"  # what sample.py prints after each sample
+
+
+@pytest.fixture(scope="module")
+def char_ckpt(char_data, tmp_path_factory):
+    """out_dir of a char-level model trained for 20 iterations (past uniform, far from good)."""
+    out = tmp_path_factory.mktemp("char")
+    run_train(tiny_args(char_data, out, max_iters=20, eval_interval=20))
+    return out
+
+
+@pytest.fixture(scope="module")
+def bpe_ckpt(tmp_path_factory):
+    """out_dir of a model trained for 2 iterations on shakespeare in GPT-2 BPE (vocab padded to 50304)."""
+    data_root = tmp_path_factory.mktemp("bpe_data")
+    prepare.main(["shakespeare", f"--data_root={data_root}"])
+    out = tmp_path_factory.mktemp("bpe")
+    run_train(tiny_args(data_root, out, dataset="shakespeare", max_iters=2, eval_interval=2))
+    return out
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    """A local Hugging Face GPT-2 folder: the real vocabulary, a tiny random model."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    path = tmp_path_factory.mktemp("hf_gpt2")
+    config = GPT2Config(vocab_size=50257, n_positions=64, n_embd=32, n_layer=2, n_head=2)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    return path
+
+
+def samples(stdout, prompt, num_samples):
+    """The samples sample.py printed, checked to continue the prompt."""
+    texts = stdout.split(SEPARATOR)
+    assert len(texts) == num_samples + 1 and texts[-1] == "", stdout
+    assert all(t.startswith(prompt) and len(t) > len(prompt) for t in texts[:-1]), texts
+    return texts[:-1]
+
+
+def assert_speed_line(stderr):
+    assert "tokens/s" in stderr and "KV-cache decoding" in stderr, stderr
+
+
+def sample_twice(capsys, prompt, num_samples, *args):
+    """sample.py run twice in this process: both succeed and print the same; the samples."""
+    runs = [cli(capsys, sample, *args, f"--num_samples={num_samples}", "--device=cpu") for _ in range(2)]
+    for status, _, err in runs:
+        assert status == 0, err
+        assert_speed_line(err)
+    assert runs[0][1] == runs[1][1]
+    return samples(runs[0][1], prompt, num_samples)
+
+
+# ---------------------------------------------------------------- 1. end to end
+
+def test_char_checkpoint_greedy_is_deterministic(char_ckpt):
+    """The real command line, twice: the same greedy samples, each prompt + 40 characters (past
+    block_size=32, so the window is cropped and prefilled again), and a speed line."""
+    args = [f"--out_dir={char_ckpt}", "--start=ROMEO:", "--temperature=0", "--num_samples=2",
+            "--max_new_tokens=40", "--device=cpu"]
+    first, second = run_script("sample.py", *args), run_script("sample.py", *args)
+    assert first.stdout == second.stdout
+    texts = samples(first.stdout, "ROMEO:", 2)
+    assert all(len(t) == len("ROMEO:") + 40 for t in texts)  # one character per token
+    assert texts[0] == texts[1]  # greedy: the batch rows agree too
+    assert_speed_line(first.stderr)
+
+
+def test_char_checkpoint_prompt_from_file(char_ckpt, tmp_path, capsys):
+    prompt = "ROMEO:\nWhat say you"
+    (tmp_path / "prompt.txt").write_text(prompt, encoding="utf-8")
+    texts = sample_twice(capsys, prompt, 3, f"--out_dir={char_ckpt}", f"--start=FILE:{tmp_path / 'prompt.txt'}",
+                         "--max_new_tokens=10", "--seed=7")  # sampled, not greedy: reproducible by the seed
+    assert all(len(t) == len(prompt) + 10 for t in texts)
+
+
+def test_bpe_checkpoint(bpe_ckpt, capsys):
+    sample_twice(capsys, "ROMEO:", 2, f"--out_dir={bpe_ckpt}", "--start=ROMEO:", "--temperature=0",
+                 "--max_new_tokens=12")
+
+
+def test_bpe_sampling_never_emits_padding_ids(bpe_ckpt, tmp_path, capsys):
+    """train.py pads GPT-2's 50257 ids to 50304 for speed. The 47 extra ids are no tokens, yet
+    a model that has not been trained long enough to rule them out gives them probability, and
+    tiktoken cannot decode them. Here the checkpoint is edited so that the padding ids win
+    outright: ln_f keeps only feature 0 and two padding ids get +-100 there, so greedy decoding
+    picks one of them (whatever the sign of feature 0) unless sample.py keeps to real tokens."""
+    checkpoint = common.load_checkpoint(str(bpe_ckpt))
+    state = checkpoint["model"]
+    with torch.no_grad():
+        state["transformer.ln_f.weight"].zero_()[0] = 1.0
+        if "transformer.ln_f.bias" in state:
+            state["transformer.ln_f.bias"].zero_()
+        state["transformer.wte.weight"][50257:50259, 0] = torch.tensor([100.0, -100.0])  # tied to lm_head
+    os.makedirs(tmp_path / "edited")
+    torch.save(checkpoint, tmp_path / "edited" / "ckpt.pt")
+    status, out, err = cli(capsys, sample, f"--out_dir={tmp_path / 'edited'}", "--start=ROMEO:", "--temperature=0",
+                           "--num_samples=1", "--max_new_tokens=4", "--device=cpu")
+    assert status == 0, err
+    samples(out, "ROMEO:", 1)
+
+
+def test_local_hugging_face_gpt2_folder(hf_dir, capsys):
+    sample_twice(capsys, "Hello, world", 2, f"--init_from={hf_dir}", "--start=Hello, world", "--temperature=0",
+                 "--max_new_tokens=8")
+
+
+# ---------------------------------------------------------------- 2. bad input
+
+def test_bad_input_gets_one_line_errors(char_ckpt, tmp_path, capsys):
+    def check(args, *needles):
+        status, _, err = cli(capsys, sample, *args, "--device=cpu")
+        return assert_one_line_error(status, err, *needles)
+
+    ckpt = f"--out_dir={char_ckpt}"
+    check([f"--out_dir={tmp_path / 'nowhere'}"], "no checkpoint at", "nowhere", "train.py")
+    check([ckpt, "--start="], "the prompt is empty")
+    (tmp_path / "empty.txt").write_text("")
+    check([ckpt, f"--start=FILE:{tmp_path / 'empty.txt'}"], "the prompt is empty")
+    check([ckpt, f"--start=FILE:{tmp_path / 'missing.txt'}"], "cannot read the prompt file", "missing.txt")
+    check([ckpt, "--start=Café €"], "'é€'", "not in this model's character vocabulary")
+    check([ckpt, "--max_new_tokens=0"], "max_new_tokens=0", "at least 1")
+    check([ckpt, "--num_samples=0"], "num_samples=0", "at least 1")
+    check([ckpt, "--temperature=hot"], "temperature", "float")
+    check([f"--init_from={tmp_path / 'no_such_hf_dir'}"], "cannot load GPT-2 weights", "no_such_hf_dir")

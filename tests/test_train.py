@@ -1,0 +1,323 @@
+"""Acceptance tests of the data and training pipeline (train.py): a short run learns and writes
+the documented files, resuming is exact, DDP on CPU matches one process, torch.compile trains,
+bad input gets a one-line error, and the shipped config files are valid.
+
+Tiny runs on shakespeare_char, CPU, float32. train.train() runs in-process where no subprocess is
+needed; subprocesses are for what only they show (torchrun, the compiled model, the CLI itself).
+The helpers at the top (one_thread, TINY, tiny_args, run_train, cli, assert_one_line_error, read_log,
+weights) are shared with test_fault.py and test_sample.py."""
+
+import ast
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+import common
+import train
+from conftest import ROOT, run_script
+from model import GPTConfig
+
+# A model of ~50k parameters, 2 micro-batches of 4 x 32 characters a step: a step takes milliseconds
+TINY = dict(dataset="shakespeare_char", n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4,
+            gradient_accumulation_steps=2, compile=False, eval_iters=2, device="cpu", dtype="float32",
+            learning_rate=1e-2, min_lr=1e-3, warmup_iters=1, log_interval=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Run torch on one thread here and in subprocesses: tiny models are fastest that way, and
+    with two threads on two cores shared with other jobs a step can take 100x longer (every op
+    waits for a descheduled OpenMP thread). One thread count for all runs also keeps the
+    bit-exact comparisons between processes meaningful."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        yield
+    torch.set_num_threads(threads)
+
+
+def tiny_args(data_root, out_dir, **overrides):
+    """Command-line arguments of a tiny run: TINY, then overrides, as --key=value."""
+    config = TINY | dict(data_root=data_root, out_dir=out_dir) | overrides
+    return [f"--{k}={v}" for k, v in config.items()]
+
+
+@contextmanager
+def signal_handlers_kept():
+    """train() installs SIGTERM/SIGINT handlers for preemption; put the test process's back."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def run_train(args):
+    """train.train() in this process, configured exactly as `python train.py args` would be."""
+    with signal_handlers_kept():
+        return train.train(common.parse_config(train.DEFAULTS, list(args)))
+
+
+def cli(capsys, module, *args):
+    """module.main() in this process as `python module.py args` runs it (through run_main):
+    (exit status, stdout, stderr). Cheaper than a subprocess by the ~3 s of importing torch."""
+    capsys.readouterr()  # drop what earlier steps printed
+    saved_argv, sys.argv = sys.argv, [module.__file__, *map(str, args)]
+    status = 0
+    try:
+        with signal_handlers_kept():
+            common.run_main(module.main)
+    except SystemExit as e:
+        status = e.code
+    finally:
+        sys.argv = saved_argv
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_line_error(status, err, *needles):
+    """A non-zero exit and exactly one stderr line, 'error: ...', containing every needle."""
+    assert status not in (0, None), f"expected a failure, got exit status {status}\n{err}"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"not a one-line error:\n{err}"
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+def read_log(out_dir):
+    """The rows of out_dir/log.jsonl, split into (training rows, evaluation rows)."""
+    with open(os.path.join(out_dir, "log.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return [r for r in rows if "val_loss" not in r], [r for r in rows if "val_loss" in r]
+
+
+def weights(out_dir):
+    return common.load_checkpoint(str(out_dir))["model"]
+
+
+# ---------------------------------------------------------------- 1. a short run learns
+
+TRAIN_KEYS = {"iter", "tokens", "flops", "train_loss", "lr", "tokens_per_sec", "mfu"}
+EVAL_KEYS = {"iter", "tokens", "flops", "train_loss", "val_loss", "lr", "data_hash"}
+
+
+def test_short_run_lowers_val_loss_and_writes_documented_files(char_data, tmp_path):
+    out = tmp_path / "out"
+    summary = run_train(tiny_args(char_data, out, max_iters=8, eval_interval=4, lr_decay_iters=8))
+
+    train_rows, eval_rows = read_log(out)
+    assert [r["iter"] for r in train_rows] == list(range(8))
+    assert [r["iter"] for r in eval_rows] == [0, 4, 8]
+    assert all(set(r) == TRAIN_KEYS for r in train_rows), train_rows[0]
+    assert all(set(r) == EVAL_KEYS for r in eval_rows), eval_rows[0]
+    assert train_rows[-1]["tokens"] == 8 * 2 * 4 * 32  # iterations x micro-batches x batch x block
+    # from ln(65) = 4.17 (uniform over the characters) to clearly better
+    assert eval_rows[-1]["val_loss"] < eval_rows[0]["val_loss"] - 0.3, eval_rows
+    assert summary["iter_num"] == 8 and summary["val_loss"] == eval_rows[-1]["val_loss"]
+
+    checkpoint = common.load_checkpoint(str(out))
+    assert checkpoint["iter_num"] == 8 and checkpoint["meta"]["tokenizer"] == "char"
+    assert checkpoint["model_args"]["n_layer"] == 2 and checkpoint["model_args"]["vocab_size"] == 65
+    common.model_from_checkpoint(checkpoint)  # the weights fit the architecture they claim
+
+
+def test_train_function_restores_signal_handlers(char_data, tmp_path):
+    """train(config) is also a library function (notebooks, this test suite): the preemption
+    handlers it installs must not outlive it, or Ctrl-C stops working in the caller."""
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    with signal_handlers_kept():  # whatever happens, leave this process usable
+        train.train(common.parse_config(train.DEFAULTS, tiny_args(char_data, tmp_path, max_iters=1)))
+        after = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    assert after == before
+
+
+# ---------------------------------------------------------------- 2. resuming is exact
+
+def test_resume_is_exact(char_data, tmp_path):
+    """2N iterations in one go == N, then --init_from=resume up to 2N: the same per-iteration
+    losses and bit-identical weights. dropout > 0, so the saved RNG state matters too."""
+    N = 4
+    args = dict(lr_decay_iters=2 * N, eval_interval=N, dropout=0.1)
+    run_train(tiny_args(char_data, tmp_path / "a", max_iters=2 * N, **args))
+    run_train(tiny_args(char_data, tmp_path / "b", max_iters=N, **args))
+    run_train(tiny_args(char_data, tmp_path / "b", max_iters=2 * N, init_from="resume", **args))
+
+    losses_a = {r["iter"]: r["train_loss"] for r in read_log(tmp_path / "a")[0]}
+    losses_b = {r["iter"]: r["train_loss"] for r in read_log(tmp_path / "b")[0]}
+    assert sorted(losses_b) == list(range(2 * N))
+    # exactly equal: the same process, the same operations in the same order on the same inputs
+    assert [losses_b[i] for i in range(N, 2 * N)] == [losses_a[i] for i in range(N, 2 * N)]
+    assert common.load_checkpoint(str(tmp_path / "b"))["iter_num"] == 2 * N
+    wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_takes_the_new_dropout(char_data, tmp_path):
+    """dropout may change on resume (train.py leaves it out of the architecture check): resuming
+    with --dropout=0.0 must train without dropout, not silently with the checkpoint's 0.1."""
+    run_train(tiny_args(char_data, tmp_path / "first", max_iters=2, eval_interval=2, dropout=0.1))
+    losses = {}
+    for dropout in (0.1, 0.0):
+        out = tmp_path / f"dropout{dropout}"
+        shutil.copytree(tmp_path / "first", out)
+        run_train(tiny_args(char_data, out, max_iters=3, eval_interval=2, dropout=dropout, init_from="resume"))
+        losses[dropout] = read_log(out)[0][-1]
+        assert losses[dropout]["iter"] == 2
+        assert common.load_checkpoint(str(out))["model_args"]["dropout"] == dropout
+    assert losses[0.0]["train_loss"] != losses[0.1]["train_loss"]
+
+
+# ---------------------------------------------------------------- 3. DDP on CPU
+
+def torchrun(*args):
+    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                             os.path.join(ROOT, "train.py"), *map(str, args)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_torchrun_two_processes_match_one_process(char_data, tmp_path):
+    """2 gloo processes x 1 micro-batch each == 1 process x 2 micro-batches (the same global
+    batch and seed): the same logged loss, gradients and weights after one step, and only rank 0
+    writes. Tolerance 1e-5 on the loss and weights, 1e-6 on Adam's first moments (~1e-2 in
+    size): the ranks add up in another order (measured here: no difference at all). The same
+    launch with gradient_accumulation_steps=3 is refused, on every rank, before any work."""
+    # no clipping: it would hide a gradient off by a factor (averaged vs summed over ranks)
+    common_args = dict(max_iters=1, eval_interval=100, decay_lr=False, learning_rate=1e-3, grad_clip=0.0)
+    ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
+    ddp = torchrun(*tiny_args(char_data, ddp_out, **common_args))
+    bad = torchrun(*tiny_args(char_data, tmp_path / "bad", gradient_accumulation_steps=3))
+    run_train(tiny_args(char_data, single_out, **common_args))  # meanwhile, the reference
+    (ddp_stdout, ddp_stderr), (_, bad_stderr) = ddp.communicate(timeout=300), bad.communicate(timeout=300)
+    assert ddp.returncode == 0, ddp_stderr
+
+    # rank 0 alone prints, logs and saves
+    assert ddp_stdout.count("tokens per iteration") == 1 and "2 process(es)" in ddp_stdout
+    assert sorted(os.listdir(ddp_out)) == ["ckpt.pt", "log.jsonl"]
+    with open(ddp_out / "log.jsonl") as f:
+        lines = f.read().splitlines()
+    assert len(lines) == len(set(lines)) == 3  # eval at 0, the step, eval at 1
+    (ddp_row,), _ = read_log(ddp_out)
+    (single_row,), _ = read_log(single_out)
+    assert ddp_row["tokens"] == single_row["tokens"] == 2 * 4 * 32
+    assert ddp_row["train_loss"] == pytest.approx(single_row["train_loss"], abs=1e-5)
+
+    ddp_ckpt, single_ckpt = common.load_checkpoint(str(ddp_out)), common.load_checkpoint(str(single_out))
+    for k, w in single_ckpt["model"].items():
+        torch.testing.assert_close(ddp_ckpt["model"][k], w, atol=1e-5, rtol=0, msg=k)
+    # Adam's first update is ~lr * sign(grad), blind to the gradient's scale: compare the first
+    # moments, (1 - beta1) * grad, to see that DDP averages (not sums) over ranks
+    moments = [(s["exp_avg"], ddp_ckpt["optimizer"]["state"][i]["exp_avg"])
+               for i, s in single_ckpt["optimizer"]["state"].items()]
+    assert max(m.abs().max().item() for m, _ in moments) > 1e-4  # the step really had gradients
+    for m_single, m_ddp in moments:
+        torch.testing.assert_close(m_ddp, m_single, atol=1e-6, rtol=0)
+
+    assert bad.returncode != 0
+    errors = [line for line in bad_stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and all("gradient_accumulation_steps=3 is not divisible by the 2 DDP processes"
+                                    in line for line in errors), bad_stderr
+    assert 'train.py", line' not in bad_stderr  # torchrun reports the failure, train.py has no traceback
+    assert not os.path.exists(tmp_path / "bad")
+
+
+# ---------------------------------------------------------------- 4. torch.compile
+
+def test_compiled_model_trains_like_eager(char_data, tmp_path):
+    """compile=True (inductor, CPU) trains, checkpoints plain weight names, and logs the losses
+    the eager model does, within 1e-4 (fused kernels reorder float sums). The slowest test here:
+    it compiles a training and an evaluation graph, ~70 s with a cold inductor cache on 2 busy
+    cores, ~25 s when the cache (/tmp/torchinductor_$USER) is warm."""
+    args = dict(n_layer=1, n_head=1, n_embd=16, block_size=16, batch_size=2, gradient_accumulation_steps=1,
+                eval_iters=1, max_iters=3, eval_interval=3)
+    run_script("train.py", *tiny_args(char_data, tmp_path / "compiled", compile=True, **args))
+    run_train(tiny_args(char_data, tmp_path / "eager", **args))
+
+    compiled, eager = read_log(tmp_path / "compiled")[0], read_log(tmp_path / "eager")[0]
+    assert [r["iter"] for r in compiled] == [0, 1, 2]
+    for c, e in zip(compiled, eager):
+        assert c["train_loss"] == pytest.approx(e["train_loss"], abs=1e-4)
+    checkpoint = common.load_checkpoint(str(tmp_path / "compiled"))
+    assert not any(k.startswith("_orig_mod.") for k in checkpoint["model"])
+    common.model_from_checkpoint(checkpoint)
+
+
+# ---------------------------------------------------------------- 5. bad input
+
+def test_bad_input_gets_one_line_errors(char_data, tmp_path, capsys):
+    # the real command line once: exit status 1, one line, no traceback
+    proc = run_script("train.py", "--batch_size=abc", check=False)
+    assert_one_line_error(proc.returncode, proc.stderr, "batch_size", "int", "'abc'")
+
+    def check(args, *needles):
+        status, _, err = cli(capsys, train, *args)
+        return assert_one_line_error(status, err, *needles)
+
+    base = tiny_args(char_data, tmp_path / "out", max_iters=1)
+    check([*base, "--n_layers=3"], "unknown config key 'n_layers'", "did you mean n_layer")
+    check([*base, "--dataset=nosuchset"], "python prepare.py nosuchset")
+    check([*base, "--chunk_size=0"], "chunk_size=0")
+    check([str(tmp_path / "missing_config.py"), *base], "missing_config.py", "not found")
+    check([*base, "--block_size=2000000"], "block_size=2000000")  # longer than the val split
+    # torchrun's environment with an accumulation that 2 processes cannot share (refused before
+    # any process group is set up; test_torchrun_... shows the same through torchrun itself)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in dict(RANK="0", LOCAL_RANK="0", WORLD_SIZE="2").items():
+            mp.setenv(key, value)
+        check([*base, "--gradient_accumulation_steps=3"], "gradient_accumulation_steps=3", "multiple of 2")
+    assert not os.path.exists(tmp_path / "out" / "ckpt.pt")
+
+
+# ---------------------------------------------------------------- 6. the shipped config files
+
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "config", "*.py")))
+
+
+def script_defaults(path):
+    """The DEFAULTS of the script a config file is for: compare_*.py -> compare.py, else train.py."""
+    if os.path.basename(path).startswith("compare_"):
+        import compare
+        return compare.DEFAULTS
+    return train.DEFAULTS
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_file_is_valid(path):
+    """Every key is a key of its script with the right type (a typo fails here, not hours into
+    a job), and the model it describes is a valid GPTConfig."""
+    config = common.parse_config(script_defaults(path), [path])
+    GPTConfig(**{k: config[k] for k in common.MODEL_KEYS if k in config})
+
+
+def test_owt_configs_take_half_a_million_tokens_a_step():
+    """The paper's batch: ~0.5M tokens per optimizer step, whatever the model size."""
+    owt = [p for p in CONFIGS if "owt" in os.path.basename(p)]
+    assert len(owt) >= 2, CONFIGS
+    for path in owt:
+        c = common.parse_config(script_defaults(path), [path])
+        tokens = c["batch_size"] * c["block_size"] * c["gradient_accumulation_steps"]
+        assert 480_000 <= tokens <= 530_000, (path, tokens)
+
+
+def test_configs_named_in_docstrings_exist():
+    """The usage lines at the top of the entry scripts run as written."""
+    missing = []
+    for script in sorted(glob.glob(os.path.join(ROOT, "*.py"))):
+        with open(script) as f:
+            doc = ast.get_docstring(ast.parse(f.read())) or ""
+        missing += [f"{os.path.basename(script)} names {name}" for name in re.findall(r"config/[\w.-]+\.py", doc)
+                    if not os.path.isfile(os.path.join(ROOT, name))]
+    assert not missing, f"config files that do not exist: {missing}"
