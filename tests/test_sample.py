@@ -12,7 +12,6 @@ import common
 import prepare
 import sample
 from conftest import run_script
-from test_train import one_thread  # noqa: F401 (an autouse fixture)
 from test_train import assert_one_line_error, cli, run_train, tiny_args
 
 SEPARATOR = "\n---------------\n"  # what sample.py prints after each sample

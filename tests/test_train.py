@@ -4,7 +4,7 @@ bad input gets a one-line error, and the shipped config files are valid.
 
 Tiny runs on shakespeare_char, CPU, float32. train.train() runs in-process where no subprocess is
 needed; subprocesses are for what only they show (torchrun, the compiled model, the CLI itself).
-The helpers at the top (one_thread, TINY, tiny_args, run_train, cli, assert_one_line_error, read_log,
+The helpers at the top (TINY, tiny_args, run_train, cli, assert_one_line_error, read_log,
 weights) are shared with test_fault.py and test_sample.py."""
 
 import ast
@@ -30,20 +30,6 @@ from model import GPTConfig
 TINY = dict(dataset="shakespeare_char", n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4,
             gradient_accumulation_steps=2, compile=False, eval_iters=2, device="cpu", dtype="float32",
             learning_rate=1e-2, min_lr=1e-3, warmup_iters=1, log_interval=1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run torch on one thread here and in subprocesses: tiny models are fastest that way, and
-    with two threads on two cores shared with other jobs a step can take 100x longer (every op
-    waits for a descheduled OpenMP thread). One thread count for all runs also keeps the
-    bit-exact comparisons between processes meaningful."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        yield
-    torch.set_num_threads(threads)
 
 
 def tiny_args(data_root, out_dir, **overrides):

@@ -1,0 +1,189 @@
+"""
+Figures from training runs and checkpoints.
+
+Validation loss against iterations, tokens and training FLOPs (the paper's Figure 1), from each
+run's log.jsonl:
+    python plot.py curves --runs=out-gpt2,out-contextlm [--labels=GPT-2,ContextLM] [--out=curves.png]
+
+The attention probabilities of one token layer (mean over heads) for a prompt, two checkpoints
+side by side (the paper's Figure 6):
+    python plot.py attention --ckpt=out-gpt2,out-contextlm --prompt="The new battery ..." [--layer=-1]
+
+Layers count the token layers transformer.h (encoder, then decoder), negative from the end.
+"""
+
+import json
+import math
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from common import (Tokenizer, UserError, load_checkpoint, model_from_checkpoint, parse_config,  # noqa: E402
+                    run_main, setup_device)
+
+CURVES_DEFAULTS = dict(
+    runs="",            # comma-separated out_dirs of train.py runs (each holds log.jsonl)
+    labels="",          # legend entries, one per run; default: the directories' names
+    out="curves.png",
+)
+
+ATTENTION_DEFAULTS = dict(
+    ckpt="",            # one or more (comma-separated) checkpoint directories, drawn side by side
+    prompt="",          # the text whose attention is drawn
+    layer=-1,           # index into the token layers transformer.h; negative counts from the end
+    out="attention.png",
+    device="auto",
+)
+
+
+# ---------------------------------------------------------------- curves
+
+def eval_rows(run_dir):
+    """The evaluation rows (those with val_loss) of run_dir/log.jsonl, one per iteration sorted by
+    iteration: a resumed run repeats iterations, and its last row for each one wins."""
+    path = os.path.join(run_dir, "log.jsonl")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} is missing: train with `python train.py --out_dir={run_dir}` or fix --runs")
+    rows = {}
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a crash; the rest is still good
+                print(f"warning: {path}:{n} is not valid JSON, skipped", file=sys.stderr)
+                continue
+            if "val_loss" in row:
+                rows[row["iter"]] = row
+    if not rows:
+        raise UserError(f"{path} has no evaluation rows (val_loss) yet: train past the first eval_interval")
+    return [rows[it] for it in sorted(rows)]
+
+
+def plot_curves(c):
+    runs = [r for r in c["runs"].split(",") if r]
+    if not runs:
+        raise UserError("name the runs to plot: --runs=DIR[,DIR...]")
+    labels = [label for label in c["labels"].split(",") if label] or \
+        [os.path.basename(os.path.normpath(r)) for r in runs]
+    if len(labels) != len(runs):
+        raise UserError(f"--labels has {len(labels)} entries for {len(runs)} runs: give one label per run")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+    for run, label in zip(runs, labels):
+        rows = eval_rows(run)
+        loss = [r["val_loss"] for r in rows]
+        for ax, key in zip(axes, ("iter", "tokens", "flops")):
+            ax.plot([r[key] for r in rows], loss, marker=".", label=label)
+    for ax, xlabel in zip(axes, ("iterations", "training tokens", "training FLOPs")):
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("validation loss")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(c["out"], dpi=100)
+    print(f"wrote {c['out']}")
+
+
+# ---------------------------------------------------------------- attention
+
+def resolve_layer(layer, config):
+    """(index into transformer.h, 'encoder' or 'decoder') of a possibly negative layer index."""
+    i = layer + config.n_layer if layer < 0 else layer
+    if not 0 <= i < config.n_layer:
+        raise UserError(f"--layer={layer} is out of range: the model has {config.n_layer} token layers "
+                        f"(use 0..{config.n_layer - 1}, or -1 for the last)")
+    return i, "encoder" if i < config.n_enc_layer else "decoder"
+
+
+@torch.no_grad()
+def attention_weights(model, idx, layer):
+    """Attention probabilities (B, n_head, T, T) of token layer `layer` for idx (B, T).
+    F.scaled_dot_product_attention does not return them, so a pre-hook on that layer's
+    attention captures its input x, and they are recomputed from its c_attn weights as
+    softmax(q k^T / sqrt(head_size)) with the causal mask."""
+    attn = model.transformer.h[layer].attn
+    captured = []
+    handle = attn.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+    try:
+        model(idx)
+    finally:
+        handle.remove()
+    x = captured[0]
+    B, T, C = x.size()
+    hs = C // attn.n_head
+    q, k, _ = attn.c_attn(x).split(attn.n_embd, dim=2)
+    q, k = (t.view(B, T, attn.n_head, hs).transpose(1, 2) for t in (q, k))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(hs)
+    causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+    return F.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+
+
+def token_labels(tokenizer, ids):
+    """Each token's text with spaces as ␣ and newlines, tabs escaped, so that they stay visible."""
+    return [repr(tokenizer.decode([i]))[1:-1].replace(" ", "␣") for i in ids]
+
+
+def plot_attention(c):
+    ckpts = [d for d in c["ckpt"].split(",") if d]
+    if not ckpts:
+        raise UserError("name the checkpoints: --ckpt=DIR[,DIR]")
+    prompt = c["prompt"]
+    if not prompt:
+        raise UserError("the prompt is empty: pass --prompt=TEXT")
+    device, _, _, _ = setup_device(c["device"], "float32")  # fp32: the weights are recomputed exactly
+
+    panels = []
+    for d in ckpts:
+        checkpoint = load_checkpoint(d)
+        if "meta" not in checkpoint:
+            raise UserError(f"{d}: the checkpoint does not say which tokenizer it uses (no 'meta')")
+        model = model_from_checkpoint(checkpoint, d).eval().to(device)
+        tokenizer = Tokenizer(checkpoint["meta"])
+        ids = tokenizer.encode(prompt)
+        if len(ids) > model.config.block_size:
+            raise UserError(f"the prompt has {len(ids)} tokens, more than {d}'s block_size="
+                            f"{model.config.block_size}: shorten it")
+        layer, kind = resolve_layer(c["layer"], model.config)
+        weights = attention_weights(model, torch.tensor([ids], device=device), layer)
+        name = os.path.basename(os.path.normpath(d))
+        title = (f"{name}: token layer {layer} of 0..{model.config.n_layer - 1} ({kind}), "
+                 f"mean of {model.config.n_head} heads")
+        panels.append((weights[0].mean(dim=0).cpu(), token_labels(tokenizer, ids), title))
+
+    T = max(len(labels) for _, labels, _ in panels)
+    size = min(8.0, max(4.0, 0.2 * T))  # inches per panel: room for the token labels
+    fontsize = max(3.0, min(9.0, 40 * size / T))  # points: about 0.6 of a row's height
+    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size), squeeze=False)
+    for ax, (weights, labels, title) in zip(axes[0], panels):
+        image = ax.imshow(weights.numpy(), cmap="viridis", vmin=0.0, interpolation="nearest")
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=fontsize)
+        ax.set_yticks(range(len(labels)), labels, fontsize=fontsize)
+        ax.set_xlabel("key (attended to)")
+        ax.set_ylabel("query")
+        ax.set_title(title, fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(c["out"], dpi=100)
+    print(f"wrote {c['out']}")
+
+
+# ---------------------------------------------------------------- the script
+
+COMMANDS = {"curves": (plot_curves, CURVES_DEFAULTS), "attention": (plot_attention, ATTENTION_DEFAULTS)}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in COMMANDS:
+        raise UserError(f"name the figure first: python plot.py {{{','.join(COMMANDS)}}} --key=value ...")
+    command, defaults = COMMANDS[argv[0]]
+    command(parse_config(defaults, argv[1:]))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,129 @@
+"""bench.py on a minute shape: the JSON's schema, the plot, the markdown on stdout, the bare
+`--quick` flag and bad input. No timing assertions: only that every figure is there and sane."""
+
+import json
+import math
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import bench  # noqa: E402
+from common import UserError, parse_config  # noqa: E402
+from conftest import run_script  # noqa: E402
+
+# Overrides put after --quick: they must win over its preset. A shape small enough for seconds,
+# big enough (a few MB of weights, optimizer state and activations) that its memory shows.
+MINUTE = ["--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=64", "--vocab_size=256", "--batch_size=4",
+          "--steps_per_round=1", "--gen_lengths=(5, 12)", "--prompt_len=3", "--gen_batch_size=2"]
+MODELS = ["gpt", "contextlm", "gpt_param_matched"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """`python bench.py --quick` with the minute shape: (CompletedProcess, results, out_dir)."""
+    out_dir = tmp_path_factory.mktemp("bench")
+    proc = run_script("bench.py", "--quick", *MINUTE, f"--out_dir={out_dir}")
+    with open(out_dir / "bench.json") as f:
+        return proc, json.load(f), out_dir
+
+
+def positive(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def test_training_results(quick_run):
+    _, results, _ = quick_run
+    training = results["training"]
+    assert list(training) == MODELS
+    for name, row in training.items():
+        for key in ("params_token", "flops_per_token", "tokens_per_sec", "throughput_ratio",
+                    "peak_memory_bytes", "memory_ratio"):
+            assert positive(row[key]), (name, key, row[key])
+        assert len(row["tokens_per_sec_rounds"]) == 3  # train_rounds from the --quick preset
+        assert all(positive(x) for x in row["tokens_per_sec_rounds"])
+        assert row["mfu"] is None  # no known peak FLOP/s on a CPU
+    assert training["gpt"]["throughput_ratio"] == 1.0 and training["gpt"]["memory_ratio"] == 1.0
+    # the three models: same token layers, + a predictor, + as many layers as the predictor has
+    gpt, ctx, matched = (training[name] for name in MODELS)
+    assert (gpt["n_layer"], gpt["n_ctx_layer"], gpt["params_predictor"]) == (2, 0, 0)
+    assert (ctx["n_layer"], ctx["n_ctx_layer"], ctx["params_token"]) == (2, 2, gpt["params_token"])
+    assert positive(ctx["params_predictor"])
+    assert (matched["n_layer"], matched["params_predictor"]) == (4, 0)
+    assert matched["params_token"] == ctx["params_token"] + ctx["params_predictor"]
+    assert gpt["flops_per_token"] < ctx["flops_per_token"] < matched["flops_per_token"]
+
+
+def test_decoding_results(quick_run):
+    _, results, _ = quick_run
+    rows = results["decoding"]
+    assert sorted((r["model"], r["length"]) for r in rows) == sorted(
+        (name, n) for name in ("gpt", "contextlm") for n in (5, 12))
+    for r in rows:
+        for key in ("cache_tokens_per_sec", "recompute_tokens_per_sec", "speedup", "ratio_to_gpt"):
+            assert positive(r[key]), (r, key)
+        assert r["speedup"] == pytest.approx(r["cache_tokens_per_sec"] / r["recompute_tokens_per_sec"])
+        assert r["batch_size"] == 2
+        if r["model"] == "gpt":
+            assert r["ratio_to_gpt"] == 1.0
+
+
+def test_settings_and_targets(quick_run):
+    _, results, _ = quick_run
+    assert results["torch"] and results["device"] and results["device_type"] == "cpu"
+    assert results["dtype"] == "float32" and results["compile"] is False and results["threads"] == 1  # from --quick
+    # --quick's preset, with the arguments after it winning
+    assert results["settings"]["shape"] == "tiny"
+    assert results["shape"] == dict(
+        name="custom", n_layer=2, n_head=2, n_embd=64, block_size=64, vocab_size=256, batch_size=4,
+        n_ctx_layer=2, chunk_size=4, n_enc_layer=0, bias=False)
+    assert results["settings"]["gen_rounds"] == 3 and results["settings"]["gen_lengths"] == [5, 12]
+    assert len(results["targets"]) == 5
+    for t in results["targets"]:
+        assert positive(t["measured"]) and t["met"] == (
+            t["measured"] <= t["threshold"] if "memory" in t["target"] else t["measured"] >= t["threshold"])
+
+
+def test_markdown_and_plot(quick_run):
+    proc, results, out_dir = quick_run
+    assert "| model |" in proc.stdout and "## Decoding" in proc.stdout and "## Targets" in proc.stdout
+    for name in MODELS:
+        assert f"| {name} |" in proc.stdout
+    assert "training round 3/3" in proc.stderr  # progress goes to stderr
+    png = out_dir / "bench.png"
+    assert png.stat().st_size > 1000
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_expands_in_place():
+    argv = bench.expand_quick(["--seed=3", "--quick", "--gen_rounds=7"])
+    assert argv == ["--seed=3", *bench.QUICK, "--gen_rounds=7"]
+    config = parse_config(bench.DEFAULTS, argv)
+    assert config["shape"] == "tiny" and config["gen_rounds"] == 7 and config["seed"] == 3
+    assert bench.expand_quick(["--quick=True"]) == bench.QUICK and bench.expand_quick(["--quick=False"]) == []
+    # what the README promises: the bare flag runs within one window
+    quick = bench.resolve(parse_config(bench.DEFAULTS, bench.QUICK))
+    assert quick["prompt_len"] + max(quick["gen_lengths"]) <= quick["block_size"]
+    assert quick["n_layer"] == bench.SHAPES["tiny"]["n_layer"] and quick["json"] == os.path.join("bench", "bench.json")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--shape=gpt3"], "unknown shape"),
+    (["--n_ctx_layer=0"], "n_ctx_layer"),
+    (["--gen_lengths=(2000,)"], "shorten --gen_lengths"),
+    (["--gen_lengths=()"], "gen_lengths"),
+    (["--n_head=5"], "divisible"),
+    (["--batch_size=-1"], "batch_size"),
+])
+def test_bad_input(args, message):
+    with pytest.raises(UserError, match=message):
+        bench.resolve(parse_config(bench.DEFAULTS, args))
+
+
+def test_bad_input_is_one_line():
+    proc = run_script("bench.py", "--shape=gpt3", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: unknown shape 'gpt3'")

@@ -1,0 +1,133 @@
+"""compare.py on CPU: the --quick study end to end (table, JSON, PNG), a rerun that reuses the
+finished runs and stops loudly on mismatched batch fingerprints, proof that the arms of a seed
+train on identical batches, and the ablation grid with one flag."""
+
+import hashlib
+import json
+import math
+import os
+import shutil
+
+import pytest
+import torch
+from conftest import run_script
+
+import compare
+import train
+from common import UserError
+
+ARMS = ("gpt", "contextlm", "gpt+2L")
+
+
+def quick_args(data_root, out_dir, *more):
+    return ["--quick", f"--data_root={data_root}", f"--out_dir={out_dir}", *more]
+
+
+@pytest.fixture(scope="module")
+def quick_study(char_data, tmp_path_factory):
+    """The CI study, run once as a user would: `python compare.py --quick`."""
+    out = tmp_path_factory.mktemp("compare")
+    proc = run_script("compare.py", *quick_args(char_data, out))
+    return out, proc
+
+
+def test_quick_study_writes_table_json_and_plot(quick_study):
+    out, proc = quick_study
+    results = json.loads((out / "results.json").read_text())
+    table = (out / "results.md").read_text()
+    assert table.strip() in proc.stdout  # printed as well as saved
+    assert list(results["arms"]) == list(ARMS) and len(results["seeds"]) == 1
+    seed = str(results["seeds"][0])
+    for arm in ARMS:
+        assert f"| {arm} |" in table
+        # "final val loss" is the log's evaluation at iteration max_iters
+        with open(out / f"{arm}-s{seed}" / "log.jsonl") as f:
+            evals = [row for row in map(json.loads, f) if "val_loss" in row]
+        final = results["arms"][arm]["final_val_loss"][seed]
+        assert evals[-1]["iter"] == results["config"]["max_iters"] and evals[-1]["val_loss"] == final
+        assert final < math.log(65)  # below chance: every arm actually trained
+        assert results["arms"][arm]["val_ppl"] == pytest.approx(math.exp(final))
+    assert "± n/a" in table  # one seed: no std
+    gpt, ctx, big = (results["arms"][arm] for arm in ARMS)
+    assert ctx["params"]["token"] == gpt["params"]["token"] and ctx["params"]["predictor"] > 0
+    assert big["params"]["predictor"] == 0  # the parameter-matched GPT: 2 more token layers instead
+    assert big["params"]["token"] == pytest.approx(ctx["params"]["token"] + ctx["params"]["predictor"], rel=0.02)
+    assert ctx["delta_vs_gpt"] == pytest.approx(ctx["final_val_loss"][seed] - gpt["final_val_loss"][seed])
+    png = (out / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_rerun_reuses_runs_and_fails_loudly_on_different_batches(quick_study, char_data, tmp_path, capsys):
+    out, _ = quick_study
+    study = tmp_path / "study"
+    shutil.copytree(out, study)
+    logs = {arm: study / f"{arm}-s1337" / "log.jsonl" for arm in ARMS}
+    before = {arm: path.read_text() for arm, path in logs.items()}
+    compare.main(quick_args(char_data, study))  # in-process: nothing to train
+    assert capsys.readouterr().out.count("finished earlier, reused") == 3
+    assert {arm: path.read_text() for arm, path in logs.items()} == before
+
+    # a run whose config differs (here: the learning rate) is not "finished" for this study
+    c = compare.parse_config(compare.DEFAULTS, [compare.QUICK_CONFIG, f"--data_root={char_data}", f"--out_dir={study}"])
+    cfg = compare.run_config(c, "gpt", compare.arms_of(c)["gpt"], 1337)
+    assert compare.finished(cfg) is not None and compare.finished(cfg | {"learning_rate": 0.5}) is None
+
+    # one arm whose batch fingerprint differs at the last evaluation: the study must refuse to report
+    rows = [json.loads(line) for line in before["contextlm"].splitlines()]
+    [*_, last] = [row for row in rows if "val_loss" in row]
+    last["data_hash"] = hashlib.sha256(b"other batches").hexdigest()
+    logs["contextlm"].write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(UserError, match="'gpt' and 'contextlm' did not draw the same training batches"):
+        compare.main(quick_args(char_data, study))
+
+
+def test_arms_of_a_seed_train_on_identical_batches(char_data, tmp_path, monkeypatch):
+    """Hash the actual training tensors each arm's run draws (wrapping train.get_batch), for
+    every arm at one seed and for gpt at the next seed, which must differ."""
+    c = compare.parse_config(compare.DEFAULTS, [compare.QUICK_CONFIG, f"--data_root={char_data}",
+                                                f"--out_dir={tmp_path}", "--max_iters=3", "--eval_iters=1"])
+    hashes = []
+    real_get_batch = train.get_batch
+
+    def hashing_get_batch(data, offsets, block_size, device):
+        x, y = real_get_batch(data, offsets, block_size, device)
+        if torch.is_grad_enabled():  # training batches only: evaluation runs under no_grad
+            hashes[-1]["n"] += 1
+            hashes[-1]["sha"].update(x.numpy().tobytes() + y.numpy().tobytes())
+        return x, y
+
+    monkeypatch.setattr(train, "get_batch", hashing_get_batch)
+    arms = compare.arms_of(c)
+    runs = [(name, 1337) for name in arms] + [("gpt", 1338)]
+    for name, seed in runs:
+        hashes.append({"n": 0, "sha": hashlib.sha256()})
+        compare.train_run(compare.run_config(c, name, arms[name], seed), master=True)
+    seen = {run: (h["n"], h["sha"].hexdigest()) for run, h in zip(runs, hashes)}
+    logged = {(name, seed): compare.read_log(tmp_path / f"{name}-s{seed}")[0][-1]["data_hash"] for name, seed in runs}
+    assert all(n == 3 for n, _ in seen.values()), seen  # one batch per iteration (no accumulation)
+    assert len({seen[(name, 1337)] for name in arms}) == 1
+    assert len({logged[(name, 1337)] for name in arms}) == 1
+    assert seen[("gpt", 1338)] != seen[("gpt", 1337)] and logged[("gpt", 1338)] != logged[("gpt", 1337)]
+
+
+def test_ablation_runs_with_one_flag_and_reuses_the_main_runs(quick_study, char_data):
+    out, _ = quick_study
+    results = (out / "results.md").read_text()
+    # chunk sizes 2 and 4 x encoder depths 0 and 1 (n_layer // 2); 64 > block_size is skipped
+    proc = run_script("compare.py", *quick_args(char_data, out, "--ablation=True", "--chunk_sizes=[2, 4, 64]"))
+    assert "chunk_size=64 skipped" in proc.stdout
+    assert proc.stdout.count("finished earlier, reused") == 2  # gpt and contextlm (w=4, enc=0)
+    ablation = json.loads((out / "ablation.json").read_text())
+    arms = ["gpt", "contextlm-w2-enc0", "contextlm", "contextlm-w2-enc1", "contextlm-w4-enc1"]
+    assert list(ablation["arms"]) == arms
+    assert [(a["model"]["chunk_size"], a["model"]["n_enc_layer"]) for a in ablation["arms"].values()][1:] == \
+        [(2, 0), (4, 0), (2, 1), (4, 1)]
+    table = (out / "ablation.md").read_text()
+    assert all(f"| {arm} |" in table for arm in arms)
+    assert (out / "ablation.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "results.md").read_text() == results  # the main table is left alone
+
+
+def test_missing_dataset_names_the_fix(tmp_path):
+    with pytest.raises(UserError, match="python prepare.py shakespeare"):
+        compare.main(quick_args(tmp_path, tmp_path / "out", "--dataset=shakespeare"))
