@@ -1,0 +1,491 @@
+"""
+ContextLM and GPT-2 side by side: training throughput, peak memory and MFU of three models of one
+shape, then decoding speed with the KV cache against full recompute.
+
+    python bench.py                         # the gpt2 shape (124M), on the GPU if there is one
+    python bench.py --shape=gpt2-medium
+    python bench.py --quick                 # a tiny shape: about a minute on a laptop CPU
+    python bench.py --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --batch_size=32
+    python bench.py --shape=gpt2-xl --interleave=False   # three XL models do not fit on one GPU together
+
+The three models share the shape:
+    gpt                GPT-2 with the same n_layer token layers (n_ctx_layer=0): the baseline
+    contextlm          the same token layers plus an n_ctx_layer-layer context predictor
+    gpt_param_matched  GPT-2 with n_layer + n_ctx_layer layers: as many parameters as contextlm
+
+Markdown tables go to stdout, progress to stderr; the numbers also go to out_dir/bench.json
+and a plot to out_dir/bench.png. Tokens are random: speed does not depend on what they say.
+"""
+
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from types import SimpleNamespace
+
+import matplotlib
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from common import UserError, parse_config, peak_flops, run_main, setup_device  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+
+DEFAULTS = dict(
+    # shape: a name; each of the six keys after it that is not 0 overrides the named shape
+    shape="gpt2",            # gpt2, gpt2-medium, gpt2-large, gpt2-xl, or tiny (what --quick uses)
+    n_layer=0,               # token layers of gpt and contextlm
+    n_head=0,
+    n_embd=0,
+    block_size=0,            # sequence length of every training step
+    vocab_size=0,
+    batch_size=0,            # sequences per training step
+    # ContextLM
+    n_ctx_layer=2,           # context predictor layers; gpt_param_matched gets this many more token layers
+    chunk_size=4,
+    n_enc_layer=0,
+    bias=False,              # like train.py
+    # training: each model warms up, then in every round each model takes its steps in turn
+    warmup_steps=10,         # untimed; compilation happens here
+    train_rounds=5,          # tokens/s is the median over rounds
+    steps_per_round=10,
+    interleave=True,         # all three models on the device at once, taking turns; False: one at a time
+    # decoding (gpt and contextlm): greedy generate() from a random prompt, cache on and off
+    gen_lengths=(128, 512),  # new tokens per generate() call
+    gen_batch_size=8,
+    prompt_len=16,
+    gen_rounds=3,            # tokens/s is the median over rounds
+    # system
+    device="auto",           # 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'
+    dtype="auto",            # 'auto' = bfloat16 autocast on CUDA (float16 on older GPUs), float32 elsewhere
+    compile=None,            # torch.compile the training step; None = on CUDA only
+    threads=0,               # CPU threads for torch (0 = torch's default; 1 is faster on a busy, shared CPU)
+    seed=1337,
+    out_dir="bench",
+    json="",                 # the results file ('' = out_dir/bench.json); the plot goes next to it (.png)
+)
+
+SHAPES = {  # GPT-2's sizes (vocabulary padded to a multiple of 64), a batch for one 80 GB GPU
+    "gpt2":        dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304, batch_size=12),
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab_size=50304, batch_size=8),
+    "gpt2-large":  dict(n_layer=36, n_head=20, n_embd=1280, block_size=1024, vocab_size=50304, batch_size=4),
+    "gpt2-xl":     dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50304, batch_size=2),
+    "tiny":        dict(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=512, batch_size=8),
+}
+
+# `--quick` is shorthand for these overrides, in its place (arguments after it still win):
+# the tiny shape and short measurements, about a minute on a 2-core CPU. One thread: ops this
+# small gain little from more, and on a busy CPU threads that wait on each other can cost 10x.
+QUICK = ["--shape=tiny", "--warmup_steps=2", "--train_rounds=3", "--steps_per_round=3",
+         "--gen_lengths=(32, 96)", "--gen_batch_size=4", "--gen_rounds=3", "--threads=1"]
+
+DECODERS = ("gpt", "contextlm")  # the parameter-matched GPT decodes like gpt, only deeper
+
+
+def expand_quick(argv):
+    """argv with each bare `--quick` (or --quick=True) replaced by the QUICK overrides."""
+    out = []
+    for arg in argv:
+        if arg in ("--quick", "--quick=True"):
+            out += QUICK
+        elif arg != "--quick=False":
+            out.append(arg)
+    return out
+
+
+def resolve(config):
+    """The config with the shape filled in and every value checked (UserError naming the fix)."""
+    c = dict(config)
+    if c["shape"] not in SHAPES:
+        raise UserError(f"unknown shape '{c['shape']}': use one of {', '.join(SHAPES)}")
+    for key, value in SHAPES[c["shape"]].items():
+        if c[key] == 0:
+            c[key] = value
+    for key in (*SHAPES["tiny"], "chunk_size", "train_rounds", "steps_per_round", "gen_batch_size",
+                "prompt_len", "gen_rounds"):
+        if c[key] < 1:
+            raise UserError(f"--{key}={c[key]}: must be at least 1")
+    if c["n_ctx_layer"] < 1:
+        raise UserError(f"--n_ctx_layer={c['n_ctx_layer']}: must be at least 1 "
+                        "(with 0 contextlm would be the gpt baseline)")
+    if c["warmup_steps"] < 0:
+        raise UserError(f"--warmup_steps={c['warmup_steps']}: must be 0 or more")
+    if c["threads"] < 0:
+        raise UserError(f"--threads={c['threads']}: must be 0 (torch's default) or more")
+    if c["compile"] not in (None, True, False):
+        raise UserError(f"--compile={c['compile']!r}: use True, False or None (= on CUDA only)")
+    lengths = c["gen_lengths"]
+    if not lengths or not all(isinstance(n, int) and n >= 1 for n in lengths):
+        raise UserError(f"--gen_lengths={lengths!r}: give positive token counts, like --gen_lengths=(128, 512)")
+    # decoding stays inside one window, so that no re-prefill (past block_size) enters the timing
+    if c["prompt_len"] + max(lengths) > c["block_size"]:
+        raise UserError(f"prompt_len + longest gen_length = {c['prompt_len'] + max(lengths)} > "
+                        f"block_size={c['block_size']}: shorten --gen_lengths or --prompt_len")
+    if not c["json"]:
+        c["json"] = os.path.join(c["out_dir"], "bench.json")
+    try:
+        for model_args in model_variants(c).values():
+            GPTConfig(**model_args)
+    except ValueError as e:
+        raise UserError(f"invalid model shape: {e}")
+    return c
+
+
+def model_variants(c):
+    """GPTConfig arguments of the three models, by name."""
+    shared = dict(block_size=c["block_size"], vocab_size=c["vocab_size"], n_head=c["n_head"],
+                  n_embd=c["n_embd"], bias=c["bias"], chunk_size=c["chunk_size"], dropout=0.0)
+    return {
+        "gpt": shared | dict(n_layer=c["n_layer"], n_ctx_layer=0, n_enc_layer=0),
+        "contextlm": shared | dict(n_layer=c["n_layer"], n_ctx_layer=c["n_ctx_layer"], n_enc_layer=c["n_enc_layer"]),
+        "gpt_param_matched": shared | dict(n_layer=c["n_layer"] + c["n_ctx_layer"], n_ctx_layer=0, n_enc_layer=0),
+    }
+
+
+def progress(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def synchronize(device):
+    """Wait for the GPU: its kernels run asynchronously, and a timer must see them finish."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    elif device.startswith("mps"):
+        torch.mps.synchronize()
+
+
+def random_tokens(vocab_size, shape, seed, device):
+    return torch.randint(vocab_size, shape, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+# ---------------------------------------------------------------- training
+
+def make_trainer(model_args, device, autocast, use_compile, seed):
+    """(model, step): a freshly initialised model on device and a function taking one training
+    step on a batch: forward, backward and AdamW configured as train.py does."""
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(**model_args)).to(device)
+    optimizer = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device.split(":")[0])
+    forward = torch.compile(model) if use_compile else model
+
+    def step(x, y):
+        with autocast:
+            _, loss = forward(x, y)
+        loss.backward()  # no float16 loss scaling: only the speed matters here
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return model, step
+
+
+def warm_up_runtime(model_args, device, autocast, x, y):
+    """One training step of a minute model of the same kind on a few tokens, so that the
+    libraries' one-time allocations (CPU: code and buffers, ~100 MB; CUDA: cuBLAS workspaces)
+    are not charged to whichever model is measured first."""
+    minute = model_args | dict(n_layer=1, n_head=1, n_embd=8, n_ctx_layer=min(1, model_args["n_ctx_layer"]),
+                               n_enc_layer=0)
+    n = 2 * model_args["chunk_size"]  # a complete chunk at least, for the context predictor
+    _, step = make_trainer(minute, device, autocast, False, 0)
+    step(x[:1, :n], y[:1, :n])
+
+
+def peak_rss():
+    """This process's peak resident memory so far, in bytes. Linux: VmHWM, as ru_maxrss would
+    start from the high-water mark of the parent this process was forked from."""
+    if os.path.exists("/proc/self/status"):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # macOS: in bytes
+
+
+def cpu_peak_memory(model_args, batch_size, dtype, use_compile, seed, threads):
+    """Run in a fresh process: how far building one model and its optimizer and taking two
+    training steps (the second with AdamW's state in place) raise the peak resident memory."""
+    torch.set_num_threads(threads)
+    _, _, _, autocast = setup_device("cpu", dtype)
+    x = random_tokens(model_args["vocab_size"], (batch_size, model_args["block_size"]), seed, "cpu")
+    y = random_tokens(model_args["vocab_size"], (batch_size, model_args["block_size"]), seed + 1, "cpu")
+    warm_up_runtime(model_args, "cpu", autocast, x, y)
+    before = peak_rss()
+    _, step = make_trainer(model_args, "cpu", autocast, use_compile, seed)
+    for _ in range(2):
+        step(x, y)
+    return peak_rss() - before
+
+
+def in_fresh_process(fn, *args):
+    """fn(*args) in a new Python process (spawned, so that nothing is inherited from this one)."""
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def bench_training(c, variants, device, dtype, autocast, use_compile):
+    """Per model: tokens/s (median over rounds), peak memory, parameters, FLOPs/token and MFU."""
+    device_type = device.split(":")[0]
+    x = random_tokens(c.vocab_size, (c.batch_size, c.block_size), c.seed, device)
+    y = random_tokens(c.vocab_size, (c.batch_size, c.block_size), c.seed + 1, device)
+    warm_up_runtime(variants["contextlm"], device, autocast, x, y)
+    tokens_per_round = c.steps_per_round * c.batch_size * c.block_size
+    # Interleaved rounds spread drift (clocks, temperature, other processes) evenly over the models
+    groups = [list(variants)] if c.interleave else [[name] for name in variants]
+    rows, speeds, memory = {}, {name: [] for name in variants}, {name: None for name in variants}
+    for group in groups:
+        steps = {}
+        for name in group:
+            # CUDA: the models already built hold the same memory throughout (their gradients are
+            # freed after each step), so what a step of this one adds on top is its own peak
+            base = torch.cuda.memory_allocated(device) if device_type == "cuda" else 0
+            model, steps[name] = make_trainer(variants[name], device, autocast, use_compile, c.seed)
+            params = model.param_breakdown()
+            rows[name] = dict(n_layer=model.config.n_layer, n_ctx_layer=model.config.n_ctx_layer,
+                              params_token=params["token"], params_predictor=params["predictor"],
+                              flops_per_token=model.flops_per_token(c.block_size))
+            del model  # the step function keeps it
+            progress(f"{name}: {(params['token'] + params['predictor']) / 1e6:.2f}M parameters, "
+                     f"{c.warmup_steps} warm-up steps{' (compiling)' if use_compile else ''}")
+            for _ in range(c.warmup_steps):
+                steps[name](x, y)
+            if device_type == "cuda":
+                synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                steps[name](x, y)
+                synchronize(device)
+                memory[name] = torch.cuda.max_memory_allocated(device) - base
+        for r in range(c.train_rounds):
+            for name in group:
+                synchronize(device)
+                t0 = time.perf_counter()
+                for _ in range(c.steps_per_round):
+                    steps[name](x, y)
+                synchronize(device)
+                speeds[name].append(tokens_per_round / (time.perf_counter() - t0))
+            progress(f"training round {r + 1}/{c.train_rounds}: " +
+                     ", ".join(f"{name} {speeds[name][-1]:,.0f} tok/s" for name in group))
+        del steps  # free this group's models before the next group is built
+        if device_type == "cuda":
+            torch.cuda.empty_cache()
+
+    if device_type == "cpu":
+        # The CPU allocator keeps no peak like CUDA's, and tracemalloc does not see tensor memory,
+        # so each model is built and stepped in a fresh process, and its memory is how far that
+        # raises the process's peak resident set. Coarse (pages, the C allocator's caching) but
+        # per model: one process's high-water mark is never shared by two models.
+        for name in variants:
+            progress(f"{name}: peak memory of two training steps, in a fresh process")
+            memory[name] = in_fresh_process(cpu_peak_memory, variants[name], c.batch_size, dtype, use_compile,
+                                            c.seed, torch.get_num_threads())
+    # (MPS: no per-model peak to read, so no memory figures)
+
+    peak = peak_flops(device)  # None where unknown (CPU, MPS): no MFU then
+    for name, row in rows.items():
+        row["tokens_per_sec"] = statistics.median(speeds[name])
+        row["tokens_per_sec_rounds"] = speeds[name]
+        row["throughput_ratio"] = row["tokens_per_sec"] / statistics.median(speeds["gpt"])
+        row["peak_memory_bytes"] = memory[name]
+        row["memory_ratio"] = memory[name] / memory["gpt"] if memory[name] and memory["gpt"] else None
+        row["mfu"] = row["flops_per_token"] * row["tokens_per_sec"] / peak if peak else None
+    return rows
+
+
+# ---------------------------------------------------------------- decoding
+
+def bench_decoding(c, variants, device, autocast):
+    """Per decoding model and length: greedy generation tokens/s with the KV cache and with a
+    full forward over the whole sequence at every step, medians over rounds."""
+    prompt = random_tokens(c.vocab_size, (c.gen_batch_size, c.prompt_len), c.seed + 2, device)
+    models = {}
+    for name in DECODERS:
+        torch.manual_seed(c.seed)
+        models[name] = GPT(GPTConfig(**variants[name])).to(device).eval()
+
+    def tokens_per_sec(name, length, use_cache):
+        synchronize(device)
+        t0 = time.perf_counter()
+        with autocast:
+            models[name].generate(prompt, length, temperature=0.0, use_cache=use_cache)
+        synchronize(device)
+        return c.gen_batch_size * length / (time.perf_counter() - t0)
+
+    progress("decoding: warm-up")
+    for name in DECODERS:
+        for use_cache in (True, False):
+            tokens_per_sec(name, min(c.gen_lengths), use_cache)
+    runs = {(name, n, use_cache): [] for name in DECODERS for n in c.gen_lengths for use_cache in (True, False)}
+    for r in range(c.gen_rounds):
+        for n in c.gen_lengths:
+            for name in DECODERS:
+                for use_cache in (True, False):
+                    runs[name, n, use_cache].append(tokens_per_sec(name, n, use_cache))
+        progress(f"decoding round {r + 1}/{c.gen_rounds}: " + ", ".join(
+            f"{name}@{n} {runs[name, n, True][-1]:,.0f} / {runs[name, n, False][-1]:,.0f} tok/s"
+            for n in c.gen_lengths for name in DECODERS) + " (cache / recompute)")
+
+    rows = []
+    for n in c.gen_lengths:
+        gpt_cache = statistics.median(runs["gpt", n, True])
+        for name in DECODERS:
+            cache, recompute = statistics.median(runs[name, n, True]), statistics.median(runs[name, n, False])
+            rows.append(dict(model=name, length=n, batch_size=c.gen_batch_size,
+                             cache_tokens_per_sec=cache, recompute_tokens_per_sec=recompute,
+                             speedup=cache / recompute, ratio_to_gpt=cache / gpt_cache))
+    return rows
+
+
+# ---------------------------------------------------------------- targets, the whole run
+
+def check_targets(training, decoding):
+    """The figures the benchmark exists to measure, against the project's targets (stated for the
+    gpt2 shape on a GPU): information, never an assertion."""
+    targets = []
+
+    def target(text, measured, threshold, at_least=True):
+        met = None if measured is None else (measured >= threshold if at_least else measured <= threshold)
+        targets.append(dict(target=text, threshold=threshold, measured=measured, met=met))
+
+    target("contextlm training tokens/s >= 0.95x gpt", training["contextlm"]["throughput_ratio"], 0.95)
+    target("contextlm peak memory <= 1.05x gpt", training["contextlm"]["memory_ratio"], 1.05, at_least=False)
+    lengths = sorted({row["length"] for row in decoding})
+    n = 512 if 512 in lengths else lengths[-1]
+    for row in decoding:
+        if row["length"] == n:
+            target(f"{row['model']} KV cache >= 5x full recompute at {n} tokens"
+                   + ("" if n == 512 else " (target stated at 512)"), row["speedup"], 5.0)
+    target("contextlm KV-cache decoding >= 0.9x gpt (slowest length)",
+           min(row["ratio_to_gpt"] for row in decoding if row["model"] == "contextlm"), 0.9)
+    return targets
+
+
+MEMORY_MEASURES = {  # what "peak memory" means, by device type (MPS: not measured)
+    "cuda": "torch.cuda.max_memory_allocated in one training step, less what was allocated before the model was built",
+    "cpu": "growth of the peak resident memory of a fresh process building the model and taking two training steps",
+}
+
+
+def run_bench(config):
+    """Measure everything `config` (DEFAULTS' keys) asks for; the results as a JSON-ready dict."""
+    c = SimpleNamespace(**resolve(config))
+    device, device_type, ptdtype, autocast = setup_device(c.device, c.dtype)
+    use_compile = device_type == "cuda" if c.compile is None else c.compile
+    dtype = str(ptdtype).removeprefix("torch.")
+    if c.threads:
+        torch.set_num_threads(c.threads)
+    torch.backends.cuda.matmul.allow_tf32 = True  # as train.py
+    torch.backends.cudnn.allow_tf32 = True
+    variants = model_variants(vars(c))
+    progress(f"{c.shape}: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} dims, block {c.block_size}, "
+             f"batch {c.batch_size}, vocab {c.vocab_size} on {device} ({dtype}{', compiled' if use_compile else ''})")
+    t0 = time.time()
+    training = bench_training(c, variants, device, dtype, autocast, use_compile)
+    decoding = bench_decoding(c, variants, device, autocast)
+    named_shape = all(getattr(c, key) == value for key, value in SHAPES[c.shape].items())
+    return dict(
+        device=torch.cuda.get_device_name(device) if device_type == "cuda" else f"{device} ({platform.machine()})",
+        device_type=device_type,
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        dtype=dtype,
+        compile=use_compile,
+        shape={"name": c.shape if named_shape else "custom"} | {
+            key: getattr(c, key) for key in (*SHAPES["tiny"], "n_ctx_layer", "chunk_size", "n_enc_layer", "bias")},
+        settings=vars(c),
+        memory_measure=MEMORY_MEASURES.get(device_type),
+        training=training,
+        decoding=decoding,
+        targets=check_targets(training, decoding),
+        seconds=time.time() - t0,
+    )
+
+
+# ---------------------------------------------------------------- output
+
+def markdown(results):
+    """The results as markdown: training and decoding tables, then the targets."""
+    s = results["shape"]
+    out = [f"## Training: {s['name']} shape ({s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} dims), "
+           f"batch {s['batch_size']} x {s['block_size']} tokens, {results['dtype']}"
+           f"{', compiled' if results['compile'] else ''}, on {results['device']}",
+           "",
+           "| model | layers (token + predictor) | params token | params predictor | tokens/s | ratio "
+           "| peak memory | ratio | FLOPs/token | MFU |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results["training"].items():
+        memory = "n/a" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**20:,.1f} MiB"
+        memory_ratio = "n/a" if r["memory_ratio"] is None else f"{r['memory_ratio']:.3f}"
+        mfu = "n/a" if r["mfu"] is None else f"{r['mfu'] * 100:.1f}%"
+        out.append(f"| {name} | {r['n_layer']} + {r['n_ctx_layer']} | {r['params_token'] / 1e6:.2f}M "
+                   f"| {r['params_predictor'] / 1e6:.2f}M | {r['tokens_per_sec']:,.0f} | {r['throughput_ratio']:.3f} "
+                   f"| {memory} | {memory_ratio} "
+                   f"| {r['flops_per_token'] / 1e6:,.1f}M | {mfu} |")
+    out += ["", f"## Decoding: greedy, batch {results['settings']['gen_batch_size']}, prompt "
+                f"{results['settings']['prompt_len']} tokens",
+            "",
+            "| model | new tokens | KV cache tok/s | recompute tok/s | speed-up | cache ratio to gpt |",
+            "|---|---|---|---|---|---|"]
+    for r in results["decoding"]:
+        out.append(f"| {r['model']} | {r['length']} | {r['cache_tokens_per_sec']:,.0f} "
+                   f"| {r['recompute_tokens_per_sec']:,.0f} | {r['speedup']:.2f}x | {r['ratio_to_gpt']:.3f} |")
+    out += ["", "## Targets (stated for the gpt2 shape on a GPU; information, not assertions)", ""]
+    for t in results["targets"]:
+        measured = "n/a" if t["measured"] is None else f"{t['measured']:.3f}"
+        mark = {True: "pass", False: "FAIL", None: "n/a"}[t["met"]]
+        out.append(f"- {t['target']}: measured {measured} ({mark})")
+    return "\n".join(out)
+
+
+def plot(results, path):
+    """Two panels: training tokens/s per model; decoding tokens/s against length."""
+    fig, (train_ax, decode_ax) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = list(results["training"])
+    bars = train_ax.bar(names, [results["training"][n]["tokens_per_sec"] for n in names],
+                        color=["tab:gray", "tab:blue", "tab:orange"])
+    train_ax.bar_label(bars, labels=[f"{results['training'][n]['throughput_ratio']:.2f}x" for n in names])
+    train_ax.set_ylabel("training tokens/s")
+    train_ax.set_title("training (ratio to gpt above the bars)")
+    for name, color in zip(DECODERS, ("tab:gray", "tab:blue")):
+        rows = [r for r in results["decoding"] if r["model"] == name]
+        lengths = [r["length"] for r in rows]
+        decode_ax.plot(lengths, [r["cache_tokens_per_sec"] for r in rows], "o-", color=color, label=f"{name}, KV cache")
+        decode_ax.plot(lengths, [r["recompute_tokens_per_sec"] for r in rows], "o--", color=color,
+                       label=f"{name}, recompute")
+    decode_ax.set_xlabel("new tokens")
+    decode_ax.set_ylabel("decoding tokens/s")
+    decode_ax.set_yscale("log")
+    decode_ax.set_title(f"greedy decoding, batch {results['settings']['gen_batch_size']}")
+    decode_ax.legend()
+    s = results["shape"]
+    fig.suptitle(f"{s['name']} shape ({s['n_layer']}/{s['n_head']}/{s['n_embd']}) on {results['device']}, "
+                 f"{results['dtype']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save(results):
+    """Write the JSON and, next to it, the plot; their paths."""
+    json_path = results["settings"]["json"]
+    png_path = os.path.splitext(json_path)[0] + ".png"
+    os.makedirs(os.path.dirname(json_path) or ".", exist_ok=True)
+    with open(json_path, "w") as f:
+        json.dump(results, f, indent=2)
+    plot(results, png_path)
+    return json_path, png_path
+
+
+def main(argv=None):
+    config = parse_config(DEFAULTS, expand_quick(sys.argv[1:] if argv is None else argv))
+    try:
+        results = run_bench(config)
+    except torch.cuda.OutOfMemoryError:
+        raise UserError("out of GPU memory: lower --batch_size, or build one model at a time with --interleave=False")
+    print(markdown(results))
+    json_path, png_path = save(results)
+    progress(f"wrote {json_path} and {png_path} ({results['seconds']:.0f}s)")
+
+
+if __name__ == "__main__":
+    run_main(main)
