@@ -214,6 +214,16 @@ def load_checkpoint(path, device="cpu"):
     return checkpoint
 
 
+def model_from_gpt2(name_or_dir, override_args):
+    """GPT.from_pretrained, with the usual failures (no transformers, no weights) as one line."""
+    try:
+        return GPT.from_pretrained(name_or_dir, override_args)
+    except ImportError:
+        raise UserError(f"init_from={name_or_dir} needs transformers: pip install transformers")
+    except OSError as e:
+        raise UserError(f"cannot load GPT-2 weights '{name_or_dir}': {str(e).strip().splitlines()[0]}")
+
+
 def model_from_checkpoint(checkpoint, path="checkpoint"):
     """Rebuild the GPT a checkpoint describes and load its weights."""
     try:

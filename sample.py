@@ -13,9 +13,8 @@ import time
 
 import torch
 
-from common import (Tokenizer, UserError, load_checkpoint, model_from_checkpoint, parse_config, run_main,
-                    setup_device)
-from model import GPT
+from common import (Tokenizer, UserError, load_checkpoint, model_from_checkpoint, model_from_gpt2, parse_config,
+                    run_main, setup_device)
 
 DEFAULTS = dict(
     init_from="resume",   # 'resume' (out_dir/ckpt.pt), a GPT-2 name, or a local Hugging Face directory
@@ -41,12 +40,7 @@ def load_model(init_from, out_dir, device):
             raise UserError(f"{out_dir}: the checkpoint does not say which tokenizer it uses (no 'meta')")
         tokenizer = Tokenizer(checkpoint["meta"])
     else:
-        try:
-            model = GPT.from_pretrained(init_from, {"n_ctx_layer": 0})
-        except ImportError:
-            raise UserError(f"init_from={init_from} needs transformers: pip install transformers")
-        except OSError as e:
-            raise UserError(f"cannot load GPT-2 weights '{init_from}': {str(e).splitlines()[0]}")
+        model = model_from_gpt2(init_from, {"n_ctx_layer": 0})  # OpenAI's GPT-2 has no predictor
         tokenizer = Tokenizer({"tokenizer": "gpt2"})
     return model.eval().to(device), tokenizer
 
