@@ -111,7 +111,8 @@ def train(config):
             device = f"cuda:{local_rank}"
             torch.cuda.set_device(device)
         backend = c.backend if c.backend != "auto" else ("nccl" if device_type == "cuda" else "gloo")
-        dist.init_process_group(backend=backend)
+        if not dist.is_initialized():  # compare.py trains several runs in one process group
+            dist.init_process_group(backend=backend)
     master = rank == 0  # only the master process logs and writes checkpoints
     micro_steps = c.gradient_accumulation_steps // world_size
     tokens_per_iter = c.gradient_accumulation_steps * c.batch_size * c.block_size
@@ -345,14 +346,14 @@ def train(config):
         log_file.close()
         if wandb_run is not None:
             wandb_run.finish()
-    if ddp:
-        dist.destroy_process_group()
     return {"iter_num": iter_num, "best_val_loss": best_val_loss, "val_loss": last_val,
             "data_hash": data_hash.hexdigest(), "params": raw_model.param_breakdown()}
 
 
 def main():
     train(parse_config(DEFAULTS, sys.argv[1:]))
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ train on identical batches, and the ablation grid with one flag."""
 import hashlib
 import json
 import math
-import os
 import shutil
 
 import pytest

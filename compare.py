@@ -1,0 +1,329 @@
+"""
+Does next-context prediction help? One command trains GPT, ContextLM and a parameter-matched GPT
+with the same data, schedule and token budget over several seeds, and tabulates the result.
+
+    python compare.py                                   # config/compare_shakespeare_char.py, ~40 min on 2 CPU cores
+    python compare.py --quick                           # a tiny one-seed study (what CI runs), under a minute
+    python compare.py --ablation=True                   # chunk size x token-encoder depth (paper's Figure 4)
+    python compare.py --dataset=shakespeare --seeds=5   # GPT-2 BPE instead of characters, 5 seeds
+    python compare.py config/compare_owt.py             # the paper's Table 2 comparison (GPUs)
+
+The arms differ only in model fields; everything else (batches, optimizer, schedule, budget,
+evaluation) is shared. With one seed, every arm draws exactly the same batches in the same order:
+train.py's sampler has its own generator, and each evaluation row of log.jsonl carries a
+fingerprint (data_hash) of every batch drawn so far, which is checked across arms.
+    gpt        n_layer token layers
+    contextlm  n_layer token layers + an n_ctx_layer context predictor (chunk_size, n_enc_layer)
+    gpt+2L     n_layer + n_ctx_layer token layers: about as many parameters as contextlm
+
+Configuration: the training keys of train.py (shared by every arm; the arms' model fields are
+derived from n_layer, n_ctx_layer, chunk_size, n_enc_layer) plus the study keys below. Without
+a config file, config/compare_shakespeare_char.py is used; `--quick` means config/compare_quick.py.
+Each run lives in out_dir/<arm>-s<seed>/ (train.py's log.jsonl, ckpt.pt, train.log and run.json);
+a run already finished with the same config is not trained again, so an interrupted study
+resumes where it stopped. Outputs: out_dir/results.{md,json} and curves.png, or ablation.*.
+"""
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+import torch.distributed as dist  # noqa: E402
+
+import train  # noqa: E402
+from common import UserError, load_meta, parse_config, run_main  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG = os.path.join(HERE, "config", "compare_shakespeare_char.py")
+QUICK_CONFIG = os.path.join(HERE, "config", "compare_quick.py")
+UNTIMED_ITERS = 10  # tokens/s leaves out the first iterations (allocation, compilation)
+
+# train.py's keys (init_from and eval_only aside: every run trains from scratch), then the study's
+DEFAULTS = {k: v for k, v in train.DEFAULTS.items() if k not in ("init_from", "eval_only")} | dict(
+    out_dir="runs/compare",       # the study's folder; run <arm>-s<seed> trains in out_dir/<arm>-s<seed>
+    dataset="shakespeare_char",
+    lr_decay_iters=0,             # 0: decay over the whole run (= max_iters)
+    seed=1337,                    # the first seed; seed s also seeds the batch sampler of every arm
+    seeds=3,                      # runs per arm, seeds seed, seed + 1, ...
+    ablation=False,               # train the chunk-size x encoder-depth grid instead of the three arms
+    chunk_sizes=[2, 4, 8, 16],    # the ablation's chunk sizes; encoder depths are 0 and n_layer // 2
+    fresh=False,                  # train again runs that are already finished
+)
+
+
+# ---------------------------------------------------------------- the arms and their runs
+
+def arms_of(c):
+    """{arm: the model fields it sets}; every other setting is the same for all arms."""
+    L, P, w, e = c["n_layer"], c["n_ctx_layer"], c["chunk_size"], c["n_enc_layer"]
+
+    def gpt(n_layer):  # chunk_size and n_enc_layer do nothing without a predictor: fix them
+        return dict(n_layer=n_layer, n_ctx_layer=0, chunk_size=w, n_enc_layer=0)
+
+    if not c["ablation"]:
+        return {"gpt": gpt(L), "contextlm": dict(n_layer=L, n_ctx_layer=P, chunk_size=w, n_enc_layer=e),
+                f"gpt+{P}L": gpt(L + P)}
+    arms = {"gpt": gpt(L)}
+    for enc in sorted({0, L // 2}):
+        for size in c["chunk_sizes"]:
+            if size > c["block_size"]:
+                print(f"ablation: chunk_size={size} skipped, larger than block_size={c['block_size']}")
+                continue
+            # the main study's contextlm run is one cell of the grid: same name, so it is reused
+            name = "contextlm" if (size, enc) == (w, e) else f"contextlm-w{size}-enc{enc}"
+            arms[name] = dict(n_layer=L, n_ctx_layer=P, chunk_size=size, n_enc_layer=enc)
+    return arms
+
+
+def run_config(c, name, fields, seed):
+    """train.py's config for one run: the shared settings, the arm's model fields and the seed."""
+    shared = {k: c[k] for k in train.DEFAULTS if k in c}
+    return train.DEFAULTS | shared | fields | dict(
+        seed=seed, out_dir=os.path.join(c["out_dir"], f"{name}-s{seed}"), wandb_run_name=f"{name}-s{seed}",
+        lr_decay_iters=c["lr_decay_iters"] or c["max_iters"], init_from="scratch", eval_only=False)
+
+
+def read_log(run_dir):
+    """(evaluation rows, timing rows) of run_dir/log.jsonl."""
+    with open(os.path.join(run_dir, "log.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return [r for r in rows if "val_loss" in r], [r for r in rows if "tokens_per_sec" in r]
+
+
+def finished(cfg):
+    """run.json of a run that ended with this very config, or None."""
+    try:
+        with open(os.path.join(cfg["out_dir"], "run.json")) as f:
+            done = json.load(f)
+        evals, _ = read_log(cfg["out_dir"])
+    except (OSError, ValueError):
+        return None
+    # compared as stored (lists, not tuples); out_dir aside, so that a study folder can be moved
+    same = {**done["config"], "out_dir": None} == json.loads(json.dumps({**cfg, "out_dir": None}))
+    return done if same and evals and evals[-1]["iter"] == cfg["max_iters"] else None
+
+
+def train_run(cfg, master):
+    """Train one run from scratch (its stdout into train.log); its run.json record."""
+    if master:
+        shutil.rmtree(cfg["out_dir"], ignore_errors=True)  # a partial or outdated run: start over
+        os.makedirs(cfg["out_dir"])
+    t0 = time.time()
+    log = open(os.path.join(cfg["out_dir"], "train.log"), "w") if master else open(os.devnull, "w")
+    with log, contextlib.redirect_stdout(log):
+        summary = train.train(cfg)
+    if summary["iter_num"] < cfg["max_iters"]:
+        raise UserError(f"{cfg['out_dir']} stopped at iteration {summary['iter_num']} of {cfg['max_iters']}: "
+                        "run the same command again to resume the study")
+    done = {"config": cfg, "params": summary["params"], "wall_s": round(time.time() - t0, 1)}
+    if master:
+        with open(os.path.join(cfg["out_dir"], "run.json"), "w") as f:
+            json.dump(done, f, indent=1)
+    return done
+
+
+def collect(cfg, done):
+    """What the report needs from one finished run."""
+    evals, timing = read_log(cfg["out_dir"])
+    speeds = [r["tokens_per_sec"] for r in timing if r["iter"] >= UNTIMED_ITERS]
+    return {"params": done["params"], "final": evals[-1]["val_loss"], "evals": evals,
+            "tokens_per_sec": statistics.median(speeds) if speeds else None}
+
+
+def check_same_batches(runs, seeds):
+    """Every arm of a seed must have drawn the same batches: equal data_hash at every evaluation."""
+    for seed in seeds:
+        (ref_name, ref), *others = [(name, [(r["iter"], r["data_hash"]) for r in by_seed[seed]["evals"]])
+                                    for name, by_seed in runs.items()]
+        for name, hashes in others:
+            if hashes != ref:
+                bad = next((a, b) for a, b in zip(ref + [None], hashes + [None]) if a != b)
+                raise UserError(f"seed {seed}: arms '{ref_name}' and '{name}' did not draw the same training "
+                                f"batches (evaluation (iter, data_hash) {bad[0]} vs {bad[1]}), so the comparison "
+                                "is not controlled: rerun the study with --fresh=True")
+
+
+# ---------------------------------------------------------------- report
+
+def mean_std(xs):
+    return statistics.mean(xs), statistics.stdev(xs) if len(xs) > 1 else None
+
+
+def pm(mean, std, digits=4):
+    return f"{mean:.{digits}f} ± " + (f"{std:.{digits}f}" if std is not None else "n/a")
+
+
+def count(n):
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n else "0"
+
+
+def summarize(arms, runs, seeds):
+    """Per arm: the per-seed numbers and their summary (JSON-ready)."""
+    gpt = runs["gpt"]
+    out = {}
+    for name, fields in arms.items():
+        by_seed = runs[name]
+        loss, loss_std = mean_std([by_seed[s]["final"] for s in seeds])
+        delta, delta_std = mean_std([by_seed[s]["final"] - gpt[s]["final"] for s in seeds])  # paired by seed
+        speeds = [by_seed[s]["tokens_per_sec"] for s in seeds]
+        gpt_speeds = [gpt[s]["tokens_per_sec"] for s in seeds]
+        speed = None if None in speeds + gpt_speeds else statistics.median(speeds) / statistics.median(gpt_speeds)
+        out[name] = {
+            "model": fields, "params": by_seed[seeds[0]]["params"],
+            "final_val_loss": {str(s): by_seed[s]["final"] for s in seeds},
+            "tokens_per_sec": {str(s): by_seed[s]["tokens_per_sec"] for s in seeds},
+            "val_loss_mean": loss, "val_loss_std": loss_std, "val_ppl": math.exp(loss),
+            "delta_vs_gpt": delta, "delta_std": delta_std, "speed_vs_gpt": speed,
+            "curves": {str(s): [[r["iter"], r["val_loss"]] for r in by_seed[s]["evals"]] for s in seeds},
+        }
+    return out
+
+
+def markdown(c, summary, seeds, title):
+    gpt_speeds = list(summary["gpt"]["tokens_per_sec"].values())
+    gpt_speed = None if None in gpt_speeds else statistics.median(gpt_speeds)
+    tokens = c["max_iters"] * c["gradient_accumulation_steps"] * c["batch_size"] * c["block_size"]
+    lines = [f"## {title}", "",
+             f"{c['dataset']}, {c['max_iters']} iterations ({tokens:,} training tokens) per run, "
+             f"seeds {', '.join(map(str, seeds))}.", "",
+             "| arm | model | token params | predictor params | final val loss | val ppl | Δ loss vs gpt "
+             "| tokens/s vs gpt |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, a in summary.items():
+        m = a["model"]
+        model = f"L={m['n_layer']}" + (f", P={m['n_ctx_layer']}, w={m['chunk_size']}, E={m['n_enc_layer']}"
+                                       if m["n_ctx_layer"] else "")
+        delta = "—" if name == "gpt" else pm(a["delta_vs_gpt"], a["delta_std"])
+        speed = "n/a" if a["speed_vs_gpt"] is None else f"{a['speed_vs_gpt']:.2f}x"
+        lines.append(f"| {name} | {model} | {count(a['params']['token'])} | {count(a['params']['predictor'])} | "
+                     f"{pm(a['val_loss_mean'], a['val_loss_std'])} | {a['val_ppl']:.3f} | {delta} | {speed} |")
+    lines += ["",
+              f"Final val loss: at iteration {c['max_iters']}, over {c['eval_iters']} batches; mean ± sample std "
+              f"over {len(seeds)} seed(s) (n/a with one). val ppl = exp(mean val loss). Δ: arm − gpt, paired by "
+              "seed, mean ± sample std. tokens/s: median training tokens/s of each run (iterations >= "
+              f"{UNTIMED_ITERS}), median over seeds, relative to gpt"
+              + (f" ({gpt_speed:,.0f} tokens/s)" if gpt_speed else "")
+              + "; wall clock, so meaningful on an otherwise idle machine only. All arms of each seed drew "
+              "identical batches (data_hash equal at every evaluation).", ""]
+    return "\n".join(lines)
+
+
+def band_plot(ax, curves, label):
+    """Mean over seeds as a line, min-max over seeds as a band."""
+    per_seed = list(curves.values())
+    iters = [it for it, _ in per_seed[0]]
+    losses = [[loss for _, loss in curve] for curve in per_seed]
+    by_iter = list(zip(*losses))
+    line, = ax.plot(iters, [statistics.mean(v) for v in by_iter], label=label)
+    if len(per_seed) > 1:
+        ax.fill_between(iters, [min(v) for v in by_iter], [max(v) for v in by_iter], color=line.get_color(), alpha=0.2)
+
+
+def plot_curves(summary, seeds, path, title):
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, a in summary.items():
+        band_plot(ax, a["curves"], name)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("validation loss")
+    ax.set_title(f"{title}\nmean over {len(seeds)} seed(s)" + (", band: min-max" if len(seeds) > 1 else ""))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_ablation(summary, seeds, path, title):
+    """Final val loss against chunk size, one line per encoder depth, gpt as a horizontal band."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    gpt = list(summary["gpt"]["final_val_loss"].values())
+    ax.axhline(statistics.mean(gpt), color="k", linestyle="--", label="gpt")
+    ax.axhspan(min(gpt), max(gpt), color="k", alpha=0.1)
+    contextlm = [a for a in summary.values() if a["model"]["n_ctx_layer"]]
+    for enc in sorted({a["model"]["n_enc_layer"] for a in contextlm}):
+        cells = sorted((a["model"]["chunk_size"], list(a["final_val_loss"].values()))
+                       for a in contextlm if a["model"]["n_enc_layer"] == enc)
+        means = [statistics.mean(losses) for _, losses in cells]
+        low = [m - min(losses) for m, (_, losses) in zip(means, cells)]
+        high = [max(losses) - m for m, (_, losses) in zip(means, cells)]
+        ax.errorbar([w for w, _ in cells], means, yerr=[low, high], marker="o", capsize=3,
+                    label=f"contextlm, {enc} encoder layers")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({a["model"]["chunk_size"] for a in contextlm}))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("chunk size w")
+    ax.set_ylabel("final validation loss")
+    ax.set_title(f"{title}\nmean over {len(seeds)} seed(s)" + (", bars: min-max" if len(seeds) > 1 else ""))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- main
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = [QUICK_CONFIG if a in ("--quick", "--quick=True") else a for a in argv]
+    if all(a.startswith("--") for a in argv):  # no config file: the default study
+        argv = [DEFAULT_CONFIG] + argv
+    c = parse_config(DEFAULTS, argv)
+    if c["n_ctx_layer"] < 1:
+        raise UserError(f"n_ctx_layer={c['n_ctx_layer']}: the contextlm arm needs a context predictor "
+                        "(e.g. --n_ctx_layer=2)")
+    if c["seeds"] < 1:
+        raise UserError(f"seeds={c['seeds']}: train at least one seed per arm")
+    load_meta(c["data_root"], c["dataset"])  # a missing dataset fails now, not after the first run
+    master = int(os.environ.get("RANK", 0)) == 0  # under torchrun, only rank 0 writes and reports
+    if not master:
+        sys.stdout = open(os.devnull, "w")
+    arms = arms_of(c)
+    seeds = [c["seed"] + i for i in range(c["seeds"])]
+
+    runs = {name: {} for name in arms}
+    todo = [(name, seed) for seed in seeds for name in arms]  # seed by seed: early seeds are complete first
+    for i, (name, seed) in enumerate(todo, 1):
+        cfg = run_config(c, name, arms[name], seed)
+        print(f"[{i}/{len(todo)}] {name} seed {seed} ({cfg['out_dir']}): ", end="", flush=True)
+        done = None if c["fresh"] else finished(cfg)
+        status = "finished earlier, reused"
+        if not done:
+            done = train_run(cfg, master)
+            status = f"trained in {done['wall_s']:.0f}s"
+        if master:
+            runs[name][seed] = collect(cfg, done)
+            print(f"{status}, final val loss {runs[name][seed]['final']:.4f}")
+    if dist.is_initialized():  # train() keeps one process group for all the runs under torchrun
+        dist.destroy_process_group()
+    if not master:
+        return
+
+    check_same_batches(runs, seeds)
+    title = f"{'ablation' if c['ablation'] else 'next-context prediction'}, {c['dataset']}"
+    summary = summarize(arms, runs, seeds)
+    stem = os.path.join(c["out_dir"], "ablation" if c["ablation"] else "results")
+    table = markdown(c, summary, seeds, title)
+    with open(stem + ".md", "w") as f:
+        f.write(table)
+    with open(stem + ".json", "w") as f:
+        json.dump({"study": "ablation" if c["ablation"] else "main", "seeds": seeds, "config": c,
+                   "same_batches_checked": True, "arms": summary}, f, indent=1)
+    png = stem + ".png" if c["ablation"] else os.path.join(c["out_dir"], "curves.png")
+    (plot_ablation if c["ablation"] else plot_curves)(summary, seeds, png, title)
+    print("\n" + table)
+    print(f"wrote {stem}.md, {stem}.json and {png}")
+
+
+if __name__ == "__main__":
+    run_main(main)
