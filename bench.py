@@ -33,7 +33,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from common import UserError, parse_config, peak_flops, run_main, setup_device  # noqa: E402
+from common import UserError, parse_config, peak_flops, run_main, save_figure, setup_device  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 DEFAULTS = dict(
@@ -377,12 +377,12 @@ def run_bench(config):
     torch.backends.cuda.matmul.allow_tf32 = True  # as train.py
     torch.backends.cudnn.allow_tf32 = True
     variants = model_variants(vars(c))
-    progress(f"{c.shape}: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} dims, block {c.block_size}, "
+    shape_name = c.shape if all(getattr(c, key) == value for key, value in SHAPES[c.shape].items()) else "custom"
+    progress(f"{shape_name}: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} dims, block {c.block_size}, "
              f"batch {c.batch_size}, vocab {c.vocab_size} on {device} ({dtype}{', compiled' if use_compile else ''})")
     t0 = time.time()
     training = bench_training(c, variants, device, dtype, autocast, use_compile)
     decoding = bench_decoding(c, variants, device, autocast)
-    named_shape = all(getattr(c, key) == value for key, value in SHAPES[c.shape].items())
     return dict(
         device=torch.cuda.get_device_name(device) if device_type == "cuda" else f"{device} ({platform.machine()})",
         device_type=device_type,
@@ -390,7 +390,7 @@ def run_bench(config):
         threads=torch.get_num_threads(),
         dtype=dtype,
         compile=use_compile,
-        shape={"name": c.shape if named_shape else "custom"} | {
+        shape={"name": shape_name} | {
             key: getattr(c, key) for key in (*SHAPES["tiny"], "n_ctx_layer", "chunk_size", "n_enc_layer", "bias")},
         settings=vars(c),
         memory_measure=MEMORY_MEASURES.get(device_type),
@@ -460,9 +460,7 @@ def plot(results, path):
     s = results["shape"]
     fig.suptitle(f"{s['name']} shape ({s['n_layer']}/{s['n_head']}/{s['n_embd']}) on {results['device']}, "
                  f"{results['dtype']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def save(results):

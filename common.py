@@ -1,10 +1,12 @@
 """
 What every entry script shares: one-line errors, configuration (defaults -> config/*.py ->
---key=value), devices and precision, datasets and tokenizers, batches, checkpoints.
+--key=value), devices and precision, datasets and tokenizers, batches, checkpoints, run logs,
+figures.
 """
 
 import ast
 import difflib
+import io
 import json
 import os
 import sys
@@ -238,3 +240,36 @@ def model_from_checkpoint(checkpoint, path="checkpoint"):
         first = str(e).strip().splitlines()
         raise UserError(f"{path}: weights do not fit the architecture in model_args ({first[-1].strip()})")
     return model
+
+
+# ---------------------------------------------------------------- run logs
+
+def read_log(run_dir):
+    """(training rows, evaluation rows) of train.py's run_dir/log.jsonl, each sorted by iteration,
+    one row per iteration: a resumed run repeats iterations, and the last row for each one wins."""
+    path = os.path.join(run_dir, "log.jsonl")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} is missing: train with `python train.py --out_dir={run_dir}` or fix the path")
+    rows = ({}, {})  # training, evaluation (rows with val_loss)
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a crash; the rest is still good
+                print(f"warning: {path}:{n} is not valid JSON, skipped", file=sys.stderr)
+                continue
+            rows["val_loss" in row][row["iter"]] = row
+    return tuple([by_iter[it] for it in sorted(by_iter)] for by_iter in rows)
+
+
+def save_figure(fig, path):
+    """Save a matplotlib figure as a compact PNG and close it. Plots use few colours, so a
+    128-colour palette looks the same at a quarter of the size (figures live in the repo)."""
+    import matplotlib.pyplot as plt
+    from PIL import Image  # a dependency of matplotlib
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    Image.open(buf).convert("RGB").quantize(colors=128).save(path, optimize=True)

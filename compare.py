@@ -2,7 +2,7 @@
 Does next-context prediction help? One command trains GPT, ContextLM and a parameter-matched GPT
 with the same data, schedule and token budget over several seeds, and tabulates the result.
 
-    python compare.py                                   # config/compare_shakespeare_char.py, ~40 min on 2 CPU cores
+    python compare.py                                   # config/compare_shakespeare_char.py, 37 min on 2 CPU cores
     python compare.py --quick                           # a tiny one-seed study (what CI runs), under a minute
     python compare.py --ablation=True                   # chunk size x token-encoder depth (paper's Figure 4)
     python compare.py --dataset=shakespeare --seeds=5   # GPT-2 BPE instead of characters, 5 seeds
@@ -41,7 +41,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 import train  # noqa: E402
-from common import UserError, load_meta, parse_config, run_main  # noqa: E402
+from common import UserError, load_meta, parse_config, read_log, run_main, save_figure  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join(HERE, "config", "compare_shakespeare_char.py")
@@ -93,20 +93,13 @@ def run_config(c, name, fields, seed):
         lr_decay_iters=c["lr_decay_iters"] or c["max_iters"], init_from="scratch", eval_only=False)
 
 
-def read_log(run_dir):
-    """(evaluation rows, timing rows) of run_dir/log.jsonl."""
-    with open(os.path.join(run_dir, "log.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    return [r for r in rows if "val_loss" in r], [r for r in rows if "tokens_per_sec" in r]
-
-
 def finished(cfg):
     """run.json of a run that ended with this very config, or None."""
     try:
         with open(os.path.join(cfg["out_dir"], "run.json")) as f:
             done = json.load(f)
-        evals, _ = read_log(cfg["out_dir"])
-    except (OSError, ValueError):
+        _, evals = read_log(cfg["out_dir"])
+    except (OSError, ValueError, UserError):
         return None
     # compared as stored (lists, not tuples); out_dir aside, so that a study folder can be moved
     same = {**done["config"], "out_dir": None} == json.loads(json.dumps({**cfg, "out_dir": None}))
@@ -134,7 +127,7 @@ def train_run(cfg, master):
 
 def collect(cfg, done):
     """What the report needs from one finished run."""
-    evals, timing = read_log(cfg["out_dir"])
+    timing, evals = read_log(cfg["out_dir"])
     speeds = [r["tokens_per_sec"] for r in timing if r["iter"] >= UNTIMED_ITERS]
     return {"params": done["params"], "final": evals[-1]["val_loss"], "evals": evals,
             "tokens_per_sec": statistics.median(speeds) if speeds else None}
@@ -167,25 +160,29 @@ def count(n):
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n else "0"
 
 
+def paired_delta(a, b):
+    """Final val loss of arm a minus arm b, paired by seed (same batches): ({seed: delta}, mean, std)."""
+    per_seed = {s: a["final_val_loss"][s] - b["final_val_loss"][s] for s in a["final_val_loss"]}
+    return (per_seed, *mean_std(list(per_seed.values())))
+
+
 def summarize(arms, runs, seeds):
     """Per arm: the per-seed numbers and their summary (JSON-ready)."""
-    gpt = runs["gpt"]
+    gpt_speeds = [runs["gpt"][s]["tokens_per_sec"] for s in seeds]
     out = {}
     for name, fields in arms.items():
         by_seed = runs[name]
         loss, loss_std = mean_std([by_seed[s]["final"] for s in seeds])
-        delta, delta_std = mean_std([by_seed[s]["final"] - gpt[s]["final"] for s in seeds])  # paired by seed
         speeds = [by_seed[s]["tokens_per_sec"] for s in seeds]
-        gpt_speeds = [gpt[s]["tokens_per_sec"] for s in seeds]
         speed = None if None in speeds + gpt_speeds else statistics.median(speeds) / statistics.median(gpt_speeds)
         out[name] = {
             "model": fields, "params": by_seed[seeds[0]]["params"],
             "final_val_loss": {str(s): by_seed[s]["final"] for s in seeds},
             "tokens_per_sec": {str(s): by_seed[s]["tokens_per_sec"] for s in seeds},
-            "val_loss_mean": loss, "val_loss_std": loss_std, "val_ppl": math.exp(loss),
-            "delta_vs_gpt": delta, "delta_std": delta_std, "speed_vs_gpt": speed,
+            "val_loss_mean": loss, "val_loss_std": loss_std, "val_ppl": math.exp(loss), "speed_vs_gpt": speed,
             "curves": {str(s): [[r["iter"], r["val_loss"]] for r in by_seed[s]["evals"]] for s in seeds},
         }
+        _, out[name]["delta_vs_gpt"], out[name]["delta_std"] = paired_delta(out[name], out["gpt"])
     return out
 
 
@@ -215,32 +212,46 @@ def markdown(c, summary, seeds, title):
               + (f" ({gpt_speed:,.0f} tokens/s)" if gpt_speed else "")
               + "; wall clock, so meaningful on an otherwise idle machine only. All arms of each seed drew "
               "identical batches (data_hash equal at every evaluation).", ""]
+    matched = f"gpt+{c['n_ctx_layer']}L"
+    if not c["ablation"]:  # the reviewers' question: more than the predictor's extra parameters?
+        for other in ("gpt", matched):
+            per_seed, mean, std = paired_delta(summary["contextlm"], summary[other])
+            lines.append(f"contextlm − {other}, paired by seed: {pm(mean, std)} (per seed: "
+                         + ", ".join(f"{d:+.4f}" for d in per_seed.values()) + ").")
+        lines.append("")
     return "\n".join(lines)
 
 
-def band_plot(ax, curves, label):
-    """Mean over seeds as a line, min-max over seeds as a band."""
-    per_seed = list(curves.values())
+def save_plot(fig, path):
+    for ax in fig.axes:
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend()
+    save_figure(fig, path)
+
+
+def band_plot(ax, curves, label, from_iter=0):
+    """Mean over seeds as a line, min-max over seeds as a band (evaluations from from_iter on)."""
+    per_seed = [[(it, loss) for it, loss in curve if it >= from_iter] for curve in curves.values()]
     iters = [it for it, _ in per_seed[0]]
-    losses = [[loss for _, loss in curve] for curve in per_seed]
-    by_iter = list(zip(*losses))
+    by_iter = list(zip(*[[loss for _, loss in curve] for curve in per_seed]))
     line, = ax.plot(iters, [statistics.mean(v) for v in by_iter], label=label)
     if len(per_seed) > 1:
         ax.fill_between(iters, [min(v) for v in by_iter], [max(v) for v in by_iter], color=line.get_color(), alpha=0.2)
 
 
 def plot_curves(summary, seeds, path, title):
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    """The whole run, and its second half zoomed in, where the arms' differences show."""
+    fig, (whole, zoom) = plt.subplots(1, 2, figsize=(11, 4.2))
     for name, a in summary.items():
-        band_plot(ax, a["curves"], name)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("validation loss")
-    ax.set_title(f"{title}\nmean over {len(seeds)} seed(s)" + (", band: min-max" if len(seeds) > 1 else ""))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        last = max(it for curve in a["curves"].values() for it, _ in curve)
+        band_plot(whole, a["curves"], name)
+        band_plot(zoom, a["curves"], name, from_iter=last / 2)
+    for ax in (whole, zoom):
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("validation loss")
+    whole.set_title(f"{title}\nmean over {len(seeds)} seed(s)" + (", band: min-max" if len(seeds) > 1 else ""))
+    zoom.set_title("second half, zoomed in")
+    save_plot(fig, path)
 
 
 def plot_ablation(summary, seeds, path, title):
@@ -264,11 +275,7 @@ def plot_ablation(summary, seeds, path, title):
     ax.set_xlabel("chunk size w")
     ax.set_ylabel("final validation loss")
     ax.set_title(f"{title}\nmean over {len(seeds)} seed(s)" + (", bars: min-max" if len(seeds) > 1 else ""))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_plot(fig, path)
 
 
 # ---------------------------------------------------------------- main

@@ -12,7 +12,6 @@ side by side (the paper's Figure 6):
 Layers count the token layers transformer.h (encoder, then decoder), negative from the end.
 """
 
-import json
 import math
 import os
 import sys
@@ -24,8 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from common import (Tokenizer, UserError, load_checkpoint, model_from_checkpoint, parse_config,  # noqa: E402
-                    run_main, setup_device)
+from common import (Tokenizer, UserError, load_checkpoint, model_from_checkpoint, parse_config, read_log,  # noqa: E402
+                    run_main, save_figure, setup_device)
 
 CURVES_DEFAULTS = dict(
     runs="",            # comma-separated out_dirs of train.py runs (each holds log.jsonl)
@@ -45,24 +44,11 @@ ATTENTION_DEFAULTS = dict(
 # ---------------------------------------------------------------- curves
 
 def eval_rows(run_dir):
-    """The evaluation rows (those with val_loss) of run_dir/log.jsonl, one per iteration sorted by
-    iteration: a resumed run repeats iterations, and its last row for each one wins."""
-    path = os.path.join(run_dir, "log.jsonl")
-    if not os.path.isfile(path):
-        raise UserError(f"{path} is missing: train with `python train.py --out_dir={run_dir}` or fix --runs")
-    rows = {}
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a crash; the rest is still good
-                print(f"warning: {path}:{n} is not valid JSON, skipped", file=sys.stderr)
-                continue
-            if "val_loss" in row:
-                rows[row["iter"]] = row
+    """The evaluation rows of run_dir/log.jsonl, one per iteration, sorted by iteration."""
+    rows = read_log(run_dir)[1]
     if not rows:
-        raise UserError(f"{path} has no evaluation rows (val_loss) yet: train past the first eval_interval")
-    return [rows[it] for it in sorted(rows)]
+        raise UserError(f"{run_dir}/log.jsonl has no evaluation rows (val_loss) yet: train past the first eval_interval")
+    return rows
 
 
 def plot_curves(c):
@@ -84,8 +70,7 @@ def plot_curves(c):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation loss")
     axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(c["out"], dpi=100)
+    save_figure(fig, c["out"])
     print(f"wrote {c['out']}")
 
 
@@ -167,8 +152,7 @@ def plot_attention(c):
         ax.set_ylabel("query")
         ax.set_title(title, fontsize=9)
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    fig.tight_layout()
-    fig.savefig(c["out"], dpi=100)
+    save_figure(fig, c["out"])
     print(f"wrote {c['out']}")
 
 

@@ -1,7 +1,8 @@
 # The paper's Table 2 comparison at Base size, on GPUs: GPT-2 124M vs ContextLM-Base (+ a 2-layer
 # context predictor, w=4) vs the 14-layer parameter-matched GPT-2, each on the same 9B tokens
-# of OpenWebText in the same order (Table 1: 12 layers, 12 heads, 768, block 1024, ~0.5M tokens
-# a step, lr 1e-3). One seed: at this scale the seed spread is far below the effect reported.
+# of OpenWebText in the same order, with train_contextlm_owt.py's Table 1 settings (12 layers,
+# 12 heads, 768, block 1024, ~0.5M tokens a step, lr 1e-3). One seed: at this scale the seed
+# spread is far below the effect the paper reports.
 #   python prepare.py openwebtext --num_proc=8
 #   python compare.py config/compare_owt.py                                        # one GPU
 #   torchrun --standalone --nproc_per_node=8 compare.py config/compare_owt.py      # one node of 8
@@ -14,37 +15,9 @@
 #   contextlm  0.877 GFLOP/token  7.90e18 FLOPs  ~5.5 H100-hours
 #   gpt+2L     0.959 GFLOP/token  8.63e18 FLOPs  ~6.1 H100-hours
 #   the study: ~17 H100-hours, ~2.1 hours on 8 H100s (at 30% MFU: ~23 H100-hours).
-out_dir = "runs/compare-owt"
-dataset = "openwebtext"
+import os
+
+exec(open(os.path.join(os.path.dirname(__file__), "train_contextlm_owt.py")).read())
+out_dir = "runs/compare-owt"   # each run trains in runs/compare-owt/<arm>-s<seed>
 seed = 1337
 seeds = 1
-
-n_layer = 12
-n_head = 12
-n_embd = 768
-block_size = 1024
-dropout = 0.0
-bias = False
-n_ctx_layer = 2
-chunk_size = 4
-n_enc_layer = 0
-
-# 16 sequences x 1024 tokens x 32 micro-batches = 524,288 tokens per optimizer step
-batch_size = 16
-gradient_accumulation_steps = 32
-max_iters = 17166        # 17,166 x 524,288 = 9.0B tokens
-warmup_iters = 715
-learning_rate = 1e-3
-min_lr = 1e-4
-weight_decay = 1e-1
-beta1 = 0.9
-beta2 = 0.95
-grad_clip = 1.0
-
-eval_interval = 1000
-eval_iters = 200
-log_interval = 10
-always_save_checkpoint = True   # keeps a recent ckpt.pt in each run's folder
-device = "auto"
-dtype = "auto"
-compile = True

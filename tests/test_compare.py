@@ -13,7 +13,7 @@ from conftest import run_script
 
 import compare
 import train
-from common import UserError
+from common import UserError, read_log
 
 ARMS = ("gpt", "contextlm", "gpt+2L")
 
@@ -52,6 +52,9 @@ def test_quick_study_writes_table_json_and_plot(quick_study):
     assert big["params"]["predictor"] == 0  # the parameter-matched GPT: 2 more token layers instead
     assert big["params"]["token"] == pytest.approx(ctx["params"]["token"] + ctx["params"]["predictor"], rel=0.02)
     assert ctx["delta_vs_gpt"] == pytest.approx(ctx["final_val_loss"][seed] - gpt["final_val_loss"][seed])
+    # the reviewers' question, answered under the table: contextlm against the parameter-matched GPT
+    vs_big = ctx["final_val_loss"][seed] - big["final_val_loss"][seed]
+    assert f"contextlm − gpt+2L, paired by seed: {vs_big:.4f} ± n/a (per seed: {vs_big:+.4f})" in table
     png = (out / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 
@@ -102,7 +105,7 @@ def test_arms_of_a_seed_train_on_identical_batches(char_data, tmp_path, monkeypa
         hashes.append({"n": 0, "sha": hashlib.sha256()})
         compare.train_run(compare.run_config(c, name, arms[name], seed), master=True)
     seen = {run: (h["n"], h["sha"].hexdigest()) for run, h in zip(runs, hashes)}
-    logged = {(name, seed): compare.read_log(tmp_path / f"{name}-s{seed}")[0][-1]["data_hash"] for name, seed in runs}
+    logged = {(name, seed): read_log(tmp_path / f"{name}-s{seed}")[1][-1]["data_hash"] for name, seed in runs}
     assert all(n == 3 for n, _ in seen.values()), seen  # one batch per iteration (no accumulation)
     assert len({seen[(name, 1337)] for name in arms}) == 1
     assert len({logged[(name, 1337)] for name in arms}) == 1

@@ -13,14 +13,14 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
-from conftest import run_script
+from conftest import run_script, sharp_model
 from torch.nn import functional as F
 
 import eval as eval_script
 import plot
 import train
 from common import UserError, run_main, save_checkpoint
-from model import GPT, GPTConfig
+from model import GPTConfig
 
 
 V = 50
@@ -29,20 +29,9 @@ NOCTX = torch.no_grad()
 
 
 def sharp(seed=0, **kw):
-    """A tiny model in eval mode whose logits depend strongly on the context (weights std 0.2,
-    LayerNorm gains ~1), so that a wrong context or position shows up far above the tolerances
-    and greedy choices are not near-ties."""
+    """conftest.sharp_model with this file's shape: a wrong context or position is obvious."""
     cfg = dict(block_size=8, vocab_size=V, n_layer=3, n_head=2, n_embd=16, chunk_size=3, n_ctx_layer=2, n_enc_layer=1)
-    cfg.update(kw)
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(**cfg)).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".ln_" in name or "ln_f" in name:
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
-            else:
-                p.normal_(0.0, 0.2)
-    return model
+    return sharp_model(cfg | kw, seed)
 
 
 def last_logits(model, context):

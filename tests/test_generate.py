@@ -4,32 +4,20 @@ block_size), and sampling is reproducible. Tiny configs, CPU, deterministic."""
 
 import pytest
 import torch
+from conftest import sharp_model
 
 import model as model_module
-from model import GPT, DecodingState, GPTConfig
+from model import DecodingState
 
 
 V = 50
 
 
 def sharp(seed=0, **kw):
-    """A tiny model in eval mode with weights large enough (std 0.2, LayerNorm gains ~1) that
-    logits are well spread: a wrong context shows up far above 1e-5 and greedy choices are not
-    near-ties. The head is untied from wte, so that greedy decoding does not just repeat the
-    last token (a random tied model's favourite) and the continuations exercise the contexts."""
-    cfg = dict(block_size=32, vocab_size=V, n_layer=3, n_head=2, n_embd=16,
-               chunk_size=4, n_ctx_layer=2, n_enc_layer=0)
-    cfg.update(kw)
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(**cfg)).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".ln_" in name or "ln_f" in name:
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
-            else:
-                p.normal_(0.0, 0.2)
-        model.lm_head.weight = torch.nn.Parameter(torch.randn(V, cfg["n_embd"]) * 0.2)
-    return model
+    """conftest.sharp_model with this file's shape and an untied head, so that greedy
+    continuations do not just repeat the last token and do exercise the contexts."""
+    cfg = dict(block_size=32, vocab_size=V, n_layer=3, n_head=2, n_embd=16, chunk_size=4, n_ctx_layer=2, n_enc_layer=0)
+    return sharp_model(cfg | kw, seed, untie_head=True)
 
 
 def full_last_logits(model, idx):
