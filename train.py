@@ -142,6 +142,9 @@ def train(config):
     model_args = {k: config[k] for k in MODEL_KEYS if k in config} | {"vocab_size": vocab_size}
     checkpoint = None
     iter_num, best_val_loss, tokens_seen = 0, float("inf"), 0
+    # fingerprint of every batch drawn so far, chained batch by batch (and kept across resumes):
+    # two runs with equal data_hash at an iteration saw the same training data up to it
+    data_hash = hashlib.sha256().hexdigest()
     ckpt_path = os.path.join(c.out_dir, "ckpt.pt")
     try:
         if c.init_from == "scratch":
@@ -156,6 +159,7 @@ def train(config):
             model = model_from_checkpoint(checkpoint, ckpt_path)
             iter_num, best_val_loss = checkpoint["iter_num"], checkpoint["best_val_loss"]
             tokens_seen = checkpoint.get("tokens", iter_num * tokens_per_iter)
+            data_hash = checkpoint["data_hash"]
         elif c.init_from.startswith("gpt2"):
             if meta["tokenizer"] != "gpt2":
                 raise UserError(f"init_from={c.init_from} needs a GPT-2 BPE dataset, '{c.dataset}' is {meta['tokenizer']}")
@@ -223,6 +227,7 @@ def train(config):
             "iter_num": iter_num,
             "best_val_loss": best_val_loss,
             "tokens": tokens_seen,
+            "data_hash": data_hash,
             "config": config,
             "meta": meta,
             "rng": {"torch": torch.get_rng_state(), "data": data_gen.get_state(),
@@ -253,7 +258,6 @@ def train(config):
     # ---- the training loop
     flops_per_token = raw_model.flops_per_token(c.block_size)
     peak = peak_flops(device)
-    data_hash = hashlib.sha256()  # fingerprint of every batch drawn: equal runs saw equal data
     running_mfu, last_val = -1.0, None
     t0 = time.time()
     try:
@@ -268,7 +272,7 @@ def train(config):
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 log({"iter": iter_num, "tokens": tokens_seen, "flops": tokens_seen * flops_per_token,
                      "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
-                     "data_hash": data_hash.hexdigest()})
+                     "data_hash": data_hash})
                 if losses["val"] < best_val_loss or c.always_save_checkpoint:
                     best_val_loss = min(best_val_loss, losses["val"])
                     if iter_num > 0:
@@ -281,7 +285,7 @@ def train(config):
             # one optimizer step over the global batch; rank r takes micro-batches r, r + world, ...
             offsets = torch.randint(len(train_data) - c.block_size,
                                     (c.gradient_accumulation_steps, c.batch_size), generator=data_gen)
-            data_hash.update(offsets.numpy().tobytes())
+            data_hash = hashlib.sha256(bytes.fromhex(data_hash) + offsets.numpy().tobytes()).hexdigest()
             loss_sum = torch.zeros((), device=device)
             for micro_step in range(micro_steps):
                 X, Y = get_batch(train_data, offsets[micro_step * world_size + rank], c.block_size, device)
@@ -347,7 +351,7 @@ def train(config):
         if wandb_run is not None:
             wandb_run.finish()
     return {"iter_num": iter_num, "best_val_loss": best_val_loss, "val_loss": last_val,
-            "data_hash": data_hash.hexdigest(), "params": raw_model.param_breakdown()}
+            "data_hash": data_hash, "params": raw_model.param_breakdown()}
 
 
 def main():

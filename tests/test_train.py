@@ -146,6 +146,8 @@ def test_resume_is_exact(char_data, tmp_path):
     assert sorted(losses_b) == list(range(2 * N))
     # exactly equal: the same process, the same operations in the same order on the same inputs
     assert [losses_b[i] for i in range(N, 2 * N)] == [losses_a[i] for i in range(N, 2 * N)]
+    # and the data fingerprint carries over: the resumed run saw the same batches as the other
+    assert read_log(tmp_path / "b")[1][-1]["data_hash"] == read_log(tmp_path / "a")[1][-1]["data_hash"]
     assert common.load_checkpoint(str(tmp_path / "b"))["iter_num"] == 2 * N
     wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert wa.keys() == wb.keys()
