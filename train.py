@@ -346,6 +346,8 @@ def train(config):
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
 
+    if ddp:  # wait for rank 0's last evaluation and checkpoint: a rank that goes on to tear the
+        dist.barrier()  # process group down while another still uses it can abort in gloo
     if master:
         log_file.close()
         if wandb_run is not None:
