@@ -163,6 +163,11 @@ def random_tokens(vocab_size, shape, seed, device):
     return torch.randint(vocab_size, shape, generator=torch.Generator().manual_seed(seed)).to(device)
 
 
+def random_batch(vocab_size, batch_size, block_size, seed, device):
+    """(inputs, targets) of random tokens: the speed of a step does not depend on what they say."""
+    return tuple(random_tokens(vocab_size, (batch_size, block_size), seed + i, device) for i in (0, 1))
+
+
 # ---------------------------------------------------------------- training
 
 def make_trainer(model_args, device, autocast, use_compile, seed):
@@ -208,8 +213,7 @@ def cpu_peak_memory(model_args, batch_size, dtype, use_compile, seed, threads):
     training steps (the second with AdamW's state in place) raise the peak resident memory."""
     torch.set_num_threads(threads)
     _, _, _, autocast = setup_device("cpu", dtype)
-    x = random_tokens(model_args["vocab_size"], (batch_size, model_args["block_size"]), seed, "cpu")
-    y = random_tokens(model_args["vocab_size"], (batch_size, model_args["block_size"]), seed + 1, "cpu")
+    x, y = random_batch(model_args["vocab_size"], batch_size, model_args["block_size"], seed, "cpu")
     warm_up_runtime(model_args, "cpu", autocast, x, y)
     before = peak_rss()
     _, step = make_trainer(model_args, "cpu", autocast, use_compile, seed)
@@ -227,8 +231,7 @@ def in_fresh_process(fn, *args):
 def bench_training(c, variants, device, dtype, autocast, use_compile):
     """Per model: tokens/s (median over rounds), peak memory, parameters, FLOPs/token and MFU."""
     device_type = device.split(":")[0]
-    x = random_tokens(c.vocab_size, (c.batch_size, c.block_size), c.seed, device)
-    y = random_tokens(c.vocab_size, (c.batch_size, c.block_size), c.seed + 1, device)
+    x, y = random_batch(c.vocab_size, c.batch_size, c.block_size, c.seed, device)
     warm_up_runtime(variants["contextlm"], device, autocast, x, y)
     tokens_per_round = c.steps_per_round * c.batch_size * c.block_size
     # Interleaved rounds spread drift (clocks, temperature, other processes) evenly over the models

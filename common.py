@@ -143,8 +143,8 @@ def open_split(data_root, dataset, split):
 
 def get_batch(data, offsets, block_size, device):
     """Inputs and next-token targets, (len(offsets), block_size) each, from those offsets."""
-    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in offsets.tolist()])
-    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in offsets.tolist()])
+    rows = torch.stack([torch.from_numpy(data[i:i + block_size + 1].astype(np.int64)) for i in offsets.tolist()])
+    x, y = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()  # one read per row: targets are inputs shifted
     if str(device).startswith("cuda"):  # pinned memory lets the copy overlap with compute
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
@@ -197,12 +197,20 @@ def save_checkpoint(checkpoint, path):
             os.remove(tmp)
 
 
+def checkpoint_path(path):
+    """The checkpoint file of a run directory (DIR/ckpt.pt), or path itself if it names a .pt
+    file; a one-line error if there is none."""
+    run_dir = os.path.dirname(path) if path.endswith(".pt") else path
+    path = path if path.endswith(".pt") else os.path.join(path, "ckpt.pt")
+    if not os.path.isfile(path):
+        raise UserError(f"no checkpoint at {path}: train one with `python train.py --out_dir={run_dir}` "
+                        "or fix the path")
+    return path
+
+
 def load_checkpoint(path, device="cpu"):
     """A checkpoint written by train.py. Never unpickles arbitrary objects (weights_only)."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "ckpt.pt")
-    if not os.path.isfile(path):
-        raise UserError(f"no checkpoint at {path}: train one with `python train.py ...` or fix --out_dir")
+    path = checkpoint_path(path)
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
@@ -224,6 +232,13 @@ def model_from_gpt2(name_or_dir, override_args):
         raise UserError(f"init_from={name_or_dir} needs transformers: pip install transformers")
     except OSError as e:
         raise UserError(f"cannot load GPT-2 weights '{name_or_dir}': {str(e).strip().splitlines()[0]}")
+
+
+def checkpoint_tokenizer(checkpoint, path="checkpoint"):
+    """The Tokenizer of the dataset a train.py checkpoint was trained on (its 'meta')."""
+    if "meta" not in checkpoint:
+        raise UserError(f"{path}: the checkpoint does not say which tokenizer it uses (no 'meta')")
+    return Tokenizer(checkpoint["meta"])
 
 
 def model_from_checkpoint(checkpoint, path="checkpoint"):

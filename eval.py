@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from common import (UserError, load_checkpoint, load_meta, model_from_checkpoint, open_split, parse_config,
-                    run_main, setup_device)
+from common import (UserError, checkpoint_path, load_checkpoint, load_meta, model_from_checkpoint, open_split,
+                    parse_config, run_main, setup_device)
 
 DEFAULTS = dict(
     ckpt="out",                  # comma-separated checkpoint directories (each holds ckpt.pt)
@@ -185,9 +185,7 @@ def main():
     # check every input before the long part starts (checkpoints are loaded one at a time later)
     data = {name: load_dataset(c["data_root"], name, c["max_tokens"]) for name in datasets}
     for d in ckpt_dirs:
-        path = d if d.endswith(".pt") else os.path.join(d, "ckpt.pt")
-        if not os.path.isfile(path):
-            raise UserError(f"no checkpoint at {path}: train one with `python train.py --out_dir={d}` or fix --ckpt")
+        checkpoint_path(d)
 
     results, names = [], []
     for ckpt_dir in ckpt_dirs:

@@ -23,8 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from common import (Tokenizer, UserError, load_checkpoint, model_from_checkpoint, parse_config, read_log,  # noqa: E402
-                    run_main, save_figure, setup_device)
+from common import (UserError, checkpoint_tokenizer, load_checkpoint, model_from_checkpoint,  # noqa: E402
+                    parse_config, read_log, run_main, save_figure, setup_device)
 
 CURVES_DEFAULTS = dict(
     runs="",            # comma-separated out_dirs of train.py runs (each holds log.jsonl)
@@ -125,10 +125,8 @@ def plot_attention(c):
     panels = []
     for d in ckpts:
         checkpoint = load_checkpoint(d)
-        if "meta" not in checkpoint:
-            raise UserError(f"{d}: the checkpoint does not say which tokenizer it uses (no 'meta')")
+        tokenizer = checkpoint_tokenizer(checkpoint, d)
         model = model_from_checkpoint(checkpoint, d).eval().to(device)
-        tokenizer = Tokenizer(checkpoint["meta"])
         ids = tokenizer.encode(prompt)
         if len(ids) > model.config.block_size:
             raise UserError(f"the prompt has {len(ids)} tokens, more than {d}'s block_size="

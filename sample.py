@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from common import (Tokenizer, UserError, load_checkpoint, model_from_checkpoint, model_from_gpt2, parse_config,
-                    run_main, setup_device)
+from common import (Tokenizer, UserError, checkpoint_tokenizer, load_checkpoint, model_from_checkpoint,
+                    model_from_gpt2, parse_config, run_main, setup_device)
 
 DEFAULTS = dict(
     init_from="resume",   # 'resume' (out_dir/ckpt.pt), a GPT-2 name, or a local Hugging Face directory
@@ -36,9 +36,7 @@ def load_model(init_from, out_dir, device):
     if init_from == "resume":
         checkpoint = load_checkpoint(out_dir)
         model = model_from_checkpoint(checkpoint, out_dir)
-        if "meta" not in checkpoint:
-            raise UserError(f"{out_dir}: the checkpoint does not say which tokenizer it uses (no 'meta')")
-        tokenizer = Tokenizer(checkpoint["meta"])
+        tokenizer = checkpoint_tokenizer(checkpoint, out_dir)
     else:
         model = model_from_gpt2(init_from, {"n_ctx_layer": 0})  # OpenAI's GPT-2 has no predictor
         tokenizer = Tokenizer({"tokenizer": "gpt2"})

@@ -319,7 +319,7 @@ def train(config):
                     lossf = loss_sum.item()
                     mfu = None
                     if peak is not None:
-                        step_mfu = flops_per_token * tokens_per_iter / world_size / dt / peak
+                        step_mfu = raw_model.estimate_mfu(micro_steps * c.batch_size, dt, peak)  # this rank's share
                         if iter_num >= 5:  # let compilation and warm-up pass first
                             running_mfu = step_mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * step_mfu
                         mfu = running_mfu if running_mfu >= 0 else None
