@@ -38,8 +38,6 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-import torch.distributed as dist  # noqa: E402
-
 import train  # noqa: E402
 from common import UserError, load_meta, parse_config, read_log, run_main, save_figure  # noqa: E402
 
@@ -311,8 +309,7 @@ def main(argv=None):
         if master:
             runs[name][seed] = collect(cfg, done)
             print(f"{status}, final val loss {runs[name][seed]['final']:.4f}")
-    if dist.is_initialized():  # train() keeps one process group for all the runs under torchrun
-        dist.destroy_process_group()
+    train.end_ddp()  # train() keeps one process group for all the runs under torchrun
     if not master:
         return
 

@@ -14,6 +14,7 @@ DDP on 2 nodes (run on each, with --node_rank=0 on the master at IP 123.456.123.
 Configuration: the defaults below, then config files, then --key=value overrides, in order.
 """
 
+import gc
 import hashlib
 import json
 import math
@@ -346,8 +347,6 @@ def train(config):
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
 
-    if ddp:  # wait for rank 0's last evaluation and checkpoint: a rank that goes on to tear the
-        dist.barrier()  # process group down while another still uses it can abort in gloo
     if master:
         log_file.close()
         if wandb_run is not None:
@@ -356,10 +355,19 @@ def train(config):
             "data_hash": data_hash, "params": raw_model.param_breakdown()}
 
 
-def main():
-    train(parse_config(DEFAULTS, sys.argv[1:]))
+def end_ddp():
+    """Free the process group before the interpreter exits. torch's lazy imports inside train()
+    leave frames in reference cycles that keep train()'s DDP wrapper, and with it the gloo/NCCL
+    backend, alive; freed during interpreter shutdown instead, gloo's threads can abort the
+    process ("terminate called without an active exception"). Collect the cycles first."""
+    gc.collect()
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def main():
+    train(parse_config(DEFAULTS, sys.argv[1:]))
+    end_ddp()
 
 
 if __name__ == "__main__":
