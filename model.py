@@ -51,16 +51,21 @@ class GPTConfig:
 
 
 class KVCache:
-    """Keys and values of one attention layer, grown as incremental decoding goes on."""
+    """Keys and values of one attention layer. Buffers for max_len positions are allocated at the
+    first append and written in place, so a decoding step does not copy the whole past."""
 
-    def __init__(self):
+    def __init__(self, max_len):
+        self.max_len, self.len = max_len, 0
         self.k = self.v = None
 
     def append(self, k, v):
-        if self.k is not None:
-            k, v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
-        self.k, self.v = k, v
-        return k, v
+        B, H, T, D = k.shape
+        if self.k is None:
+            self.k, self.v = k.new_empty(B, H, self.max_len, D), v.new_empty(B, H, self.max_len, D)
+        assert self.len + T <= self.max_len, "KV cache full: start a new DecodingState"
+        self.k[:, :, self.len:self.len + T], self.v[:, :, self.len:self.len + T] = k, v
+        self.len += T
+        return self.k[:, :, :self.len], self.v[:, :, :self.len]
 
 
 class CausalSelfAttention(nn.Module):
@@ -129,9 +134,10 @@ class DecodingState:
     ĉ currently broadcast."""
 
     def __init__(self, config):
-        self.encoder = [KVCache() for _ in range(config.n_enc_layer)]
-        self.predictor = [KVCache() for _ in range(config.n_ctx_layer)]
-        self.decoder = [KVCache() for _ in range(config.n_layer - config.n_enc_layer)]
+        T, K = config.block_size, config.block_size // config.chunk_size  # at most K chunks in a window
+        self.encoder = [KVCache(T) for _ in range(config.n_enc_layer)]
+        self.predictor = [KVCache(K) for _ in range(config.n_ctx_layer)]
+        self.decoder = [KVCache(T) for _ in range(config.n_layer - config.n_enc_layer)]
         self.pos = 0          # tokens in the window so far
         self.chunk = None     # (B, < w, C): encoder states since the last chunk boundary
         self.context = None   # (B, 1, C): ĉ_{k(t)} for the current position t
