@@ -185,12 +185,6 @@ def train(config):
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
         data_gen.set_state(checkpoint["rng"]["data"])
-        if master:  # other ranks' dropout streams restart from their seed, offset by the iteration
-            torch.set_rng_state(checkpoint["rng"]["torch"])
-            if device_type == "cuda" and checkpoint["rng"]["cuda"] is not None:
-                torch.cuda.set_rng_state(checkpoint["rng"]["cuda"])
-        else:
-            torch.manual_seed(c.seed + rank + iter_num)
         checkpoint = None  # free the memory
 
     raw_model = model
@@ -231,8 +225,7 @@ def train(config):
             "data_hash": data_hash,
             "config": config,
             "meta": meta,
-            "rng": {"torch": torch.get_rng_state(), "data": data_gen.get_state(),
-                    "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None},
+            "rng": {"data": data_gen.get_state()},  # dropout's needs no state: see the loop
         }, ckpt_path)
 
     log_file = open(os.path.join(c.out_dir, "log.jsonl"), "a") if master else None
@@ -287,6 +280,9 @@ def train(config):
             offsets = torch.randint(len(train_data) - c.block_size,
                                     (c.gradient_accumulation_steps, c.batch_size), generator=data_gen)
             data_hash = hashlib.sha256(bytes.fromhex(data_hash) + offsets.numpy().tobytes()).hexdigest()
+            # dropout draws from a stream fixed by (seed, iteration, rank): a resumed run makes
+            # the same draws on every rank as an uninterrupted one, with no RNG state to save
+            torch.manual_seed(((c.seed << 32) + iter_num) * world_size + rank)
             loss_sum = torch.zeros((), device=device)
             for micro_step in range(micro_steps):
                 X, Y = get_batch(train_data, offsets[micro_step * world_size + rank], c.block_size, device)

@@ -134,7 +134,7 @@ def test_train_function_restores_signal_handlers(char_data, tmp_path):
 
 def test_resume_is_exact(char_data, tmp_path):
     """2N iterations in one go == N, then --init_from=resume up to 2N: the same per-iteration
-    losses and bit-identical weights. dropout > 0, so the saved RNG state matters too."""
+    losses and bit-identical weights. dropout > 0, so its random draws must line up too."""
     N = 4
     args = dict(lr_decay_iters=2 * N, eval_interval=N, dropout=0.1)
     run_train(tiny_args(char_data, tmp_path / "a", max_iters=2 * N, **args))
@@ -177,17 +177,22 @@ def torchrun(*args):
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_torchrun_two_processes_match_one_process(char_data, tmp_path):
+def test_torchrun_two_processes(char_data, tmp_path):
     """2 gloo processes x 1 micro-batch each == 1 process x 2 micro-batches (the same global
     batch and seed): the same logged loss, gradients and weights after one step, and only rank 0
     writes. Tolerance 1e-5 on the loss and weights, 1e-6 on Adam's first moments (~1e-2 in
     size): the ranks add up in another order (measured here: no difference at all). The same
-    launch with gradient_accumulation_steps=3 is refused, on every rank, before any work."""
+    launch with gradient_accumulation_steps=3 is refused, on every rank, before any work. With
+    dropout on, 1 step + --init_from=resume + 1 step == 2 steps straight, bit for bit: rank 1's
+    dropout draws line up across the restart too."""
     # no clipping: it would hide a gradient off by a factor (averaged vs summed over ranks)
     common_args = dict(max_iters=1, eval_interval=100, decay_lr=False, learning_rate=1e-3, grad_clip=0.0)
     ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
     ddp = torchrun(*tiny_args(char_data, ddp_out, **common_args))
     bad = torchrun(*tiny_args(char_data, tmp_path / "bad", gradient_accumulation_steps=3))
+    dropout_args = dict(eval_interval=1, always_save_checkpoint=True, dropout=0.1)
+    straight = torchrun(*tiny_args(char_data, tmp_path / "straight", max_iters=2, **dropout_args))
+    halves = torchrun(*tiny_args(char_data, tmp_path / "halves", max_iters=1, **dropout_args))
     run_train(tiny_args(char_data, single_out, **common_args))  # meanwhile, the reference
     (ddp_stdout, ddp_stderr), (_, bad_stderr) = ddp.communicate(timeout=300), bad.communicate(timeout=300)
     assert ddp.returncode == 0, ddp_stderr
@@ -220,6 +225,16 @@ def test_torchrun_two_processes_match_one_process(char_data, tmp_path):
                                     in line for line in errors), bad_stderr
     assert 'train.py", line' not in bad_stderr  # torchrun reports the failure, train.py has no traceback
     assert not os.path.exists(tmp_path / "bad")
+
+    for run in (halves, straight):
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr
+    resumed = torchrun(*tiny_args(char_data, tmp_path / "halves", max_iters=2, init_from="resume", **dropout_args))
+    _, resumed_stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, resumed_stderr
+    assert common.load_checkpoint(str(tmp_path / "halves"))["iter_num"] == 2
+    wa, wb = weights(tmp_path / "straight"), weights(tmp_path / "halves")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 # ---------------------------------------------------------------- 4. torch.compile
