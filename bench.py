@@ -11,7 +11,8 @@ shape, then decoding speed with the KV cache against full recompute.
 The three models share the shape:
     gpt                GPT-2 with the same n_layer token layers (n_ctx_layer=0): the baseline
     contextlm          the same token layers plus an n_ctx_layer-layer context predictor
-    gpt_param_matched  GPT-2 with n_layer + n_ctx_layer layers: as many parameters as contextlm
+    gpt+{P}L           GPT-2 with n_layer + n_ctx_layer layers (P = n_ctx_layer): as many
+                       parameters as contextlm; compare.py's third arm, named the same way
 
 Markdown tables go to stdout, progress to stderr; the numbers also go to out_dir/bench.json
 and a plot to out_dir/bench.png. Tokens are random: speed does not depend on what they say.
@@ -46,7 +47,7 @@ DEFAULTS = dict(
     vocab_size=0,
     batch_size=0,            # sequences per training step
     # ContextLM
-    n_ctx_layer=2,           # context predictor layers; gpt_param_matched gets this many more token layers
+    n_ctx_layer=2,           # context predictor layers; gpt+{P}L gets this many more token layers
     chunk_size=4,
     n_enc_layer=0,
     bias=False,              # like train.py
@@ -138,13 +139,13 @@ def resolve(config):
 
 def model_variants(c):
     """GPTConfig arguments of the three models, by name."""
+    L, P = c["n_layer"], c["n_ctx_layer"]
     shared = dict(block_size=c["block_size"], vocab_size=c["vocab_size"], n_head=c["n_head"],
                   n_embd=c["n_embd"], bias=c["bias"], chunk_size=c["chunk_size"], dropout=0.0)
-    return {
-        "gpt": shared | dict(n_layer=c["n_layer"], n_ctx_layer=0, n_enc_layer=0),
-        "contextlm": shared | dict(n_layer=c["n_layer"], n_ctx_layer=c["n_ctx_layer"], n_enc_layer=c["n_enc_layer"]),
-        "gpt_param_matched": shared | dict(n_layer=c["n_layer"] + c["n_ctx_layer"], n_ctx_layer=0, n_enc_layer=0),
-    }
+    gpt = shared | dict(n_ctx_layer=0, n_enc_layer=0)
+    return {"gpt": gpt | dict(n_layer=L),
+            "contextlm": shared | dict(n_layer=L, n_ctx_layer=P, n_enc_layer=c["n_enc_layer"]),
+            f"gpt+{P}L": gpt | dict(n_layer=L + P)}
 
 
 def progress(message):

@@ -1,6 +1,6 @@
 """
 Perplexity of trained checkpoints on prepared test sets, laid out like the paper's Table 2, and
-LAMBADA last-word accuracy.
+LAMBADA last-word perplexity and accuracy.
 
     python prepare.py wikitext && python prepare.py lambada
     python eval.py --ckpt=out-gpt2,out-contextlm --datasets=wikitext,lambada --json=table2.json
@@ -22,10 +22,14 @@ context); stride = 1 gives every target a full block_size of context (slowest).
 --batch_size windows go through the model together: raise it for tiny models, lower it when
 the logits (batch_size x block_size x vocab_size floats) do not fit in memory.
 
-LAMBADA (a dataset whose meta.json has "examples"): perplexity over its tokens as above, and
-last-word accuracy as OpenAI and lm-evaluation-harness define it: an example is right when,
-given its context, greedy prediction gets every token of the last word right (teacher-forced
-over the word's tokens). Contexts longer than the window keep their last tokens.
+LAMBADA (a dataset whose meta.json has "examples"): the token-level perplexity above, and its
+last words scored as lm-evaluation-harness scores lambada_openai (the numbers published for
+LAMBADA, the paper's Table 2 among them):
+  - word ppl: exp of minus the mean, over examples, of the last word's log-likelihood given
+    its context (summed over the word's tokens: a per-word, not a per-token, perplexity);
+  - acc: an example is right when greedy prediction gets every token of the last word right
+    (teacher-forced over the word's tokens).
+Contexts longer than the window keep their last tokens.
 """
 
 import json
@@ -93,16 +97,17 @@ def sliding_window_nll(model, ids, block_size, stride, batch_size, device, autoc
 # ---------------------------------------------------------------- LAMBADA
 
 @torch.no_grad()
-def lambada_accuracy(model, ids, examples, block_size, batch_size, device, autocast):
-    """(number right, number of examples): an example [start, target_start, end] is right when
-    the argmax at each position of the last word ids[target_start:end] is that word's token,
-    given the context and the word's earlier tokens (teacher forcing)."""
+def lambada_last_word(model, ids, examples, block_size, batch_size, device, autocast):
+    """(number right, summed negative log-likelihood of the last words) over the examples
+    [start, target_start, end], the last word being ids[target_start:end], each of its tokens
+    predicted from the context and the word's earlier tokens (teacher forcing). An example is
+    right when every one of those predictions' argmax is the word's token."""
     if not examples:
-        return 0, 0
+        return 0, 0.0
     longest = max(end - target_start for _, target_start, end in examples)
     if longest > block_size:
         raise UserError(f"a LAMBADA last word has {longest} tokens, more than block_size={block_size}")
-    right = 0
+    right, nll = 0, 0.0
     for b in range(0, len(examples), batch_size):
         batch = examples[b:b + batch_size]
         # the input is context + last word minus its final token, cropped to its last block_size
@@ -117,12 +122,17 @@ def lambada_accuracy(model, ids, examples, block_size, batch_size, device, autoc
             logits, _ = model(x.to(device), all_logits=True)
         for i, (inp, (_, target_start, end)) in enumerate(zip(inputs, batch)):
             n = end - target_start  # the last word's tokens are predicted at the input's last n positions
-            predicted = logits[i, len(inp) - n:len(inp)].argmax(dim=-1).cpu()
-            right += bool((predicted == ids[target_start:end]).all())
-    return right, len(examples)
+            word_logits, word = logits[i, len(inp) - n:len(inp)].float().cpu(), ids[target_start:end]
+            right += bool((word_logits.argmax(dim=-1) == word).all())
+            nll += F.cross_entropy(word_logits, word, reduction="sum").item()
+    return right, nll
 
 
 # ---------------------------------------------------------------- the script
+
+def ppl(mean_nll):
+    return math.exp(min(mean_nll, 700.0))  # capped: an untrained model must not overflow
+
 
 def load_dataset(data_root, name, max_tokens):
     """(ids as a LongTensor, split name, meta) of a prepared dataset: test.bin, else val.bin."""
@@ -153,10 +163,11 @@ def check_tokenizer(ckpt_meta, meta, ckpt_dir, name, vocab_size):
 
 
 def print_table(results, names, datasets):
-    """A row per checkpoint, a column per dataset (LAMBADA also accuracy), then the mean ppl."""
+    """A row per checkpoint, a column per dataset (LAMBADA also its last-word ppl and accuracy),
+    then the mean token-level ppl."""
     header = ["model"]
     for d in datasets:
-        header += [f"{d} ppl"] + ([f"{d} acc"] if "acc" in results[0][d] else [])
+        header += [f"{d} ppl"] + ([f"{d} word ppl", f"{d} acc"] if "acc" in results[0][d] else [])
     header.append("avg ppl")
     rows = []
     for name, res in zip(names, results):
@@ -164,7 +175,7 @@ def print_table(results, names, datasets):
         for d in datasets:
             row.append(f"{res[d]['ppl']:.2f}")
             if "acc" in res[d]:
-                row.append(f"{100 * res[d]['acc']:.2f}%")
+                row += [f"{res[d]['word_ppl']:.2f}", f"{100 * res[d]['acc']:.2f}%"]
         row.append(f"{sum(res[d]['ppl'] for d in datasets) / len(datasets):.2f}")
         rows.append(row)
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
@@ -207,18 +218,19 @@ def main():
         for d in datasets:
             ids, split, meta = data[d]
             total, count = sliding_window_nll(model, ids, block_size, stride, c["batch_size"], device, autocast)
-            res[d] = {"ppl": math.exp(min(total / count, 700.0)), "tokens": count}  # capped: no overflow
-            if "examples" in meta:  # LAMBADA: last-word accuracy too
+            res[d] = {"ppl": ppl(total / count), "tokens": count}
+            print(f"{names[-1]} on {d}/{split}: ppl {res[d]['ppl']:.3f} over {count:,} tokens "
+                  f"(window {min(block_size, len(ids) - 1)}, stride {stride})", file=sys.stderr)
+            if "examples" in meta:  # LAMBADA: its last words too
                 examples = [e for e in meta["examples"] if e[2] <= len(ids)]
                 if not examples:
                     raise UserError(f"no LAMBADA example of '{d}' fits in --max_tokens={c['max_tokens']}: "
                                     "raise it (0 = all)")
-                right, n_examples = lambada_accuracy(model, ids, examples, block_size, c["batch_size"], device,
-                                                     autocast)
-                res[d]["acc"] = right / n_examples
-            acc = f", last-word accuracy {100 * res[d]['acc']:.2f}%" if "acc" in res[d] else ""
-            print(f"{names[-1]} on {d}/{split}: ppl {res[d]['ppl']:.3f} over {count:,} tokens "
-                  f"(window {min(block_size, len(ids) - 1)}, stride {stride}){acc}", file=sys.stderr)
+                right, nll = lambada_last_word(model, ids, examples, block_size, c["batch_size"], device, autocast)
+                res[d] |= {"word_ppl": ppl(nll / len(examples)), "acc": right / len(examples),
+                           "examples": len(examples)}
+                print(f"{names[-1]} on {d}/{split}: last-word ppl {res[d]['word_ppl']:.3f}, accuracy "
+                      f"{100 * res[d]['acc']:.2f}% over {len(examples):,} examples", file=sys.stderr)
         results.append(res)
         del model, checkpoint
 

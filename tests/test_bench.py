@@ -18,7 +18,7 @@ from conftest import run_script  # noqa: E402
 # big enough (a few MB of weights, optimizer state and activations) that its memory shows.
 MINUTE = ["--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=64", "--vocab_size=256", "--batch_size=4",
           "--steps_per_round=1", "--gen_lengths=(5, 12)", "--prompt_len=3", "--gen_batch_size=2"]
-MODELS = ["gpt", "contextlm", "gpt_param_matched"]
+MODELS = ["gpt", "contextlm", "gpt+2L"]  # bench.py's default n_ctx_layer=2
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,7 @@ def test_sliding_window_matches_direct_loop(n_ids, n_ctx_layer):
         assert abs(truncated - expected) > 1e-3
 
 
-# ---------------------------------------------------------------- 2. LAMBADA accuracy
+# ---------------------------------------------------------------- 2. LAMBADA last words
 
 def lambada_examples(model):
     """Three examples laid back to back, as prepare.py lays them out, and their known outcome:
@@ -135,15 +135,34 @@ def lambada_examples(model):
     return torch.tensor(ids), examples
 
 
-def test_lambada_accuracy_by_hand():
+def reference_last_word(model, ids, examples, block_size):
+    """([right or not, per example], summed NLL of the last words), one plain forward per
+    last-word token, from the tokens before it that fit in the example's window."""
+    right, nll = [], 0.0
+    for start, target_start, end in examples:
+        window_start = max(start, end - 1 - block_size)
+        logits = [last_logits(model, ids[window_start:t]) for t in range(target_start, end)]
+        right.append(all(lg.argmax().item() == ids[t].item() for lg, t in zip(logits, range(target_start, end))))
+        nll += sum(F.cross_entropy(lg[None], ids[t:t + 1]).item() for lg, t in zip(logits, range(target_start, end)))
+    return right, nll
+
+
+def test_lambada_last_word_by_hand():
+    """Accuracy and summed last-word NLL equal a direct loop, batched or not."""
     model = sharp()
     ids, examples = lambada_examples(model)
+    right, nll = reference_last_word(model, ids, examples, 8)
+    assert right == [True, False, False]
     for batch_size in (1, 3):  # 3: one padded batch of different lengths
-        assert eval_script.lambada_accuracy(model, ids, examples, 8, batch_size, "cpu", NOCTX) == (1, 3)
+        got_right, got_nll = eval_script.lambada_last_word(model, ids, examples, 8, batch_size, "cpu", NOCTX)
+        assert got_right == 1 and got_nll == pytest.approx(nll, rel=1e-5)
     # the second example's first token alone is right (the third's is not): judging the first
-    # token only would have counted the second example right
+    # token only would have counted the second example right; its NLL is the first token's only
     first_token_only = [[s, t, t + 1] for s, t, _ in examples[1:]]
-    assert eval_script.lambada_accuracy(model, ids, first_token_only, 8, 2, "cpu", NOCTX) == (1, 2)
+    got_right, got_nll = eval_script.lambada_last_word(model, ids, first_token_only, 8, 2, "cpu", NOCTX)
+    assert got_right == 1 and got_nll == pytest.approx(reference_last_word(model, ids, first_token_only, 8)[1],
+                                                       rel=1e-5)
+    assert got_nll < nll
 
 
 def test_lambada_prepared_by_prepare_py(tmp_path):
@@ -169,13 +188,10 @@ def test_lambada_prepared_by_prepare_py(tmp_path):
         u = torch.randn(8, generator=torch.Generator().manual_seed(4))
         model.transformer.ln_f.bias.copy_(u)
         model.lm_head.weight[ids[target_start]] = u
-    right = []
-    for start, target_start, end in meta["examples"]:
-        window_start = max(start, end - 1 - B)
-        right.append(all(last_logits(model, ids[window_start:t]).argmax().item() == ids[t].item()
-                         for t in range(target_start, end)))
+    right, nll = reference_last_word(model, ids, meta["examples"], B)
     assert right == [True, False, False]
-    assert eval_script.lambada_accuracy(model, ids, meta["examples"], B, 2, "cpu", NOCTX) == (1, 3)
+    got_right, got_nll = eval_script.lambada_last_word(model, ids, meta["examples"], B, 2, "cpu", NOCTX)
+    assert got_right == 1 and got_nll == pytest.approx(nll, rel=1e-5)
     ckpt_dir = tmp_path / "bpe"
     ckpt_dir.mkdir()
     save_checkpoint({"model": model.state_dict(), "model_args": asdict(model.config),
@@ -184,7 +200,8 @@ def test_lambada_prepared_by_prepare_py(tmp_path):
     assert run_in_process(eval_script.main, f"--ckpt={ckpt_dir}", "--datasets=lambada", f"--data_root={data_root}",
                           "--device=cpu", f"--json={out}") == 0
     result = json.loads(out.read_text())[str(ckpt_dir)]["lambada"]
-    assert result["tokens"] == len(ids) - 1 and result["acc"] == pytest.approx(1 / 3)
+    assert result["tokens"] == len(ids) - 1 and result["acc"] == pytest.approx(1 / 3) and result["examples"] == 3
+    assert result["word_ppl"] == pytest.approx(math.exp(nll / 3), rel=1e-5)  # per word, as lm-evaluation-harness
 
 
 # ---------------------------------------------------------------- 3. the scripts end to end
@@ -226,13 +243,16 @@ def test_eval_script_table_and_json(sharp_setup, tmp_path):
         assert results[name]["tokens"] == n == len(ids) - 1
         assert results[name]["ppl"] == pytest.approx(math.exp(total / n), rel=1e-5)
     assert "acc" not in results["tiny"] and results["tinylambada"]["acc"] == pytest.approx(1 / 3)
+    _, nll = reference_last_word(model, lambada_ids, lambada_examples(model)[1], 8)
+    assert results["tinylambada"]["word_ppl"] == pytest.approx(math.exp(nll / 3), rel=1e-5)
     header, row = proc.stdout.strip().splitlines()
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     assert header.split(" | ")[0].strip() == "model" and header.split(" | ")[-1] == "avg ppl"
-    assert [c.strip() for c in header.split(" | ")[1:-1]] == ["tiny ppl", "tinylambada ppl", "tinylambada acc"]
+    assert [c.strip() for c in header.split(" | ")[1:-1]] == ["tiny ppl", "tinylambada ppl", "tinylambada word ppl",
+                                                             "tinylambada acc"]
     cells = [c.strip() for c in row.split(" | ")]
     assert cells[0] == f"sharp-ctx ({n_params:.4g}M)"
-    assert cells[3] == "33.33%"
+    assert float(cells[3]) == pytest.approx(results["tinylambada"]["word_ppl"], abs=0.006) and cells[4] == "33.33%"
     avg = (results["tiny"]["ppl"] + results["tinylambada"]["ppl"]) / 2
     assert float(cells[-1]) == pytest.approx(avg, abs=0.006)
 
