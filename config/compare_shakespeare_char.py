@@ -3,8 +3,8 @@
 # (6 layers, parameter-matched), 3 seeds each, identical batches and schedule for every arm.
 #   python prepare.py shakespeare_char
 #   python compare.py                   # this file: 9 runs of 3-5 min, 37 min on 2 idle CPU cores
-#   python compare.py --ablation=True --seeds=1   # chunk size {2,4,8,16} x encoder depth {0,2}:
-#                                                 # 7 more runs, 28 min (3 seeds: 21 runs)
+#   python compare.py --ablation=True   # chunk size {2,4,8,16} x encoder depth {0,2}: 14 more
+#                                       # runs, 60 min (--seeds=1: 7 runs, 28 min)
 # On cores shared with other busy processes two-thread PyTorch stalls (a step 10x slower):
 # there, run OMP_NUM_THREADS=1 python compare.py.
 # The hyperparameters are shared by every arm and tuned for none of them.
