@@ -152,6 +152,10 @@ def train(config):
             model = GPT(GPTConfig(**model_args))
         elif c.init_from == "resume":
             checkpoint = load_checkpoint(ckpt_path, device="cpu")
+            missing = [k for k in ("optimizer", "scaler", "iter_num", "best_val_loss", "rng") if k not in checkpoint]
+            if missing:
+                raise UserError(f"{ckpt_path} has no training state ({', '.join(missing)} missing): it can be "
+                                "sampled and evaluated, not resumed; start a new run with --init_from=scratch")
             mismatch = [f"{k}={checkpoint['model_args'][k]!r} (config says {v!r})" for k, v in model_args.items()
                         if k != "dropout" and checkpoint["model_args"].get(k) != v]
             if mismatch:
@@ -160,7 +164,10 @@ def train(config):
             model = model_from_checkpoint(checkpoint, ckpt_path)
             iter_num, best_val_loss = checkpoint["iter_num"], checkpoint["best_val_loss"]
             tokens_seen = checkpoint.get("tokens", iter_num * tokens_per_iter)
-            data_hash = checkpoint["data_hash"]
+            if "data_hash" in checkpoint:
+                data_hash = checkpoint["data_hash"]
+            elif master:  # written before train.py kept the fingerprint in the checkpoint
+                print(f"note: {ckpt_path} has no data_hash; the batch fingerprint restarts at iteration {iter_num}")
         elif c.init_from.startswith("gpt2"):
             if meta["tokenizer"] != "gpt2":
                 raise UserError(f"init_from={c.init_from} needs a GPT-2 BPE dataset, '{c.dataset}' is {meta['tokenizer']}")

@@ -156,6 +156,20 @@ def test_bad_checkpoints_are_refused_with_one_line(good_run, tmp_path, capsys):
         status, _, err = cli(capsys, module, *module_args, "--device=cpu")
         assert_one_line_error(status, err, str(out / "ckpt.pt"), "truncated or corrupt")
 
+    # weights without training state (no optimizer, no iteration): not resumable, still usable
+    out, args = copy_run(good_run, tmp_path / "weights_only")
+    torch.save({k: good_ckpt[k] for k in ("model", "model_args", "meta", "config")}, out / "ckpt.pt")
+    status, _, err = cli(capsys, train, *args, "--init_from=resume", "--device=cpu")
+    assert_one_line_error(status, err, str(out / "ckpt.pt"), "optimizer, scaler, iter_num, best_val_loss, rng missing",
+                          "--init_from=scratch")
+
+    # a checkpoint from before data_hash was kept in it resumes, and says the fingerprint restarts
+    out, args = copy_run(good_run, tmp_path / "no_hash")
+    torch.save({k: v for k, v in good_ckpt.items() if k != "data_hash"}, out / "ckpt.pt")
+    status, stdout, _ = cli(capsys, train, *args, "--init_from=resume", "--max_iters=3", "--device=cpu")
+    assert status == 0 and "has no data_hash; the batch fingerprint restarts at iteration 2" in stdout
+    assert common.load_checkpoint(str(out))["iter_num"] == 3
+
     # resuming with another architecture than the checkpoint's
     out, args = copy_run(good_run, tmp_path / "other_arch")
     status, _, err = cli(capsys, train, *args, "--init_from=resume", "--n_layer=3")
