@@ -47,7 +47,8 @@ def eval_rows(run_dir):
     """The evaluation rows of run_dir/log.jsonl, one per iteration, sorted by iteration."""
     rows = read_log(run_dir)[1]
     if not rows:
-        raise UserError(f"{run_dir}/log.jsonl has no evaluation rows (val_loss) yet: train past the first eval_interval")
+        raise UserError(f"{run_dir}/log.jsonl has no evaluation rows (val_loss) yet: "
+                        "train past the first eval_interval")
     return rows
 
 
