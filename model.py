@@ -10,6 +10,10 @@ next context chunk. The method follows SPEC.md; its steps are numbered the same 
     6. token decoder       logits = lm_head(ln_f(blocks_dec(h + ĉ_{k(t)})))
 
 With n_ctx_layer = 0 steps 2-5 vanish and the model is exactly GPT-2 (nanoGPT's model.py).
+
+The file reads in that order: the configuration, the Transformer block that E, P and D are all
+made of, the model and its forward pass (steps 1-6), bookkeeping and GPT-2 weights, and last
+incremental decoding (prefill, decode_step, generate, and the caches they fill).
 """
 
 import inspect
@@ -50,29 +54,13 @@ class GPTConfig:
         check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
 
 
-class KVCache:
-    """Keys and values of one attention layer. Buffers for max_len positions are allocated at the
-    first append and written in place, so a decoding step does not copy the whole past."""
-
-    def __init__(self, max_len):
-        self.max_len, self.len = max_len, 0
-        self.k = self.v = None
-
-    def append(self, k, v):
-        B, H, T, D = k.shape
-        if self.k is None:
-            self.k, self.v = k.new_empty(B, H, self.max_len, D), v.new_empty(B, H, self.max_len, D)
-        assert self.len + T <= self.max_len, "KV cache full: start a new DecodingState"
-        self.k[:, :, self.len:self.len + T], self.v[:, :, self.len:self.len + T] = k, v
-        self.len += T
-        return self.k[:, :, :self.len], self.v[:, :, :self.len]
-
+# ---------------------------------------------------------------- the Transformer block
 
 class CausalSelfAttention(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
@@ -80,17 +68,21 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
 
     def forward(self, x, cache=None):
-        B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        """x (B, T, C) -> (B, T, C). With a KVCache, the new keys and values are appended to it
+        and the queries attend to everything cached so far."""
+        B, T, C = x.size()  # batch, sequence length, embedding width n_embd
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # (B, T, C) each
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         if cache is not None:
-            k, v = cache.append(k, v)
+            k, v = cache.append(k, v)  # (B, nh, cached + T, hs)
         # New positions either fill an empty cache (T > 1, causal among themselves) or arrive one
         # at a time (T == 1, free to see every cached key).
         assert T == 1 or k.size(2) == T, "decode one token at a time after the prefill"
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=T > 1)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+                                           is_causal=T > 1)  # (B, nh, T, hs), flash attention where available
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -104,7 +96,7 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
 
 
 class Block(nn.Module):
@@ -123,25 +115,13 @@ class Block(nn.Module):
 
 
 def run_blocks(blocks, x, caches=None):
+    """x through a stack of blocks; caches, if given, holds one KVCache per block."""
     for i, block in enumerate(blocks):
         x = block(x, None if caches is None else caches[i])
     return x
 
 
-class DecodingState:
-    """What incremental decoding carries from one token to the next (SPEC.md): a KV cache per
-    layer of each of E, P and D, the encoder states of the chunk being filled, and the context
-    ĉ currently broadcast."""
-
-    def __init__(self, config):
-        T, K = config.block_size, config.block_size // config.chunk_size  # at most K chunks in a window
-        self.encoder = [KVCache(T) for _ in range(config.n_enc_layer)]
-        self.predictor = [KVCache(K) for _ in range(config.n_ctx_layer)]
-        self.decoder = [KVCache(T) for _ in range(config.n_layer - config.n_enc_layer)]
-        self.pos = 0          # tokens in the window so far
-        self.chunk = None     # (B, < w, C): encoder states since the last chunk boundary
-        self.context = None   # (B, 1, C): ĉ_{k(t)} for the current position t
-
+# ---------------------------------------------------------------- the model
 
 class GPT(nn.Module):
 
@@ -185,28 +165,17 @@ class GPT(nn.Module):
 
     # ---------------------------------------------------------------- the forward pass
 
-    def forward(self, idx, targets=None, all_logits=False, state=None):
-        """(logits, loss). With targets: logits at every position and the mean cross-entropy
-        (targets of -1 are ignored). Without: the last position's logits only, unless
-        all_logits=True. `state` (a fresh DecodingState) is filled for incremental decoding."""
+    def forward(self, idx, targets=None, all_logits=False):
+        """idx (B, T) -> (logits, loss). With targets (B, T): logits (B, T, vocab) and the mean
+        cross-entropy (targets of -1 are ignored). Without: the last position's logits
+        (B, 1, vocab) and None, or every position's with all_logits=True."""
         B, T = idx.size()
         assert T <= self.config.block_size, f"sequence of {T} > block_size {self.config.block_size}"
-        pos = torch.arange(T, dtype=torch.long, device=idx.device)
-
-        # 1. token encoder E (with n_enc_layer = 0, h is the embedding sum itself)
-        h = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        h = run_blocks(self.token_encoder, h, state and state.encoder)
-
-        # 2-5. the predicted context each position receives, added to h
+        h = self.encode(idx)                    # 1. token encoder E
         x = h
         if self.config.n_ctx_layer > 0:
-            x = h + self.predicted_context(h, state)
-
-        # 6. token decoder D, exactly GPT-2's remaining blocks and head
-        x = run_blocks(self.token_decoder, x, state and state.decoder)
-        x = self.transformer.ln_f(x)
-        if state is not None:
-            state.pos = T
+            x = h + self.predicted_context(h)   # 2-5. the context each position receives
+        x = self.decode(x)                      # 6. token decoder D
         if targets is not None:
             logits = self.lm_head(x)
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
@@ -215,64 +184,33 @@ class GPT(nn.Module):
             x = x[:, [-1], :]  # inference only needs the last position
         return self.lm_head(x), None
 
-    def predicted_context(self, h, state=None):
-        """Steps 2-5 of SPEC.md: encoder states h (B, T, C) -> ĉ_{k(t)} at every position t."""
+    def encode(self, idx, start=0, caches=None):
+        """Step 1: token ids (B, T) at positions start .. start+T-1 -> encoder states h (B, T, C).
+        With n_enc_layer = 0, h is the embedding sum itself."""
+        pos = torch.arange(start, start + idx.size(1), dtype=torch.long, device=idx.device)
+        h = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        return run_blocks(self.token_encoder, h, caches)
+
+    def predicted_context(self, h, caches=None):
+        """Steps 2-5: encoder states h (B, T, C) -> ĉ_{k(t)} (B, T, C), the predicted context
+        each position t receives. caches, if given, are P's KV caches to fill (a prefill)."""
         B, T, C = h.size()
         w = self.config.chunk_size
         K = T // w
         # 2. map to contexts: mean over complete chunks; a trailing partial chunk would leak the future
         c = h[:, :K * w].reshape(B, K, w, C).mean(dim=2)  # (B, K, C): c_0 .. c_{K-1}
         # 3. context predictor: causal over chunks, so ĉ_{j+1} sees c_0 .. c_j only
-        c_next = run_blocks(self.context_predictor, c, state and state.predictor)
+        c_next = run_blocks(self.context_predictor, c, caches)  # (B, K, C): ĉ_1 .. ĉ_K
         # 4. placeholder: the first chunk has no past to predict it from, so ĉ_0 = c_init = h_0
         c_hat = torch.cat([h[:, :1], c_next], dim=1)  # (B, K + 1, C): ĉ_0 .. ĉ_K
         # 5. shifted broadcast: ĉ_k is built from tokens < k*w and used from position k*w - 1 on
-        k = (torch.arange(T, device=h.device) + 1) // w
-        if state is not None:  # where incremental decoding picks up
-            state.chunk, state.context = h[:, K * w:], c_hat[:, -1:]
-        return c_hat[:, k]
+        k = (torch.arange(T, device=h.device) + 1) // w  # (T,): k(t)
+        return c_hat[:, k]  # (B, T, C)
 
-    # ---------------------------------------------------------------- generation
-
-    def decode_step(self, idx, state):
-        """Logits (B, 1, vocab) for one new token per sequence, idx (B, 1), at position
-        state.pos, using and extending the caches (SPEC.md, "Incremental decoding")."""
-        pos = torch.full((1,), state.pos, dtype=torch.long, device=idx.device)
-        # 1. E on the one new position
-        h = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        h = run_blocks(self.token_encoder, h, state.encoder)
-        x = h
-        if self.config.n_ctx_layer > 0:
-            state.chunk = torch.cat([state.chunk, h], dim=1)
-            if state.chunk.size(1) == self.config.chunk_size:
-                # 2-3. a chunk just completed: pool it and step P once; ĉ_{j+1} is in force
-                # from this very position on (k(t) = (t + 1) / w)
-                c = state.chunk.mean(dim=1, keepdim=True)
-                state.context = run_blocks(self.context_predictor, c, state.predictor)
-                state.chunk = state.chunk[:, :0]
-            x = h + state.context
-        # 6. D on the one new position
-        x = run_blocks(self.token_decoder, x, state.decoder)
-        state.pos += 1
-        return self.lm_head(self.transformer.ln_f(x))
-
-    @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True, vocab_size=None):
-        """Append max_new_tokens tokens to idx (B, T) and return it. temperature=0 is greedy;
-        vocab_size keeps sampling to the tokenizer's ids (the model's vocabulary may be padded).
-        Past block_size each step conditions on the last block_size tokens, like nanoGPT; with
-        learned absolute positions the whole window shifts, so it is prefilled again."""
-        state = None
-        for _ in range(max_new_tokens):
-            if not use_cache or state is None or state.pos == self.config.block_size:
-                window = idx[:, -self.config.block_size:]
-                state = DecodingState(self.config) if use_cache else None
-                logits, _ = self(window, state=state)
-            else:
-                logits = self.decode_step(idx[:, -1:], state)
-            idx_next = sample_next(logits[:, -1, :vocab_size], temperature, top_k)
-            idx = torch.cat((idx, idx_next), dim=1)
-        return idx
+    def decode(self, x, caches=None):
+        """Step 6 before the head: D's blocks and the final LayerNorm, (B, T, C) -> (B, T, C).
+        Exactly GPT-2's remaining blocks."""
+        return self.transformer.ln_f(run_blocks(self.token_decoder, x, caches))
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -348,6 +286,101 @@ class GPT(nn.Module):
                     raise ValueError(f"{name_or_dir}: unexpected GPT-2 weight {k}")
                 sd[k].copy_(v.t() if k.endswith(transposed) else v)
         return model
+
+    # ---------------------------------------------------------------- incremental decoding
+    # (SPEC.md, "Incremental decoding"): a prefill runs steps 1-6 over the prompt and fills a
+    # DecodingState; each decode_step then costs one position of E and D, and one position of P
+    # every w tokens, when a chunk completes.
+
+    @torch.no_grad()
+    def prefill(self, idx):
+        """Steps 1-6 over a prompt idx (B, T), T <= block_size, filling a fresh DecodingState.
+        Returns (the last position's logits (B, 1, vocab), the state)."""
+        B, T = idx.size()
+        assert T <= self.config.block_size, f"prompt of {T} > block_size {self.config.block_size}"
+        state = DecodingState(self.config)
+        h = self.encode(idx, caches=state.encoder)
+        x = h
+        if self.config.n_ctx_layer > 0:
+            context = self.predicted_context(h, caches=state.predictor)
+            x = h + context
+            # decoding picks up in the chunk being filled, under the context of the last position
+            state.chunk = h[:, T // self.config.chunk_size * self.config.chunk_size:]
+            state.context = context[:, -1:]
+        x = self.decode(x, caches=state.decoder)
+        state.pos = T
+        return self.lm_head(x[:, [-1], :]), state
+
+    @torch.no_grad()
+    def decode_step(self, idx, state):
+        """Logits (B, 1, vocab) for one new token per sequence, idx (B, 1), at position
+        state.pos, using and extending the state's caches."""
+        h = self.encode(idx, start=state.pos, caches=state.encoder)  # 1. E on the new position
+        x = h
+        if self.config.n_ctx_layer > 0:
+            state.chunk = torch.cat([state.chunk, h], dim=1)
+            if state.chunk.size(1) == self.config.chunk_size:
+                # 2-3. a chunk just completed: pool it and step P once; ĉ_{j+1} is in force
+                # from this very position on (k(t) = (t + 1) / w)
+                c = state.chunk.mean(dim=1, keepdim=True)  # (B, 1, C)
+                state.context = run_blocks(self.context_predictor, c, state.predictor)
+                state.chunk = state.chunk[:, :0]
+            x = h + state.context  # 5. the context in force at this position
+        x = self.decode(x, caches=state.decoder)  # 6. D on the new position
+        state.pos += 1
+        return self.lm_head(x)
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True, vocab_size=None):
+        """Append max_new_tokens tokens to idx (B, T) and return it. temperature=0 is greedy;
+        vocab_size keeps sampling to the tokenizer's ids (the model's vocabulary may be padded).
+        Past block_size each step conditions on the last block_size tokens, like nanoGPT; with
+        learned absolute positions the whole window shifts, so it is prefilled again."""
+        state = None
+        for _ in range(max_new_tokens):
+            if not use_cache:
+                logits, _ = self(idx[:, -self.config.block_size:])
+            elif state is None or state.pos == self.config.block_size:
+                logits, state = self.prefill(idx[:, -self.config.block_size:])
+            else:
+                logits = self.decode_step(idx[:, -1:], state)
+            idx_next = sample_next(logits[:, -1, :vocab_size], temperature, top_k)
+            idx = torch.cat((idx, idx_next), dim=1)
+        return idx
+
+
+class KVCache:
+    """Keys and values of one attention layer. Buffers for max_len positions are allocated at the
+    first append and written in place, so a decoding step does not copy the whole past."""
+
+    def __init__(self, max_len):
+        self.max_len, self.len = max_len, 0
+        self.k = self.v = None
+
+    def append(self, k, v):
+        """k, v (B, nh, T, hs) -> every key and value so far, (B, nh, len, hs) each."""
+        B, H, T, D = k.shape
+        if self.k is None:
+            self.k, self.v = k.new_empty(B, H, self.max_len, D), v.new_empty(B, H, self.max_len, D)
+        assert self.len + T <= self.max_len, "KV cache full: prefill a new DecodingState"
+        self.k[:, :, self.len:self.len + T], self.v[:, :, self.len:self.len + T] = k, v
+        self.len += T
+        return self.k[:, :, :self.len], self.v[:, :, :self.len]
+
+
+class DecodingState:
+    """What incremental decoding carries from one token to the next: a KV cache per layer of each
+    of E, P and D, the encoder states of the chunk being filled, and the context ĉ currently
+    broadcast. GPT.prefill makes one; GPT.decode_step advances it."""
+
+    def __init__(self, config):
+        T, K = config.block_size, config.block_size // config.chunk_size  # at most K chunks in a window
+        self.encoder = [KVCache(T) for _ in range(config.n_enc_layer)]
+        self.predictor = [KVCache(K) for _ in range(config.n_ctx_layer)]
+        self.decoder = [KVCache(T) for _ in range(config.n_layer - config.n_enc_layer)]
+        self.pos = 0          # tokens in the window so far
+        self.chunk = None     # (B, < w, C): encoder states since the last chunk boundary
+        self.context = None   # (B, 1, C): ĉ_{k(t)} for the current position t
 
 
 def sample_next(logits, temperature=1.0, top_k=None):

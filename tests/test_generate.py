@@ -7,7 +7,6 @@ import torch
 from conftest import sharp_model
 
 import model as model_module
-from model import DecodingState
 
 
 V = 50
@@ -42,16 +41,15 @@ CACHE_CASES = [(w, n_enc, n_ctx, P)
 
 @pytest.mark.parametrize("w,n_enc,n_ctx,P", CACHE_CASES)
 def test_cached_logits_match_full_forward(w, n_enc, n_ctx, P):
-    """Prefill (forward with a DecodingState) then decode_step, one token at a time: the
+    """Prefill then decode_step, one token at a time: the
     next-token logits equal a full forward over the same tokens to 1e-5 at every step, across at
     least three chunk boundaries (n_ctx_layer=0, plain GPT, takes the same path)."""
     model = sharp(seed=w + P, chunk_size=w, n_enc_layer=n_enc, n_ctx_layer=n_ctx)
     steps = 4 * w + 2  # the prompt's chunk plus at least three more boundaries
     assert P + steps <= model.config.block_size
     seq = torch.randint(0, V, (2, P + steps), generator=torch.Generator().manual_seed(P))
-    state = DecodingState(model.config)
     with torch.no_grad():
-        logits, _ = model(seq[:, :P], state=state)
+        logits, state = model.prefill(seq[:, :P])
         assert state.pos == P
         torch.testing.assert_close(logits[:, -1], full_last_logits(model, seq[:, :P]), rtol=0, atol=1e-5)
         boundaries = 0
@@ -69,10 +67,9 @@ def test_cached_logits_detect_a_stale_context():
     ĉ), the logits would differ from the full forward by far more than 1e-5."""
     model = sharp(chunk_size=3)
     seq = torch.randint(0, V, (1, 14), generator=torch.Generator().manual_seed(0))
-    state = DecodingState(model.config)
     worst = 0.0
     with torch.no_grad():
-        model(seq[:, :2], state=state)
+        _, state = model.prefill(seq[:, :2])
         for t in range(2, 14):
             model.config.chunk_size = 10 ** 6  # no chunk ever completes while decoding
             logits = model.decode_step(seq[:, t:t + 1], state)
