@@ -1,6 +1,6 @@
 """
 ContextLM in one file: a GPT-2 whose token decoder is guided by a predicted embedding of the
-next context chunk. The method follows SPEC.md; its steps are numbered the same way here:
+next context chunk. The method follows docs/method.md; its steps are numbered the same way here:
 
     1. token encoder       h   = blocks_enc(wte[x] + wpe[t])
     2. map to contexts     c_j = mean(h[j*w : (j+1)*w]), complete chunks only
@@ -136,7 +136,7 @@ class GPT(nn.Module):
             ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
         ))
         # The context predictor P: its own causal stack over chunk embeddings. It has no final
-        # LayerNorm: ĉ is added to h and must stay on h's scale (SPEC.md, "Scale").
+        # LayerNorm: ĉ is added to h and must stay on h's scale (docs/method.md, "Scale").
         self.context_predictor = nn.ModuleList([Block(config) for _ in range(config.n_ctx_layer)])
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2
@@ -288,7 +288,7 @@ class GPT(nn.Module):
         return model
 
     # ---------------------------------------------------------------- incremental decoding
-    # (SPEC.md, "Incremental decoding"): a prefill runs steps 1-6 over the prompt and fills a
+    # (docs/method.md, "Incremental decoding"): a prefill runs steps 1-6 over the prompt and fills a
     # DecodingState; each decode_step then costs one position of E and D, and one position of P
     # every w tokens, when a chunk completes.
 

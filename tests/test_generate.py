@@ -1,4 +1,4 @@
-"""Acceptance tests of KV-cache decoding (SPEC.md, "Incremental decoding"): cached logits equal
+"""Acceptance tests of KV-cache decoding (docs/method.md, "Incremental decoding"): cached logits equal
 full forwards at every step, greedy generation with and without the cache agree (also past
 block_size), and sampling is reproducible. Tiny configs, CPU, deterministic."""
 

@@ -1,4 +1,4 @@
-"""Acceptance tests of the model (SPEC.md, "Forward pass", "Cost"): causality, the shifted
+"""Acceptance tests of the model (docs/method.md, "Forward pass", "Cost"): causality, the shifted
 broadcast, the live context pathway, GPT-2 equivalence at n_ctx_layer=0, memorisation, config
 validation and bookkeeping. Tiny configs, CPU, deterministic."""
 
@@ -23,7 +23,7 @@ def tiny(seed=0, **kw):
 
 
 def k_of(t, w):
-    """SPEC.md step 5: position t receives ĉ_{k(t)}, k(t) = floor((t + 1) / w)."""
+    """docs/method.md step 5: position t receives ĉ_{k(t)}, k(t) = floor((t + 1) / w)."""
     return (t + 1) // w
 
 
@@ -107,7 +107,7 @@ class Identity(nn.Module):
 
 
 def test_broadcast_worked_example():
-    """SPEC.md's worked example, w=4, T=10: position t receives
+    """docs/method.md's worked example, w=4, T=10: position t receives
     [c_init, c_init, c_init, ĉ1, ĉ1, ĉ1, ĉ1, ĉ2, ĉ2, ĉ2], c_init = h_0."""
     model = tiny(chunk_size=4)
     model.context_predictor = nn.ModuleList([Tag()])
@@ -243,7 +243,7 @@ def test_context_gradient_routing(w, T, n_enc, n_layer):
 
 @pytest.mark.parametrize("w", [1, 4])
 def test_context_stays_on_h_scale(w):
-    """SPEC.md "Scale": what forward adds to h before D (ĉ^b = D's input - h) is the predictor's
+    """docs/method.md "Scale": what forward adds to h before D (ĉ^b = D's input - h) is the predictor's
     raw output, on h's scale at initialisation (std ~0.02), not a LayerNorm-ed std-1 vector."""
     model = tiny(chunk_size=w, n_enc_layer=0)
     seen = []
@@ -454,7 +454,7 @@ def test_flops_per_token_12_layer():
     """At GPT-2 124M's shape, ContextLM (w=4, L_ctx=2) costs exactly the predictor's extra over the
     same-size GPT: 6 * N_P * K/T + 12 * L_ctx * C * K^2 / T, with N_P = L_ctx * (12C^2 + 13C) and
     K = T/w; the GPT's own count is nanoGPT's 6N + 12 L C T. The extra is ~4% of the token layers'
-    FLOPs (SPEC.md, 2/(12*4)) and a few percent of the whole model's."""
+    FLOPs (docs/method.md, 2/(12*4)) and a few percent of the whole model's."""
     L, H, C, V, T, w, L_ctx = 12, 12, 768, 50304, 1024, 4, 2
     with torch.device("meta"):  # shapes only: no 124M-parameter allocation
         gpt = GPT(GPTConfig(n_layer=L, n_head=H, n_embd=C, vocab_size=V, block_size=T, n_ctx_layer=0))
