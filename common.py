@@ -14,11 +14,14 @@ import types
 from contextlib import nullcontext
 
 import numpy as np
-import torch
 
-from model import GPT, GPTConfig
+# torch and model.py are imported inside the functions that use them, not up here: prepare.py
+# uses this module for its options and errors, and needs no second spent loading PyTorch.
 
-MODEL_KEYS = tuple(GPTConfig.__dataclass_fields__)  # the config keys that shape the model
+# the config keys that shape the model: GPTConfig's fields, in order, written out so that this
+# module does not import model.py (tests/test_prepare.py checks that they agree)
+MODEL_KEYS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias",
+              "chunk_size", "n_ctx_layer", "n_enc_layer")
 
 
 class UserError(Exception):
@@ -89,6 +92,7 @@ def _coerce(key, value, defaults, from_text=False, origin="command line"):
 def setup_device(device="auto", dtype="auto"):
     """(device, device_type, torch dtype, autocast context). 'auto' picks cuda, then mps, then
     cpu, and bfloat16 where the GPU supports it, float16 on other GPUs, float32 elsewhere."""
+    import torch
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     device_type = device.split(":")[0]
@@ -111,6 +115,7 @@ def peak_flops(device):
     """Dense bf16 peak FLOP/s of the GPU, for MFU; None where we do not know it (CPU, MPS)."""
     if not str(device).startswith("cuda"):
         return None
+    import torch
     name = torch.cuda.get_device_name(device)
     for key, flops in (("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L4", 121e12), ("A10", 125e12)):
         if key in name:
@@ -143,6 +148,7 @@ def open_split(data_root, dataset, split):
 
 def get_batch(data, offsets, block_size, device):
     """Inputs and next-token targets, (len(offsets), block_size) each, from those offsets."""
+    import torch
     rows = torch.stack([torch.from_numpy(data[i:i + block_size + 1].astype(np.int64)) for i in offsets.tolist()])
     x, y = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()  # one read per row: targets are inputs shifted
     if str(device).startswith("cuda"):  # pinned memory lets the copy overlap with compute
@@ -185,6 +191,7 @@ class Tokenizer:
 def save_checkpoint(checkpoint, path):
     """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over
     the old one, so a crash at any moment leaves the previous checkpoint intact."""
+    import torch
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
@@ -210,6 +217,7 @@ def checkpoint_path(path):
 
 def load_checkpoint(path, device="cpu"):
     """A checkpoint written by train.py. Never unpickles arbitrary objects (weights_only)."""
+    import torch
     path = checkpoint_path(path)
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
@@ -226,6 +234,7 @@ def load_checkpoint(path, device="cpu"):
 
 def model_from_gpt2(name_or_dir, override_args):
     """GPT.from_pretrained, with the usual failures (no transformers, no weights) as one line."""
+    from model import GPT
     try:
         return GPT.from_pretrained(name_or_dir, override_args)
     except ImportError:
@@ -243,6 +252,7 @@ def checkpoint_tokenizer(checkpoint, path="checkpoint"):
 
 def model_from_checkpoint(checkpoint, path="checkpoint"):
     """Rebuild the GPT a checkpoint describes and load its weights."""
+    from model import GPT, GPTConfig
     try:
         model = GPT(GPTConfig(**checkpoint["model_args"]))
     except (TypeError, ValueError) as e:
