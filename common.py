@@ -1,7 +1,7 @@
 """
 What every entry script shares: one-line errors, configuration (defaults -> config/*.py ->
---key=value), devices and precision, datasets and tokenizers, batches, checkpoints, run logs,
-figures.
+--key=value, and --quick), the study's model variants, devices and precision, datasets and
+tokenizers, batches, checkpoints, run logs, figures.
 """
 
 import ast
@@ -17,6 +17,8 @@ import numpy as np
 
 # torch and model.py are imported inside the functions that use them, not up here: prepare.py
 # uses this module for its options and errors, and needs no second spent loading PyTorch.
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
 
 # the config keys that shape the model: GPTConfig's fields, in order, written out so that this
 # module does not import model.py (tests/test_prepare.py checks that they agree)
@@ -85,6 +87,33 @@ def _coerce(key, value, defaults, from_text=False, origin="command line"):
         raise UserError(f"config key '{key}' wants a {type(default).__name__} "
                         f"(like {default!r}), got {value!r} from {origin}")
     return value
+
+
+def expand_quick(argv, script):
+    """argv with each `--quick` (or --quick=True) replaced, in its place, by the config file
+    config/<script>_quick.py, and --quick=False left out: what --quick means in every script that
+    has it (bench.py, compare.py). Arguments after it still win, as after any config file."""
+    quick = os.path.join(CONFIG_DIR, f"{script}_quick.py")
+    return [quick if arg in ("--quick", "--quick=True") else arg for arg in argv if arg != "--quick=False"]
+
+
+# ---------------------------------------------------------------- the study's model variants
+
+def model_variants(c):
+    """The three models the study compares, by name: {name: the GPTConfig fields that set them
+    apart}. c: a config with n_layer (L), n_ctx_layer (P), chunk_size (w) and n_enc_layer (E);
+    every other field (width, heads, vocabulary, block size) is the same for all three.
+        gpt        L token layers: the GPT-2 baseline
+        contextlm  the same L token layers + a P-layer context predictor
+        gpt+{P}L   L + P token layers: about as many parameters as contextlm, all spent on tokens
+    bench.py measures these three; compare.py trains them (its ablation grid varies contextlm)."""
+    L, P, w = c["n_layer"], c["n_ctx_layer"], c["chunk_size"]
+    if P < 1:
+        raise UserError(f"--n_ctx_layer={P}: must be at least 1 (with 0 contextlm would be the gpt baseline)")
+    # chunk_size and n_enc_layer do nothing without a predictor: the GPTs keep w and no encoder
+    return {"gpt": dict(n_layer=L, n_ctx_layer=0, chunk_size=w, n_enc_layer=0),
+            "contextlm": dict(n_layer=L, n_ctx_layer=P, chunk_size=w, n_enc_layer=c["n_enc_layer"]),
+            f"gpt+{P}L": dict(n_layer=L + P, n_ctx_layer=0, chunk_size=w, n_enc_layer=0)}
 
 
 # ---------------------------------------------------------------- devices and precision

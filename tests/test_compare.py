@@ -59,6 +59,20 @@ def test_quick_study_writes_table_json_and_plot(quick_study):
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 
 
+def fields(arms):
+    """{arm: (n_layer, n_ctx_layer, chunk_size, n_enc_layer)}."""
+    keys = ("n_layer", "n_ctx_layer", "chunk_size", "n_enc_layer")
+    return {name: tuple(f[k] for k in keys) for name, f in arms.items()}
+
+
+def test_arms_are_the_study_models_and_the_ablation_varies_contextlm():
+    c = compare.parse_config(compare.DEFAULTS, ["--n_layer=4", "--n_ctx_layer=2", "--chunk_size=4", "--n_enc_layer=0"])
+    assert fields(compare.arms_of(c)) == {"gpt": (4, 0, 4, 0), "contextlm": (4, 2, 4, 0), "gpt+2L": (6, 0, 4, 0)}
+    grid = compare.arms_of(c | dict(ablation=True, chunk_sizes=[2, 4]))
+    assert fields(grid) == {"gpt": (4, 0, 4, 0), "contextlm-w2-enc0": (4, 2, 2, 0), "contextlm": (4, 2, 4, 0),
+                            "contextlm-w2-enc2": (4, 2, 2, 2), "contextlm-w4-enc2": (4, 2, 4, 2)}
+
+
 def test_rerun_reuses_runs_and_fails_loudly_on_different_batches(quick_study, char_data, tmp_path, capsys):
     out, _ = quick_study
     study = tmp_path / "study"
@@ -70,7 +84,7 @@ def test_rerun_reuses_runs_and_fails_loudly_on_different_batches(quick_study, ch
     assert {arm: path.read_text() for arm, path in logs.items()} == before
 
     # a run whose config differs (here: the learning rate) is not "finished" for this study
-    c = compare.parse_config(compare.DEFAULTS, [compare.QUICK_CONFIG, f"--data_root={char_data}", f"--out_dir={study}"])
+    c = compare.study_config(quick_args(char_data, study))
     cfg = compare.run_config(c, "gpt", compare.arms_of(c)["gpt"], 1337)
     assert compare.finished(cfg) is not None and compare.finished(cfg | {"learning_rate": 0.5}) is None
 
@@ -86,8 +100,7 @@ def test_rerun_reuses_runs_and_fails_loudly_on_different_batches(quick_study, ch
 def test_arms_of_a_seed_train_on_identical_batches(char_data, tmp_path, monkeypatch):
     """Hash the actual training tensors each arm's run draws (wrapping train.get_batch), for
     every arm at one seed and for gpt at the next seed, which must differ."""
-    c = compare.parse_config(compare.DEFAULTS, [compare.QUICK_CONFIG, f"--data_root={char_data}",
-                                                f"--out_dir={tmp_path}", "--max_iters=3", "--eval_iters=1"])
+    c = compare.study_config(quick_args(char_data, tmp_path, "--max_iters=3", "--eval_iters=1"))
     hashes = []
     real_get_batch = train.get_batch
 
@@ -133,3 +146,11 @@ def test_ablation_runs_with_one_flag_and_reuses_the_main_runs(quick_study, char_
 def test_missing_dataset_names_the_fix(tmp_path):
     with pytest.raises(UserError, match="python prepare.py shakespeare"):
         compare.main(quick_args(tmp_path, tmp_path / "out", "--dataset=shakespeare"))
+
+
+@pytest.mark.parametrize("args, message", [(["--n_ctx_layer=0"], "--n_ctx_layer=0: must be at least 1"),
+                                           (["--seeds=0"], "train at least one seed")])
+def test_bad_study_is_refused_before_training(char_data, tmp_path, args, message):
+    with pytest.raises(UserError, match=message):
+        compare.main(quick_args(char_data, tmp_path / "out", *args))
+    assert not (tmp_path / "out").exists()
