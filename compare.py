@@ -23,7 +23,9 @@ derived from n_layer, n_ctx_layer, chunk_size, n_enc_layer) plus the study keys 
 a config file, config/compare_shakespeare_char.py is used; `--quick` means config/compare_quick.py
 in its place. Each run lives in out_dir/<arm>-s<seed>/ (train.py's log.jsonl, ckpt.pt, train.log
 and run.json); a run already finished with the same config is not trained again, so an
-interrupted study resumes where it stopped. Outputs: out_dir/results.{md,json} and curves.png, or ablation.*.
+interrupted study resumes where it stopped. Progress is one line a run, like
+    [run 4/9] gpt-s1338 in runs/compare/gpt-s1338 (12m05s elapsed, about 22m10s left): trained in 190s, ...
+Outputs: out_dir/results.{md,json} and curves.png, or ablation.*.
 """
 
 import contextlib
@@ -289,6 +291,38 @@ def study_config(argv):
     return c
 
 
+def duration(seconds):
+    """Like 1h02m, 12m05s or 40s."""
+    minutes, s = divmod(round(seconds), 60)
+    h, m = divmod(minutes, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def run_all(c, arms, seeds, master):
+    """Train every run of the study, or reuse it where it finished earlier, seed by seed (early
+    seeds are complete first), with one progress line a run; {arm: {seed: collect()}} on rank 0."""
+    todo = [(name, seed, run_config(c, name, arms[name], seed)) for seed in seeds for name in arms]
+    earlier = [None if c["fresh"] else finished(cfg) for _, _, cfg in todo]
+    to_train = earlier.count(None)
+    print(f"{len(todo)} runs: {len(todo) - to_train} finished earlier, {to_train} to train")
+    runs = {name: {} for name in arms}
+    t0, trained, trained_s = time.time(), 0, 0.0
+    for i, ((name, seed, cfg), done) in enumerate(zip(todo, earlier), 1):
+        # time left: the mean time of the runs trained so far, times the runs still to train
+        left = f", about {duration(trained_s / trained * (to_train - trained))} left" if trained else ""
+        print(f"[run {i}/{len(todo)}] {name}-s{seed} in {cfg['out_dir']} "
+              f"({duration(time.time() - t0)} elapsed{left}): ", end="", flush=True)
+        status = "finished earlier, reused"
+        if done is None:
+            done = train_run(cfg, master)
+            trained, trained_s = trained + 1, trained_s + done["wall_s"]
+            status = f"trained in {done['wall_s']:.0f}s"
+        if master:
+            runs[name][seed] = collect(cfg, done)
+            print(f"{status}, final val loss {runs[name][seed]['final']:.4f}")
+    return runs
+
+
 def main(argv=None):
     c = study_config(sys.argv[1:] if argv is None else list(argv))
     master = int(os.environ.get("RANK", 0)) == 0  # under torchrun, only rank 0 writes and reports
@@ -296,20 +330,7 @@ def main(argv=None):
         sys.stdout = open(os.devnull, "w")
     arms = arms_of(c)
     seeds = [c["seed"] + i for i in range(c["seeds"])]
-
-    runs = {name: {} for name in arms}
-    todo = [(name, seed) for seed in seeds for name in arms]  # seed by seed: early seeds are complete first
-    for i, (name, seed) in enumerate(todo, 1):
-        cfg = run_config(c, name, arms[name], seed)
-        print(f"[{i}/{len(todo)}] {name} seed {seed} ({cfg['out_dir']}): ", end="", flush=True)
-        done = None if c["fresh"] else finished(cfg)
-        status = "finished earlier, reused"
-        if not done:
-            done = train_run(cfg, master)
-            status = f"trained in {done['wall_s']:.0f}s"
-        if master:
-            runs[name][seed] = collect(cfg, done)
-            print(f"{status}, final val loss {runs[name][seed]['final']:.4f}")
+    runs = run_all(c, arms, seeds, master)
     train.end_ddp()  # train() keeps one process group for all the runs under torchrun
     if not master:
         return

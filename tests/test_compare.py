@@ -5,6 +5,7 @@ train on identical batches, and the ablation grid with one flag."""
 import hashlib
 import json
 import math
+import re
 import shutil
 
 import pytest
@@ -57,6 +58,31 @@ def test_quick_study_writes_table_json_and_plot(quick_study):
     assert f"contextlm − gpt+2L, paired by seed: {vs_big:.4f} ± n/a (per seed: {vs_big:+.4f})" in table
     png = (out / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
+    # progress: one line a run, which of how many, time elapsed and (after a trained run) left
+    assert "3 runs: 0 finished earlier, 3 to train" in proc.stdout
+    for i, arm in enumerate(ARMS, 1):
+        left = r", about [\dhms]+ left" if i > 1 else ""
+        assert re.search(rf"^\[run {i}/3\] {re.escape(arm)}-s{seed} in {re.escape(str(out / f'{arm}-s{seed}'))} "
+                         rf"\([\dhms]+ elapsed{left}\): trained in \d+s, final val loss \d\.\d{{4}}$", proc.stdout, re.M), arm
+
+
+def test_progress_says_which_run_and_the_time_left(char_data, tmp_path, monkeypatch, capsys):
+    """The time left is the mean time of the runs trained so far times the runs still to train;
+    a run reused from earlier costs nothing. Training is replaced by a stand-in taking 90 s."""
+    c = compare.study_config(quick_args(char_data, tmp_path, "--seeds=2"))
+    monkeypatch.setattr(compare, "finished", lambda cfg: {} if cfg["out_dir"].endswith("contextlm-s1337") else None)
+    monkeypatch.setattr(compare, "train_run", lambda cfg, master: {"wall_s": 90.0})
+    monkeypatch.setattr(compare, "collect", lambda cfg, done: {"final": 2.5})
+    compare.run_all(c, compare.arms_of(c), [1337, 1338], master=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "6 runs: 1 finished earlier, 5 to train"
+    left = ["", ", about 6m00s left", ", about 6m00s left", ", about 4m30s left", ", about 3m00s left",
+            ", about 1m30s left"]
+    runs = [f"{arm}-s{seed}" for seed in (1337, 1338) for arm in ARMS]
+    for i, (line, run, left) in enumerate(zip(lines[1:], runs, left, strict=True), 1):
+        status = "finished earlier, reused" if run == "contextlm-s1337" else "trained in 90s"
+        assert line == f"[run {i}/6] {run} in {tmp_path / run} (0s elapsed{left}): {status}, final val loss 2.5000"
+    assert compare.duration(59.6) == "1m00s" and compare.duration(3725) == "1h02m"
 
 
 def fields(arms):
