@@ -185,6 +185,8 @@ def summarize(arms, runs, seeds):
 
 
 def markdown(c, summary, seeds, title):
+    """The report: one table row per arm, how to read it, and (main study) contextlm against
+    gpt and the parameter-matched GPT, paired by seed."""
     gpt_speeds = list(summary["gpt"]["tokens_per_sec"].values())
     gpt_speed = None if None in gpt_speeds else statistics.median(gpt_speeds)
     tokens = c["max_iters"] * c["gradient_accumulation_steps"] * c["batch_size"] * c["block_size"]
@@ -221,6 +223,7 @@ def markdown(c, summary, seeds, title):
 
 
 def save_plot(fig, path):
+    """Grid and legend, then common.save_figure."""
     for ax in fig.axes:
         ax.grid(alpha=0.3)
     fig.axes[0].legend()

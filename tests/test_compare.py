@@ -1,6 +1,7 @@
-"""compare.py on CPU: the --quick study end to end (table, JSON, PNG), a rerun that reuses the
-finished runs and stops loudly on mismatched batch fingerprints, proof that the arms of a seed
-train on identical batches, and the ablation grid with one flag."""
+"""compare.py on CPU: the --quick study end to end (table, JSON, PNG, a progress line a run), the
+time left it reports, the arms it builds, a rerun that reuses the finished runs and stops loudly
+on mismatched batch fingerprints, proof that the arms of a seed train on identical batches, the
+ablation grid with one flag, and bad input refused before any training."""
 
 import hashlib
 import json

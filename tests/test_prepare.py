@@ -1,6 +1,7 @@
 """prepare.py, offline on CPU: every dataset's code path on the shipped Tiny Shakespeare or on
 tiny local stand-ins for the Hugging Face datasets; uint16 files that match meta.json and decode
-back to their text; one-line errors; and an interrupted run that leaves nothing half-written."""
+back to their text; one-line errors; an interrupted run that leaves nothing half-written; and
+no PyTorch loaded to do any of it."""
 
 import json
 import os
