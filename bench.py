@@ -4,15 +4,15 @@ shape, then decoding speed with the KV cache against full recompute.
 
     python bench.py                         # the gpt2 shape (124M), on the GPU if there is one
     python bench.py --shape=gpt2-medium
-    python bench.py --quick                 # a tiny shape: about a minute on a laptop CPU
+    python bench.py --quick                 # config/bench_quick.py: a tiny shape, a minute at most on a CPU
     python bench.py --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --batch_size=32
     python bench.py --shape=gpt2-xl --interleave=False   # three XL models do not fit on one GPU together
 
-The three models share the shape:
+The three models are the study's (common.model_variants, as compare.py trains them), of one shape:
     gpt                GPT-2 with the same n_layer token layers (n_ctx_layer=0): the baseline
     contextlm          the same token layers plus an n_ctx_layer-layer context predictor
     gpt+{P}L           GPT-2 with n_layer + n_ctx_layer layers (P = n_ctx_layer): as many
-                       parameters as contextlm; compare.py's third arm, named the same way
+                       parameters as contextlm
 
 Markdown tables go to stdout, progress to stderr; the numbers also go to out_dir/bench.json
 and a plot to out_dir/bench.png. Tokens are random: speed does not depend on what they say.
@@ -34,7 +34,8 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from common import UserError, parse_config, peak_flops, run_main, save_figure, setup_device  # noqa: E402
+from common import (UserError, expand_quick, model_variants, parse_config, peak_flops, run_main,  # noqa: E402
+                    save_figure, setup_device)
 from model import GPT, GPTConfig  # noqa: E402
 
 DEFAULTS = dict(
@@ -79,24 +80,7 @@ SHAPES = {  # GPT-2's sizes (vocabulary padded to a multiple of 64), a batch for
     "tiny":        dict(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=512, batch_size=8),
 }
 
-# `--quick` is shorthand for these overrides, in its place (arguments after it still win):
-# the tiny shape and short measurements, about a minute on a 2-core CPU. One thread: ops this
-# small gain little from more, and on a busy CPU threads that wait on each other can cost 10x.
-QUICK = ["--shape=tiny", "--warmup_steps=2", "--train_rounds=3", "--steps_per_round=3",
-         "--gen_lengths=(32, 96)", "--gen_batch_size=4", "--gen_rounds=3", "--threads=1"]
-
 DECODERS = ("gpt", "contextlm")  # the parameter-matched GPT decodes like gpt, only deeper
-
-
-def expand_quick(argv):
-    """argv with each bare `--quick` (or --quick=True) replaced by the QUICK overrides."""
-    out = []
-    for arg in argv:
-        if arg in ("--quick", "--quick=True"):
-            out += QUICK
-        elif arg != "--quick=False":
-            out.append(arg)
-    return out
 
 
 def resolve(config):
@@ -111,9 +95,6 @@ def resolve(config):
                 "prompt_len", "gen_rounds"):
         if c[key] < 1:
             raise UserError(f"--{key}={c[key]}: must be at least 1")
-    if c["n_ctx_layer"] < 1:
-        raise UserError(f"--n_ctx_layer={c['n_ctx_layer']}: must be at least 1 "
-                        "(with 0 contextlm would be the gpt baseline)")
     if c["warmup_steps"] < 0:
         raise UserError(f"--warmup_steps={c['warmup_steps']}: must be 0 or more")
     if c["threads"] < 0:
@@ -129,23 +110,19 @@ def resolve(config):
                         f"block_size={c['block_size']}: shorten --gen_lengths or --prompt_len")
     if not c["json"]:
         c["json"] = os.path.join(c["out_dir"], "bench.json")
-    try:
-        for model_args in model_variants(c).values():
+    try:  # (common.model_variants refuses n_ctx_layer < 1: contextlm would be the gpt baseline)
+        for model_args in model_args_of(c).values():
             GPTConfig(**model_args)
     except ValueError as e:
         raise UserError(f"invalid model shape: {e}")
     return c
 
 
-def model_variants(c):
-    """GPTConfig arguments of the three models, by name."""
-    L, P = c["n_layer"], c["n_ctx_layer"]
+def model_args_of(c):
+    """GPTConfig arguments of the three models (common.model_variants), by name, in c's shape."""
     shared = dict(block_size=c["block_size"], vocab_size=c["vocab_size"], n_head=c["n_head"],
-                  n_embd=c["n_embd"], bias=c["bias"], chunk_size=c["chunk_size"], dropout=0.0)
-    gpt = shared | dict(n_ctx_layer=0, n_enc_layer=0)
-    return {"gpt": gpt | dict(n_layer=L),
-            "contextlm": shared | dict(n_layer=L, n_ctx_layer=P, n_enc_layer=c["n_enc_layer"]),
-            f"gpt+{P}L": gpt | dict(n_layer=L + P)}
+                  n_embd=c["n_embd"], bias=c["bias"], dropout=0.0)
+    return {name: shared | fields for name, fields in model_variants(c).items()}
 
 
 def progress(message):
@@ -380,7 +357,7 @@ def run_bench(config):
         torch.set_num_threads(c.threads)
     torch.backends.cuda.matmul.allow_tf32 = True  # as train.py
     torch.backends.cudnn.allow_tf32 = True
-    variants = model_variants(vars(c))
+    variants = model_args_of(vars(c))
     shape_name = c.shape if all(getattr(c, key) == value for key, value in SHAPES[c.shape].items()) else "custom"
     progress(f"{shape_name}: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} dims, block {c.block_size}, "
              f"batch {c.batch_size}, vocab {c.vocab_size} on {device} ({dtype}{', compiled' if use_compile else ''})")
@@ -479,7 +456,7 @@ def save(results):
 
 
 def main(argv=None):
-    config = parse_config(DEFAULTS, expand_quick(sys.argv[1:] if argv is None else argv))
+    config = parse_config(DEFAULTS, expand_quick(sys.argv[1:] if argv is None else argv, "bench"))
     try:
         results = run_bench(config)
     except torch.cuda.OutOfMemoryError:

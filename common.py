@@ -1,7 +1,7 @@
 """
 What every entry script shares: one-line errors, configuration (defaults -> config/*.py ->
---key=value), devices and precision, datasets and tokenizers, batches, checkpoints, run logs,
-figures.
+--key=value, and --quick), the study's model variants, devices and precision, datasets and
+tokenizers, batches, checkpoints, run logs, figures.
 """
 
 import ast
@@ -14,11 +14,16 @@ import types
 from contextlib import nullcontext
 
 import numpy as np
-import torch
 
-from model import GPT, GPTConfig
+# torch and model.py are imported inside the functions that use them, not up here: prepare.py
+# uses this module for its options and errors, and needs no second spent loading PyTorch.
 
-MODEL_KEYS = tuple(GPTConfig.__dataclass_fields__)  # the config keys that shape the model
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
+
+# the config keys that shape the model: GPTConfig's fields, in order, written out so that this
+# module does not import model.py (tests/test_prepare.py checks that they agree)
+MODEL_KEYS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias",
+              "chunk_size", "n_ctx_layer", "n_enc_layer")
 
 
 class UserError(Exception):
@@ -84,11 +89,39 @@ def _coerce(key, value, defaults, from_text=False, origin="command line"):
     return value
 
 
+def expand_quick(argv, script):
+    """argv with each `--quick` (or --quick=True) replaced, in its place, by the config file
+    config/<script>_quick.py, and --quick=False left out: what --quick means in every script that
+    has it (bench.py, compare.py). Arguments after it still win, as after any config file."""
+    quick = os.path.join(CONFIG_DIR, f"{script}_quick.py")
+    return [quick if arg in ("--quick", "--quick=True") else arg for arg in argv if arg != "--quick=False"]
+
+
+# ---------------------------------------------------------------- the study's model variants
+
+def model_variants(c):
+    """The three models the study compares, by name: {name: the GPTConfig fields that set them
+    apart}. c: a config with n_layer (L), n_ctx_layer (P), chunk_size (w) and n_enc_layer (E);
+    every other field (width, heads, vocabulary, block size) is the same for all three.
+        gpt        L token layers: the GPT-2 baseline
+        contextlm  the same L token layers + a P-layer context predictor
+        gpt+{P}L   L + P token layers: about as many parameters as contextlm, all spent on tokens
+    bench.py measures these three; compare.py trains them (its ablation grid varies contextlm)."""
+    L, P, w = c["n_layer"], c["n_ctx_layer"], c["chunk_size"]
+    if P < 1:
+        raise UserError(f"--n_ctx_layer={P}: must be at least 1 (with 0 contextlm would be the gpt baseline)")
+    # chunk_size and n_enc_layer do nothing without a predictor: the GPTs keep w and no encoder
+    return {"gpt": dict(n_layer=L, n_ctx_layer=0, chunk_size=w, n_enc_layer=0),
+            "contextlm": dict(n_layer=L, n_ctx_layer=P, chunk_size=w, n_enc_layer=c["n_enc_layer"]),
+            f"gpt+{P}L": dict(n_layer=L + P, n_ctx_layer=0, chunk_size=w, n_enc_layer=0)}
+
+
 # ---------------------------------------------------------------- devices and precision
 
 def setup_device(device="auto", dtype="auto"):
     """(device, device_type, torch dtype, autocast context). 'auto' picks cuda, then mps, then
     cpu, and bfloat16 where the GPU supports it, float16 on other GPUs, float32 elsewhere."""
+    import torch
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     device_type = device.split(":")[0]
@@ -111,6 +144,7 @@ def peak_flops(device):
     """Dense bf16 peak FLOP/s of the GPU, for MFU; None where we do not know it (CPU, MPS)."""
     if not str(device).startswith("cuda"):
         return None
+    import torch
     name = torch.cuda.get_device_name(device)
     for key, flops in (("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L4", 121e12), ("A10", 125e12)):
         if key in name:
@@ -143,6 +177,7 @@ def open_split(data_root, dataset, split):
 
 def get_batch(data, offsets, block_size, device):
     """Inputs and next-token targets, (len(offsets), block_size) each, from those offsets."""
+    import torch
     rows = torch.stack([torch.from_numpy(data[i:i + block_size + 1].astype(np.int64)) for i in offsets.tolist()])
     x, y = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()  # one read per row: targets are inputs shifted
     if str(device).startswith("cuda"):  # pinned memory lets the copy overlap with compute
@@ -185,6 +220,7 @@ class Tokenizer:
 def save_checkpoint(checkpoint, path):
     """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over
     the old one, so a crash at any moment leaves the previous checkpoint intact."""
+    import torch
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
@@ -210,6 +246,7 @@ def checkpoint_path(path):
 
 def load_checkpoint(path, device="cpu"):
     """A checkpoint written by train.py. Never unpickles arbitrary objects (weights_only)."""
+    import torch
     path = checkpoint_path(path)
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
@@ -226,6 +263,7 @@ def load_checkpoint(path, device="cpu"):
 
 def model_from_gpt2(name_or_dir, override_args):
     """GPT.from_pretrained, with the usual failures (no transformers, no weights) as one line."""
+    from model import GPT
     try:
         return GPT.from_pretrained(name_or_dir, override_args)
     except ImportError:
@@ -243,6 +281,7 @@ def checkpoint_tokenizer(checkpoint, path="checkpoint"):
 
 def model_from_checkpoint(checkpoint, path="checkpoint"):
     """Rebuild the GPT a checkpoint describes and load its weights."""
+    from model import GPT, GPTConfig
     try:
         model = GPT(GPTConfig(**checkpoint["model_args"]))
     except (TypeError, ValueError) as e:

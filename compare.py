@@ -8,20 +8,24 @@ with the same data, schedule and token budget over several seeds, and tabulates 
     python compare.py --dataset=shakespeare --seeds=5   # GPT-2 BPE instead of characters, 5 seeds
     python compare.py config/compare_owt.py             # the paper's Table 2 comparison (GPUs)
 
-The arms differ only in model fields; everything else (batches, optimizer, schedule, budget,
-evaluation) is shared. With one seed, every arm draws exactly the same batches in the same order:
-train.py's sampler has its own generator, and each evaluation row of log.jsonl carries a
-fingerprint (data_hash) of every batch drawn so far, which is checked across arms.
+The arms (common.model_variants, the three models bench.py measures) differ only in model
+fields; everything else (batches, optimizer, schedule, budget, evaluation) is shared. Within a
+seed, every arm draws exactly the same batches in the same order: train.py's sampler has its own
+generator, and each evaluation row of log.jsonl carries a fingerprint (data_hash) of every batch
+drawn so far, which is checked across arms.
     gpt        n_layer token layers
     contextlm  n_layer token layers + an n_ctx_layer context predictor (chunk_size, n_enc_layer)
-    gpt+2L     n_layer + n_ctx_layer token layers: about as many parameters as contextlm
+    gpt+{P}L   n_layer + n_ctx_layer token layers (P = n_ctx_layer): about as many parameters
+               as contextlm
 
 Configuration: the training keys of train.py (shared by every arm; the arms' model fields are
 derived from n_layer, n_ctx_layer, chunk_size, n_enc_layer) plus the study keys below. Without
-a config file, config/compare_shakespeare_char.py is used; `--quick` means config/compare_quick.py.
-Each run lives in out_dir/<arm>-s<seed>/ (train.py's log.jsonl, ckpt.pt, train.log and run.json);
-a run already finished with the same config is not trained again, so an interrupted study
-resumes where it stopped. Outputs: out_dir/results.{md,json} and curves.png, or ablation.*.
+a config file, config/compare_shakespeare_char.py is used; `--quick` means config/compare_quick.py
+in its place. Each run lives in out_dir/<arm>-s<seed>/ (train.py's log.jsonl, ckpt.pt, train.log
+and run.json); a run already finished with the same config is not trained again, so an
+interrupted study resumes where it stopped. Progress is one line a run, like
+    [run 4/9] gpt-s1338 in runs/compare/gpt-s1338 (12m05s elapsed, about 22m10s left): trained in 190s, ...
+Outputs: out_dir/results.{md,json} and curves.png, or ablation.*.
 """
 
 import contextlib
@@ -39,11 +43,10 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 import train  # noqa: E402
-from common import UserError, load_meta, parse_config, read_log, run_main, save_figure  # noqa: E402
+from common import (CONFIG_DIR, UserError, expand_quick, load_meta, model_variants, parse_config,  # noqa: E402
+                    read_log, run_main, save_figure)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CONFIG = os.path.join(HERE, "config", "compare_shakespeare_char.py")
-QUICK_CONFIG = os.path.join(HERE, "config", "compare_quick.py")
+DEFAULT_STUDY = os.path.join(CONFIG_DIR, "compare_shakespeare_char.py")  # when argv names no config file
 UNTIMED_ITERS = 10  # tokens/s leaves out the first iterations (allocation, compilation)
 
 # train.py's keys (init_from and eval_only aside: every run trains from scratch), then the study's
@@ -62,24 +65,21 @@ DEFAULTS = {k: v for k, v in train.DEFAULTS.items() if k not in ("init_from", "e
 # ---------------------------------------------------------------- the arms and their runs
 
 def arms_of(c):
-    """{arm: the model fields it sets}; every other setting is the same for all arms."""
-    L, P, w, e = c["n_layer"], c["n_ctx_layer"], c["chunk_size"], c["n_enc_layer"]
-
-    def gpt(n_layer):  # chunk_size and n_enc_layer do nothing without a predictor: fix them
-        return dict(n_layer=n_layer, n_ctx_layer=0, chunk_size=w, n_enc_layer=0)
-
+    """{arm: the model fields it sets}: common.model_variants' three models, or with ablation=True
+    gpt and a contextlm for each chunk size x encoder depth. Every other setting is shared."""
+    variants = model_variants(c)
     if not c["ablation"]:
-        return {"gpt": gpt(L), "contextlm": dict(n_layer=L, n_ctx_layer=P, chunk_size=w, n_enc_layer=e),
-                f"gpt+{P}L": gpt(L + P)}
-    arms = {"gpt": gpt(L)}
-    for enc in sorted({0, L // 2}):
+        return variants
+    arms = {"gpt": variants["gpt"]}
+    main_cell = (c["chunk_size"], c["n_enc_layer"])
+    for enc in sorted({0, c["n_layer"] // 2}):
         for size in c["chunk_sizes"]:
             if size > c["block_size"]:
                 print(f"ablation: chunk_size={size} skipped, larger than block_size={c['block_size']}")
                 continue
             # the main study's contextlm run is one cell of the grid: same name, so it is reused
-            name = "contextlm" if (size, enc) == (w, e) else f"contextlm-w{size}-enc{enc}"
-            arms[name] = dict(n_layer=L, n_ctx_layer=P, chunk_size=size, n_enc_layer=enc)
+            name = "contextlm" if (size, enc) == main_cell else f"contextlm-w{size}-enc{enc}"
+            arms[name] = model_variants(c | dict(chunk_size=size, n_enc_layer=enc))["contextlm"]
     return arms
 
 
@@ -185,6 +185,8 @@ def summarize(arms, runs, seeds):
 
 
 def markdown(c, summary, seeds, title):
+    """The report: one table row per arm, how to read it, and (main study) contextlm against
+    gpt and the parameter-matched GPT, paired by seed."""
     gpt_speeds = list(summary["gpt"]["tokens_per_sec"].values())
     gpt_speed = None if None in gpt_speeds else statistics.median(gpt_speeds)
     tokens = c["max_iters"] * c["gradient_accumulation_steps"] * c["batch_size"] * c["block_size"]
@@ -221,6 +223,7 @@ def markdown(c, summary, seeds, title):
 
 
 def save_plot(fig, path):
+    """Grid and legend, then common.save_figure."""
     for ax in fig.axes:
         ax.grid(alpha=0.3)
     fig.axes[0].legend()
@@ -278,37 +281,59 @@ def plot_ablation(summary, seeds, path, title):
 
 # ---------------------------------------------------------------- main
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    argv = [QUICK_CONFIG if a in ("--quick", "--quick=True") else a for a in argv]
+def study_config(argv):
+    """The study's config from the command line: DEFAULTS, then config/compare_shakespeare_char.py
+    unless argv names a config file (--quick names config/compare_quick.py), then argv; checked."""
+    argv = expand_quick(argv, "compare")
     if all(a.startswith("--") for a in argv):  # no config file: the default study
-        argv = [DEFAULT_CONFIG] + argv
+        argv = [DEFAULT_STUDY] + argv
     c = parse_config(DEFAULTS, argv)
-    if c["n_ctx_layer"] < 1:
-        raise UserError(f"n_ctx_layer={c['n_ctx_layer']}: the contextlm arm needs a context predictor "
-                        "(e.g. --n_ctx_layer=2)")
     if c["seeds"] < 1:
         raise UserError(f"seeds={c['seeds']}: train at least one seed per arm")
     load_meta(c["data_root"], c["dataset"])  # a missing dataset fails now, not after the first run
+    return c
+
+
+def duration(seconds):
+    """Like 1h02m, 12m05s or 40s."""
+    minutes, s = divmod(round(seconds), 60)
+    h, m = divmod(minutes, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def run_all(c, arms, seeds, master):
+    """Train every run of the study, or reuse it where it finished earlier, seed by seed (early
+    seeds are complete first), with one progress line a run; {arm: {seed: collect()}} on rank 0."""
+    todo = [(name, seed, run_config(c, name, arms[name], seed)) for seed in seeds for name in arms]
+    earlier = [None if c["fresh"] else finished(cfg) for _, _, cfg in todo]
+    to_train = earlier.count(None)
+    print(f"{len(todo)} runs: {len(todo) - to_train} finished earlier, {to_train} to train")
+    runs = {name: {} for name in arms}
+    t0, trained, trained_s = time.time(), 0, 0.0
+    for i, ((name, seed, cfg), done) in enumerate(zip(todo, earlier), 1):
+        # time left: the mean time of the runs trained so far, times the runs still to train
+        left = f", about {duration(trained_s / trained * (to_train - trained))} left" if trained else ""
+        print(f"[run {i}/{len(todo)}] {name}-s{seed} in {cfg['out_dir']} "
+              f"({duration(time.time() - t0)} elapsed{left}): ", end="", flush=True)
+        status = "finished earlier, reused"
+        if done is None:
+            done = train_run(cfg, master)
+            trained, trained_s = trained + 1, trained_s + done["wall_s"]
+            status = f"trained in {done['wall_s']:.0f}s"
+        if master:
+            runs[name][seed] = collect(cfg, done)
+            print(f"{status}, final val loss {runs[name][seed]['final']:.4f}")
+    return runs
+
+
+def main(argv=None):
+    c = study_config(sys.argv[1:] if argv is None else list(argv))
     master = int(os.environ.get("RANK", 0)) == 0  # under torchrun, only rank 0 writes and reports
     if not master:
         sys.stdout = open(os.devnull, "w")
     arms = arms_of(c)
     seeds = [c["seed"] + i for i in range(c["seeds"])]
-
-    runs = {name: {} for name in arms}
-    todo = [(name, seed) for seed in seeds for name in arms]  # seed by seed: early seeds are complete first
-    for i, (name, seed) in enumerate(todo, 1):
-        cfg = run_config(c, name, arms[name], seed)
-        print(f"[{i}/{len(todo)}] {name} seed {seed} ({cfg['out_dir']}): ", end="", flush=True)
-        done = None if c["fresh"] else finished(cfg)
-        status = "finished earlier, reused"
-        if not done:
-            done = train_run(cfg, master)
-            status = f"trained in {done['wall_s']:.0f}s"
-        if master:
-            runs[name][seed] = collect(cfg, done)
-            print(f"{status}, final val loss {runs[name][seed]['final']:.4f}")
+    runs = run_all(c, arms, seeds, master)
     train.end_ddp()  # train() keeps one process group for all the runs under torchrun
     if not master:
         return

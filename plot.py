@@ -53,6 +53,8 @@ def eval_rows(run_dir):
 
 
 def plot_curves(c):
+    """Validation loss of each run in c["runs"] against iterations, tokens and FLOPs, three panels
+    saved to c["out"]; the figure, whose lines hold what was drawn."""
     runs = [r for r in c["runs"].split(",") if r]
     if not runs:
         raise UserError("name the runs to plot: --runs=DIR[,DIR...]")
@@ -73,6 +75,7 @@ def plot_curves(c):
     axes[0].legend()
     save_figure(fig, c["out"])
     print(f"wrote {c['out']}")
+    return fig
 
 
 # ---------------------------------------------------------------- attention
@@ -115,6 +118,8 @@ def token_labels(tokenizer, ids):
 
 
 def plot_attention(c):
+    """The attention probabilities of layer c["layer"] for c["prompt"], one panel per checkpoint
+    in c["ckpt"], saved to c["out"]; the figure, whose images hold what was drawn."""
     ckpts = [d for d in c["ckpt"].split(",") if d]
     if not ckpts:
         raise UserError("name the checkpoints: --ckpt=DIR[,DIR]")
@@ -153,6 +158,7 @@ def plot_attention(c):
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     save_figure(fig, c["out"])
     print(f"wrote {c['out']}")
+    return fig
 
 
 # ---------------------------------------------------------------- the script

@@ -9,7 +9,7 @@ where it has a test split) and a meta.json that says how to read them, in <data_
     python prepare.py wikitext                        # validation + test, for evaluation
     python prepare.py lambada                         # test, with each example's offsets
 
-Options are --key=value (see `defaults`). --source replaces a dataset's input: a text file for
+Options are --key=value (see DEFAULTS below). --source replaces a dataset's input: a text file for
 shakespeare*, a Hugging Face name or a local dataset folder for the others (a folder of .jsonl,
 .parquet, ... files with a "text" column, named after their split: train.jsonl, test.jsonl).
 
@@ -33,7 +33,7 @@ from common import UserError, parse_config, run_main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-defaults = dict(
+DEFAULTS = dict(
     data_root="data",          # outputs go to <data_root>/<NAME>/
     source="",                 # replace the input: a text file, a Hugging Face name or a local dataset folder
     files="",                  # text: comma-separated .txt files or folders (all *.txt in them, recursively)
@@ -314,10 +314,10 @@ def main(argv=None):
         close = difflib.get_close_matches(name, DATASETS, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         raise UserError(f"unknown dataset '{name}': {hint}choose one of {names}")
-    config = parse_config(defaults, argv)
+    config = parse_config(DEFAULTS, argv)
     config["source"] = os.path.expanduser(config["source"])
     prepare, options = DATASETS[name]
-    stray = [k for k in config if config[k] != defaults[k] and k not in ("data_root",) + options]
+    stray = [k for k in config if config[k] != DEFAULTS[k] and k not in ("data_root",) + options]
     if stray:
         raise UserError(f"--{stray[0]} does not apply to {name} (its options: data_root, {', '.join(options)})")
     splits, meta = prepare(config)

@@ -1,5 +1,6 @@
 """bench.py on a minute shape: the JSON's schema, the plot, the markdown on stdout, the bare
-`--quick` flag and bad input. No timing assertions: only that every figure is there and sane."""
+`--quick` flag (config/bench_quick.py), the three models shared with compare.py, and bad input.
+No timing assertions: only that every figure is there and sane."""
 
 import json
 import math
@@ -11,7 +12,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import bench  # noqa: E402
-from common import UserError, parse_config  # noqa: E402
+from common import UserError, expand_quick, parse_config  # noqa: E402
 from conftest import run_script  # noqa: E402
 
 # Overrides put after --quick: they must win over its preset. A shape small enough for seconds,
@@ -98,16 +99,31 @@ def test_markdown_and_plot(quick_run):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_quick_expands_in_place():
-    argv = bench.expand_quick(["--seed=3", "--quick", "--gen_rounds=7"])
-    assert argv == ["--seed=3", *bench.QUICK, "--gen_rounds=7"]
+def test_quick_is_its_config_file_in_place():
+    quick = os.path.join(ROOT, "config", "bench_quick.py")
+    argv = expand_quick(["--seed=3", "--gen_rounds=1", "--quick", "--gen_rounds=7"], "bench")
+    assert argv == ["--seed=3", "--gen_rounds=1", quick, "--gen_rounds=7"]
     config = parse_config(bench.DEFAULTS, argv)
     assert config["shape"] == "tiny" and config["gen_rounds"] == 7 and config["seed"] == 3
-    assert bench.expand_quick(["--quick=True"]) == bench.QUICK and bench.expand_quick(["--quick=False"]) == []
+    assert parse_config(bench.DEFAULTS, expand_quick(["--gen_rounds=1", "--quick"], "bench"))["gen_rounds"] == 3
+    assert expand_quick(["--quick=True"], "bench") == [quick] and expand_quick(["--quick=False"], "bench") == []
     # what the README promises: the bare flag runs within one window
-    quick = bench.resolve(parse_config(bench.DEFAULTS, bench.QUICK))
+    quick = bench.resolve(parse_config(bench.DEFAULTS, expand_quick(["--quick"], "bench")))
     assert quick["prompt_len"] + max(quick["gen_lengths"]) <= quick["block_size"]
     assert quick["n_layer"] == bench.SHAPES["tiny"]["n_layer"] and quick["json"] == os.path.join("bench", "bench.json")
+
+
+def test_the_three_models_are_the_studys():
+    """The models compare.py trains (common.model_variants), in the shape asked for."""
+    c = bench.resolve(parse_config(bench.DEFAULTS, expand_quick(["--quick", "--n_layer=3", "--n_ctx_layer=1",
+                                                                 "--chunk_size=2", "--n_enc_layer=1"], "bench")))
+    args = bench.model_args_of(c)
+    assert list(args) == ["gpt", "contextlm", "gpt+1L"]
+    assert [(a["n_layer"], a["n_ctx_layer"], a["chunk_size"], a["n_enc_layer"]) for a in args.values()] == \
+        [(3, 0, 2, 0), (3, 1, 2, 1), (4, 0, 2, 0)]
+    for a in args.values():
+        assert {k: a[k] for k in ("n_head", "n_embd", "block_size", "vocab_size", "bias")} == \
+            {k: c[k] for k in ("n_head", "n_embd", "block_size", "vocab_size", "bias")} and a["dropout"] == 0.0
 
 
 @pytest.mark.parametrize("args,message", [

@@ -1,10 +1,12 @@
-"""compare.py on CPU: the --quick study end to end (table, JSON, PNG), a rerun that reuses the
-finished runs and stops loudly on mismatched batch fingerprints, proof that the arms of a seed
-train on identical batches, and the ablation grid with one flag."""
+"""compare.py on CPU: the --quick study end to end (table, JSON, PNG, a progress line a run), the
+time left it reports, the arms it builds, a rerun that reuses the finished runs and stops loudly
+on mismatched batch fingerprints, proof that the arms of a seed train on identical batches, the
+ablation grid with one flag, and bad input refused before any training."""
 
 import hashlib
 import json
 import math
+import re
 import shutil
 
 import pytest
@@ -57,6 +59,45 @@ def test_quick_study_writes_table_json_and_plot(quick_study):
     assert f"contextlm − gpt+2L, paired by seed: {vs_big:.4f} ± n/a (per seed: {vs_big:+.4f})" in table
     png = (out / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
+    # progress: one line a run, which of how many, time elapsed and (after a trained run) left
+    assert "3 runs: 0 finished earlier, 3 to train" in proc.stdout
+    for i, arm in enumerate(ARMS, 1):
+        left = r", about [\dhms]+ left" if i > 1 else ""
+        assert re.search(rf"^\[run {i}/3\] {re.escape(arm)}-s{seed} in {re.escape(str(out / f'{arm}-s{seed}'))} "
+                         rf"\([\dhms]+ elapsed{left}\): trained in \d+s, final val loss \d\.\d{{4}}$", proc.stdout, re.M), arm
+
+
+def test_progress_says_which_run_and_the_time_left(char_data, tmp_path, monkeypatch, capsys):
+    """The time left is the mean time of the runs trained so far times the runs still to train;
+    a run reused from earlier costs nothing. Training is replaced by a stand-in taking 90 s."""
+    c = compare.study_config(quick_args(char_data, tmp_path, "--seeds=2"))
+    monkeypatch.setattr(compare, "finished", lambda cfg: {} if cfg["out_dir"].endswith("contextlm-s1337") else None)
+    monkeypatch.setattr(compare, "train_run", lambda cfg, master: {"wall_s": 90.0})
+    monkeypatch.setattr(compare, "collect", lambda cfg, done: {"final": 2.5})
+    compare.run_all(c, compare.arms_of(c), [1337, 1338], master=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "6 runs: 1 finished earlier, 5 to train"
+    left = ["", ", about 6m00s left", ", about 6m00s left", ", about 4m30s left", ", about 3m00s left",
+            ", about 1m30s left"]
+    runs = [f"{arm}-s{seed}" for seed in (1337, 1338) for arm in ARMS]
+    for i, (line, run, left) in enumerate(zip(lines[1:], runs, left, strict=True), 1):
+        status = "finished earlier, reused" if run == "contextlm-s1337" else "trained in 90s"
+        assert line == f"[run {i}/6] {run} in {tmp_path / run} (0s elapsed{left}): {status}, final val loss 2.5000"
+    assert compare.duration(59.6) == "1m00s" and compare.duration(3725) == "1h02m"
+
+
+def fields(arms):
+    """{arm: (n_layer, n_ctx_layer, chunk_size, n_enc_layer)}."""
+    keys = ("n_layer", "n_ctx_layer", "chunk_size", "n_enc_layer")
+    return {name: tuple(f[k] for k in keys) for name, f in arms.items()}
+
+
+def test_arms_are_the_study_models_and_the_ablation_varies_contextlm():
+    c = compare.parse_config(compare.DEFAULTS, ["--n_layer=4", "--n_ctx_layer=2", "--chunk_size=4", "--n_enc_layer=0"])
+    assert fields(compare.arms_of(c)) == {"gpt": (4, 0, 4, 0), "contextlm": (4, 2, 4, 0), "gpt+2L": (6, 0, 4, 0)}
+    grid = compare.arms_of(c | dict(ablation=True, chunk_sizes=[2, 4]))
+    assert fields(grid) == {"gpt": (4, 0, 4, 0), "contextlm-w2-enc0": (4, 2, 2, 0), "contextlm": (4, 2, 4, 0),
+                            "contextlm-w2-enc2": (4, 2, 2, 2), "contextlm-w4-enc2": (4, 2, 4, 2)}
 
 
 def test_rerun_reuses_runs_and_fails_loudly_on_different_batches(quick_study, char_data, tmp_path, capsys):
@@ -70,7 +111,7 @@ def test_rerun_reuses_runs_and_fails_loudly_on_different_batches(quick_study, ch
     assert {arm: path.read_text() for arm, path in logs.items()} == before
 
     # a run whose config differs (here: the learning rate) is not "finished" for this study
-    c = compare.parse_config(compare.DEFAULTS, [compare.QUICK_CONFIG, f"--data_root={char_data}", f"--out_dir={study}"])
+    c = compare.study_config(quick_args(char_data, study))
     cfg = compare.run_config(c, "gpt", compare.arms_of(c)["gpt"], 1337)
     assert compare.finished(cfg) is not None and compare.finished(cfg | {"learning_rate": 0.5}) is None
 
@@ -86,8 +127,7 @@ def test_rerun_reuses_runs_and_fails_loudly_on_different_batches(quick_study, ch
 def test_arms_of_a_seed_train_on_identical_batches(char_data, tmp_path, monkeypatch):
     """Hash the actual training tensors each arm's run draws (wrapping train.get_batch), for
     every arm at one seed and for gpt at the next seed, which must differ."""
-    c = compare.parse_config(compare.DEFAULTS, [compare.QUICK_CONFIG, f"--data_root={char_data}",
-                                                f"--out_dir={tmp_path}", "--max_iters=3", "--eval_iters=1"])
+    c = compare.study_config(quick_args(char_data, tmp_path, "--max_iters=3", "--eval_iters=1"))
     hashes = []
     real_get_batch = train.get_batch
 
@@ -133,3 +173,11 @@ def test_ablation_runs_with_one_flag_and_reuses_the_main_runs(quick_study, char_
 def test_missing_dataset_names_the_fix(tmp_path):
     with pytest.raises(UserError, match="python prepare.py shakespeare"):
         compare.main(quick_args(tmp_path, tmp_path / "out", "--dataset=shakespeare"))
+
+
+@pytest.mark.parametrize("args, message", [(["--n_ctx_layer=0"], "--n_ctx_layer=0: must be at least 1"),
+                                           (["--seeds=0"], "train at least one seed")])
+def test_bad_study_is_refused_before_training(char_data, tmp_path, args, message):
+    with pytest.raises(UserError, match=message):
+        compare.main(quick_args(char_data, tmp_path / "out", *args))
+    assert not (tmp_path / "out").exists()

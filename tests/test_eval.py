@@ -314,17 +314,56 @@ def test_eval_rows_keep_the_last_row_per_iteration(runs, tmp_path):
         [(0, 5.0), (2, 4.8), (4, 5.0), (6, 7.0), (8, 9.0)]
 
 
+def last_eval_rows(run_dir):
+    """The evaluation rows of run_dir/log.jsonl read here, directly: the last row of an iteration wins."""
+    rows = {}
+    with open(os.path.join(run_dir, "log.jsonl")) as f:
+        for row in map(json.loads, f):
+            if "val_loss" in row:
+                rows[row["iter"]] = row
+    return [rows[it] for it in sorted(rows)]
+
+
 def test_plot_curves(runs, tmp_path):
+    """What was drawn: in each panel, each run's val_loss against iter, tokens and flops exactly
+    as its log.jsonl has them (the resumed run's second iteration 4), labelled as asked."""
     out = tmp_path / "curves.png"
     run_script("plot.py", "curves", f"--runs={','.join(runs)}", "--labels=ContextLM,GPT-2", f"--out={out}")
     assert is_png(out)
+    fig = plot.plot_curves(dict(plot.CURVES_DEFAULTS, runs=",".join(runs), labels="ContextLM,GPT-2",
+                                out=str(tmp_path / "in_process.png")))
+    assert [ax.get_xlabel() for ax in fig.axes] == ["iterations", "training tokens", "training FLOPs"]
+    assert [r["iter"] for r in last_eval_rows(runs[0])] == [0, 2, 4, 6]
+    for ax, key in zip(fig.axes, ("iter", "tokens", "flops")):
+        lines = ax.get_lines()
+        assert [line.get_label() for line in lines] == ["ContextLM", "GPT-2"]
+        for line, run in zip(lines, runs, strict=True):
+            rows = last_eval_rows(run)
+            assert list(line.get_xdata()) == [r[key] for r in rows]
+            assert list(line.get_ydata()) == [r["val_loss"] for r in rows]
 
 
 def test_plot_attention(runs, tmp_path):
+    """What was drawn: per checkpoint, the mean over heads of layer 0's attention probabilities
+    for the prompt (rows sum to 1, nothing above the diagonal), its characters as tick labels."""
+    from common import load_checkpoint, model_from_checkpoint
     out = tmp_path / "attention.png"
     proc = run_script("plot.py", "attention", f"--ckpt={','.join(runs)}", "--prompt=First Citizen:",
                       "--layer=0", f"--out={out}", "--device=cpu")
     assert is_png(out) and "wrote" in proc.stdout
+    fig = plot.plot_attention(dict(plot.ATTENTION_DEFAULTS, ckpt=",".join(runs), prompt="First Citizen:", layer=0,
+                                   out=str(tmp_path / "in_process.png"), device="cpu"))
+    panels = [ax for ax in fig.axes if ax.get_images()]  # the others are colour bars
+    labels = list("First␣Citizen:")  # character tokens, the space made visible
+    for ax, run, kind in zip(panels, runs, ("encoder", "decoder"), strict=True):
+        drawn = ax.get_images()[0].get_array()
+        checkpoint = load_checkpoint(run)
+        ids = torch.tensor([[checkpoint["meta"]["chars"].index(ch) for ch in "First Citizen:"]])
+        expected = plot.attention_weights(model_from_checkpoint(checkpoint).eval(), ids, 0)[0].mean(dim=0).numpy()
+        assert drawn.shape == (14, 14) and np.allclose(drawn, expected, atol=1e-6)
+        assert np.allclose(drawn.sum(axis=1), 1, atol=1e-5) and (np.triu(drawn, 1) == 0).all()
+        assert [t.get_text() for t in ax.get_xticklabels()] == labels == [t.get_text() for t in ax.get_yticklabels()]
+        assert ax.get_title().startswith(f"{os.path.basename(run)}: token layer 0 of 0..1 ({kind})")
 
 
 def test_attention_weights_reproduce_the_layer_output():

@@ -95,7 +95,7 @@ def test_crash_during_checkpoint_save_keeps_the_previous_one(good_run, tmp_path,
         f.write(buffer.getvalue()[:len(buffer.getvalue()) // 2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(common.torch, "save", save_half_then_fail)
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
     with pytest.raises(OSError, match="No space left"):  # resuming saves at once (iteration 2 is an eval)
         run_train([*args, "--init_from=resume", "--max_iters=4"])
     monkeypatch.undo()

@@ -1,17 +1,20 @@
 """prepare.py, offline on CPU: every dataset's code path on the shipped Tiny Shakespeare or on
 tiny local stand-ins for the Hugging Face datasets; uint16 files that match meta.json and decode
-back to their text; one-line errors; and an interrupted run that leaves nothing half-written."""
+back to their text; one-line errors; an interrupted run that leaves nothing half-written; and
+no PyTorch loaded to do any of it."""
 
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from conftest import ROOT, run_script
 
 import prepare
-from common import Tokenizer, UserError, load_meta, open_split, run_main
+from common import MODEL_KEYS, Tokenizer, UserError, load_meta, open_split, run_main
 
 EOT = "<|endoftext|>"
 SHAKESPEARE = open(os.path.join(ROOT, "data", "tinyshakespeare.txt")).read()
@@ -232,3 +235,21 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch, char_data, previo
     meta = prep(data_root, "shakespeare_char")
     assert os.listdir(data_root) == ["shakespeare_char"] and "marker" not in meta
     splits_of(data_root, "shakespeare_char")
+
+
+def test_prepare_does_not_import_torch(tmp_path):
+    """Preparing data needs no PyTorch: importing prepare.py, and preparing shakespeare_char with
+    it, leave torch unloaded (a module-level `import torch` in common.py or prepare.py fails here)."""
+    code = ("import sys, prepare; assert 'torch' not in sys.modules, 'import prepare loaded torch'; "
+            f"prepare.main(['shakespeare_char', '--data_root={tmp_path}']); "
+            "assert 'torch' not in sys.modules, 'preparing shakespeare_char loaded torch'")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "train: 1,003,854 tokens" in proc.stdout
+
+
+def test_model_keys_are_the_model_config_fields():
+    """common.MODEL_KEYS is written out (so that common.py need not import model.py and torch):
+    it must name GPTConfig's fields, in their order."""
+    from model import GPTConfig
+    assert MODEL_KEYS == tuple(GPTConfig.__dataclass_fields__)
