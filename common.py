@@ -224,14 +224,16 @@ def load_checkpoint(path, device="cpu"):
     return checkpoint
 
 
-def model_from_gpt2(name_or_dir, override_args):
-    """GPT.from_pretrained, with the usual failures (no transformers, no weights) as one line."""
+def model_from_hf(name_or_dir, override_args):
+    """GPT.from_pretrained (GPT-2 or Pythia weights), with the usual failures (no transformers,
+    no weights, weights that do not fit) as one line."""
     try:
         return GPT.from_pretrained(name_or_dir, override_args)
     except ImportError:
         raise UserError(f"init_from={name_or_dir} needs transformers: pip install transformers")
-    except OSError as e:
-        raise UserError(f"cannot load GPT-2 weights '{name_or_dir}': {str(e).strip().splitlines()[0]}")
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load GPT-2 weights or Pythia (GPT-NeoX) weights '{name_or_dir}': "
+                        f"{str(e).strip().splitlines()[0]}")
 
 
 def checkpoint_tokenizer(checkpoint, path="checkpoint"):
