@@ -186,7 +186,9 @@ def get_batch(data, offsets, block_size, device):
 
 
 class Tokenizer:
-    """Text <-> token ids, as described by a dataset's meta.json: characters or GPT-2 BPE."""
+    """Text <-> token ids, as described by a dataset's meta.json: characters, GPT-2 BPE, or the
+    GPT-NeoX BPE of Pythia ("neox", from the Hugging Face repository or local folder named by
+    "tokenizer_path")."""
 
     def __init__(self, meta):
         self.kind = meta["tokenizer"]
@@ -198,12 +200,25 @@ class Tokenizer:
             import tiktoken
             self.enc = tiktoken.get_encoding("gpt2")
             self.vocab_size = self.enc.n_vocab  # 50257; the model pads its vocabulary to 50304
+        elif self.kind == "neox":
+            path = meta.get("tokenizer_path", "EleutherAI/pythia-160m")  # every Pythia size shares it
+            try:
+                from transformers import AutoTokenizer  # optional dependency, only needed here
+            except ImportError:
+                raise UserError("the neox tokenizer needs transformers: pip install transformers")
+            try:
+                self.enc = AutoTokenizer.from_pretrained(path)
+            except (OSError, ValueError) as e:
+                raise UserError(f"cannot load the neox tokenizer from '{path}': {str(e).strip().splitlines()[0]}")
+            self.vocab_size = len(self.enc)  # with its special tokens; Pythia's models pad to 50304
         else:
-            raise UserError(f"unknown tokenizer '{self.kind}' in meta.json (expected char or gpt2)")
+            raise UserError(f"unknown tokenizer '{self.kind}' in meta.json (expected char, gpt2 or neox)")
 
     def encode(self, text):
         if self.kind == "gpt2":
             return self.enc.encode(text, allowed_special={"<|endoftext|>"})
+        if self.kind == "neox":  # no BOS/EOS added; "<|endoftext|>" in the text is its special token
+            return self.enc.encode(text, add_special_tokens=False)
         unknown = sorted(set(text) - set(self.stoi))
         if unknown:
             raise UserError(f"characters {''.join(unknown)!r} are not in this model's character vocabulary")
@@ -212,6 +227,8 @@ class Tokenizer:
     def decode(self, ids):
         if self.kind == "gpt2":
             return self.enc.decode(ids)
+        if self.kind == "neox":  # exactly the text: no clean-up of spaces before punctuation
+            return self.enc.decode(ids, clean_up_tokenization_spaces=False)
         return "".join(self.chars[i] for i in ids)
 
 
@@ -261,15 +278,17 @@ def load_checkpoint(path, device="cpu"):
     return checkpoint
 
 
-def model_from_gpt2(name_or_dir, override_args):
-    """GPT.from_pretrained, with the usual failures (no transformers, no weights) as one line."""
+def model_from_hf(name_or_dir, override_args):
+    """GPT.from_pretrained (GPT-2 or Pythia weights), with the usual failures (no transformers,
+    no weights, weights that do not fit) as one line."""
     from model import GPT
     try:
         return GPT.from_pretrained(name_or_dir, override_args)
     except ImportError:
         raise UserError(f"init_from={name_or_dir} needs transformers: pip install transformers")
-    except OSError as e:
-        raise UserError(f"cannot load GPT-2 weights '{name_or_dir}': {str(e).strip().splitlines()[0]}")
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load GPT-2 weights or Pythia (GPT-NeoX) weights '{name_or_dir}': "
+                        f"{str(e).strip().splitlines()[0]}")
 
 
 def checkpoint_tokenizer(checkpoint, path="checkpoint"):

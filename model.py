@@ -2,7 +2,7 @@
 ContextLM in one file: a GPT-2 whose token decoder is guided by a predicted embedding of the
 next context chunk. The method follows docs/method.md; its steps are numbered the same way here:
 
-    1. token encoder       h   = blocks_enc(wte[x] + wpe[t])
+    1. token encoder       h   = blocks_enc(wte[x] + wpe[t])    (rotary backbone: no wpe)
     2. map to contexts     c_j = mean(h[j*w : (j+1)*w]), complete chunks only
     3. context predictor   ĉ_{j+1} = P(c_0 .. c_j), a causal Transformer over chunks
     4. placeholder         ĉ_0 = c_init = h_0
@@ -11,9 +11,16 @@ next context chunk. The method follows docs/method.md; its steps are numbered th
 
 With n_ctx_layer = 0 steps 2-5 vanish and the model is exactly GPT-2 (nanoGPT's model.py).
 
+The same file also builds the GPT-NeoX block of Pythia, as configuration (docs/pythia.md): rotary
+positions on part of each head instead of wpe, a parallel residual, an untied head, exact GELU.
+There, every attention rotates queries and keys by position: E and D by the token's, P by its
+chunk's, and chunk j sits at the position of its first token, j * w (the paper's rule). With
+n_ctx_layer = 0 and those settings the model is exactly a Pythia model.
+
 The file reads in that order: the configuration, the Transformer block that E, P and D are all
-made of, the model and its forward pass (steps 1-6), bookkeeping and GPT-2 weights, and last
-incremental decoding (prefill, decode_step, generate, and the caches they fill).
+made of, the model and its forward pass (steps 1-6), bookkeeping and pretrained weights, then
+incremental decoding (prefill, decode_step, generate, and the caches they fill), and last the
+conversion of Hugging Face GPT-2 and GPT-NeoX weights that from_pretrained uses.
 """
 
 import inspect
@@ -37,6 +44,13 @@ class GPTConfig:
     chunk_size: int = 4      # w: tokens per context chunk
     n_ctx_layer: int = 2     # depth of the context predictor P; 0 = plain GPT-2
     n_enc_layer: int = 0     # how many of the n_layer blocks form the token encoder E
+    # the GPT-NeoX (Pythia) block; the defaults are GPT-2's
+    rotary_pct: float = 0.0          # share of each head's dims rotated by RoPE (Pythia 0.25); 0 = learned wpe
+    rotary_base: float = 10000.0     # RoPE's base: the slowest rotation has a period of ~2*pi*base positions
+    parallel_residual: bool = False  # x + attn(ln_1(x)) + mlp(ln_2(x)), as GPT-NeoX; False = one after the other
+    tie_embeddings: bool = True      # lm_head shares wte's matrix, as GPT-2; Pythia has its own output embedding
+    gelu_approximate: str = "tanh"   # nn.GELU's approximate: 'tanh' (GPT-2) or 'none', exact (Pythia)
+    layer_norm_eps: float = 1e-5     # LayerNorm's epsilon (GPT-2 and Pythia alike)
 
     def __post_init__(self):
         def check(ok, field, why):
@@ -52,6 +66,13 @@ class GPTConfig:
         check(1 <= self.chunk_size <= self.block_size, "chunk_size",
               f"must be between 1 and block_size={self.block_size}")
         check(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        check(0.0 <= self.rotary_pct <= 1.0, "rotary_pct", "must be in [0, 1] (0 = learned positions)")
+        rotary_dims = int(self.n_embd // self.n_head * self.rotary_pct)
+        check(self.rotary_pct == 0 or (rotary_dims >= 2 and rotary_dims % 2 == 0), "rotary_pct",
+              f"rotates {rotary_dims} of the {self.n_embd // self.n_head} dims of a head; that must be even, >= 2")
+        check(self.rotary_base > 0, "rotary_base", "must be > 0")
+        check(self.gelu_approximate in ("tanh", "none"), "gelu_approximate", "must be 'tanh' or 'none'")
+        check(self.layer_norm_eps > 0, "layer_norm_eps", "must be > 0")
 
 
 # ---------------------------------------------------------------- the Transformer block
@@ -67,14 +88,17 @@ class CausalSelfAttention(nn.Module):
         self.n_embd = config.n_embd
         self.dropout = config.dropout
 
-    def forward(self, x, cache=None):
+    def forward(self, x, cache=None, rope=None):
         """x (B, T, C) -> (B, T, C). With a KVCache, the new keys and values are appended to it
-        and the queries attend to everything cached so far."""
+        and the queries attend to everything cached so far. rope: RoPE's (cos, sin) for x's
+        positions (GPT.rotary), or None with learned positions."""
         B, T, C = x.size()  # batch, sequence length, embedding width n_embd
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # (B, T, C) each
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        if rope is not None:  # keys are cached rotated: a cached key keeps the position it had
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, nh, cached + T, hs)
         # New positions either fill an empty cache (T > 1, causal among themselves) or arrive one
@@ -86,12 +110,25 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
 
+def apply_rotary(x, cos, sin):
+    """Rotary position embedding (RoPE) as GPT-NeoX applies it: x (B, nh, T, hs) -> same shape,
+    its first r dims rotated by position (cos, sin: (T, r)), the other hs - r passed through.
+    Dim i is paired with dim i + r/2 ("rotate_half"), so a query-key product depends on the
+    difference of their positions only."""
+    r = cos.size(-1)
+    x_rot, x_pass = x[..., :r], x[..., r:]
+    x1, x2 = x_rot.chunk(2, dim=-1)  # (B, nh, T, r/2) each
+    rotated = torch.cat([-x2, x1], dim=-1)  # (B, nh, T, r)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # under autocast q and k are half precision
+    return torch.cat([x_rot * cos + rotated * sin, x_pass], dim=-1)
+
+
 class MLP(nn.Module):
 
     def __init__(self, config):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's GELU
+        self.gelu = nn.GELU(approximate=config.gelu_approximate)  # GPT-2's tanh approximation, or exact
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -104,20 +141,26 @@ class Block(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias)
         self.mlp = MLP(config)
+        self.parallel_residual = config.parallel_residual
 
-    def forward(self, x, cache=None):
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(self, x, cache=None, rope=None):
+        """x (B, T, C) -> (B, T, C); cache and rope as in CausalSelfAttention."""
+        if self.parallel_residual:  # GPT-NeoX: attention and MLP both read x (summed in its order)
+            return self.mlp(self.ln_2(x)) + self.attn(self.ln_1(x), cache, rope) + x
+        x = x + self.attn(self.ln_1(x), cache, rope)
         return x + self.mlp(self.ln_2(x))
 
 
-def run_blocks(blocks, x, caches=None):
-    """x through a stack of blocks; caches, if given, holds one KVCache per block."""
+def run_blocks(blocks, x, caches=None, rope=None):
+    """x (B, T, C) through a stack of blocks; caches, if given, holds one KVCache per block;
+    rope is RoPE's (cos, sin) for x's positions, None with learned positions."""
     for i, block in enumerate(blocks):
-        x = block(x, None if caches is None else caches[i])
+        cache = None if caches is None else caches[i]
+        x = block(x, cache) if rope is None else block(x, cache, rope)  # a GPT-2 block takes no positions
     return x
 
 
@@ -133,13 +176,16 @@ class GPT(nn.Module):
             wpe=nn.Embedding(config.block_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),  # E, then D
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps, bias=config.bias),
         ))
+        if config.rotary_pct > 0:  # rotary positions live in the attention: no position table
+            del self.transformer["wpe"]
         # The context predictor P: its own causal stack over chunk embeddings. It has no final
         # LayerNorm: ĉ is added to h and must stay on h's scale (docs/method.md, "Scale").
         self.context_predictor = nn.ModuleList([Block(config) for _ in range(config.n_ctx_layer)])
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2
+        if config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2
 
         # GPT-2 init for both pathways; residual projections scaled down by 1/sqrt(2 * n_layer)
         self.apply(self._init_weights)
@@ -171,11 +217,12 @@ class GPT(nn.Module):
         (B, 1, vocab) and None, or every position's with all_logits=True."""
         B, T = idx.size()
         assert T <= self.config.block_size, f"sequence of {T} > block_size {self.config.block_size}"
-        h = self.encode(idx)                    # 1. token encoder E
+        pos = torch.arange(T, device=idx.device)  # (T,): token positions 0 .. T-1
+        h = self.encode(idx, pos)               # 1. token encoder E
         x = h
         if self.config.n_ctx_layer > 0:
             x = h + self.predicted_context(h)   # 2-5. the context each position receives
-        x = self.decode(x)                      # 6. token decoder D
+        x = self.decode(x, pos)                 # 6. token decoder D
         if targets is not None:
             logits = self.lm_head(x)
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
@@ -184,12 +231,14 @@ class GPT(nn.Module):
             x = x[:, [-1], :]  # inference only needs the last position
         return self.lm_head(x), None
 
-    def encode(self, idx, start=0, caches=None):
-        """Step 1: token ids (B, T) at positions start .. start+T-1 -> encoder states h (B, T, C).
-        With n_enc_layer = 0, h is the embedding sum itself."""
-        pos = torch.arange(start, start + idx.size(1), dtype=torch.long, device=idx.device)
-        h = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        return run_blocks(self.token_encoder, h, caches)
+    def encode(self, idx, pos, caches=None):
+        """Step 1: token ids (B, T) at positions pos (T,) -> encoder states h (B, T, C). Positions
+        enter as wpe[pos] added to the embeddings or, on a rotary backbone, as E's rotations.
+        With n_enc_layer = 0, h is the embedding (sum) itself."""
+        h = self.transformer.wte(idx)  # (B, T, C)
+        if self.config.rotary_pct == 0:
+            h = h + self.transformer.wpe(pos)
+        return run_blocks(self.token_encoder, self.transformer.drop(h), caches, self.rotary(pos))
 
     def predicted_context(self, h, caches=None):
         """Steps 2-5: encoder states h (B, T, C) -> ĉ_{k(t)} (B, T, C), the predicted context
@@ -200,25 +249,47 @@ class GPT(nn.Module):
         # 2. map to contexts: mean over complete chunks; a trailing partial chunk would leak the future
         c = h[:, :K * w].reshape(B, K, w, C).mean(dim=2)  # (B, K, C): c_0 .. c_{K-1}
         # 3. context predictor: causal over chunks, so ĉ_{j+1} sees c_0 .. c_j only
-        c_next = run_blocks(self.context_predictor, c, caches)  # (B, K, C): ĉ_1 .. ĉ_K
+        chunk_pos = self.chunk_position(torch.arange(K, device=h.device))  # (K,): where P rotates c_j
+        c_next = run_blocks(self.context_predictor, c, caches, self.rotary(chunk_pos))  # (B, K, C): ĉ_1 .. ĉ_K
         # 4. placeholder: the first chunk has no past to predict it from, so ĉ_0 = c_init = h_0
         c_hat = torch.cat([h[:, :1], c_next], dim=1)  # (B, K + 1, C): ĉ_0 .. ĉ_K
         # 5. shifted broadcast: ĉ_k is built from tokens < k*w and used from position k*w - 1 on
         k = (torch.arange(T, device=h.device) + 1) // w  # (T,): k(t)
         return c_hat[:, k]  # (B, T, C)
 
-    def decode(self, x, caches=None):
-        """Step 6 before the head: D's blocks and the final LayerNorm, (B, T, C) -> (B, T, C).
-        Exactly GPT-2's remaining blocks."""
-        return self.transformer.ln_f(run_blocks(self.token_decoder, x, caches))
+    def decode(self, x, pos, caches=None):
+        """Step 6 before the head: D's blocks and the final LayerNorm, (B, T, C) at positions pos
+        (T,) -> (B, T, C). Exactly GPT-2's (or Pythia's) remaining blocks."""
+        return self.transformer.ln_f(run_blocks(self.token_decoder, x, caches, self.rotary(pos)))
+
+    def chunk_position(self, j):
+        """The position of context chunk j (a tensor of chunk indices) on a rotary backbone: that of
+        its first token, j * w, as the paper says. RoPE sees only differences of positions, so
+        what this fixes for P is that its chunks lie w token positions apart."""
+        return j * self.config.chunk_size
+
+    def rotary(self, pos):
+        """RoPE's (cos, sin) for positions pos (T,), (T, r) each with r = the rotated dims of a
+        head; None with learned positions. As GPT-NeoX: frequencies base^(-2i/r), i < r/2, each
+        used twice (apply_rotary pairs dim i with dim i + r/2)."""
+        if self.config.rotary_pct == 0:
+            return None
+        r = int(self.config.n_embd // self.config.n_head * self.config.rotary_pct)
+        inv_freq = 1.0 / (self.config.rotary_base ** (torch.arange(0, r, 2, dtype=torch.float, device=pos.device) / r))
+        angles = pos.float()[:, None] * inv_freq  # (T, r/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (T, r)
+        return angles.cos(), angles.sin()
 
     # ---------------------------------------------------------------- bookkeeping
 
     def get_num_params(self, non_embedding=True):
-        """Parameters in the model; nanoGPT's convention leaves out wpe (wte is tied to lm_head)."""
+        """Parameters in the model. non_embedding leaves out the embedding lookups, which cost no
+        FLOPs: wpe (nanoGPT's convention), and wte when the head is untied (tied, it is the head)."""
         n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
+        if non_embedding and self.config.rotary_pct == 0:
             n -= self.transformer.wpe.weight.numel()
+        if non_embedding and not self.config.tie_embeddings:
+            n -= self.transformer.wte.weight.numel()
         return n
 
     def param_breakdown(self):
@@ -248,7 +319,8 @@ class GPT(nn.Module):
         assert block_size <= self.config.block_size
         self.config.block_size = block_size
         self.config.__post_init__()
-        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+        if self.config.rotary_pct == 0:  # rotary positions have no table to crop
+            self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         """AdamW; weight decay on matrices and embeddings (2-D tensors) only; fused on CUDA."""
@@ -262,29 +334,38 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_dir, override_args=None):
-        """GPT-2 weights ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl', or a local Hugging Face
-        directory) in the token pathway; a freshly initialised context predictor. override_args
-        may set dropout, chunk_size, n_ctx_layer, n_enc_layer."""
+        """Pretrained weights in the token pathway, a freshly initialised context predictor.
+        name_or_dir: GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'), Pythia ('pythia-70m'
+        ... 'pythia-1.4b', or 'EleutherAI/pythia-...'), or a local Hugging Face folder of either,
+        whose config.json says which. override_args may set dropout, chunk_size, n_ctx_layer,
+        n_enc_layer. Any other architecture, and a tensor the checkpoint lacks, has in excess or
+        shapes otherwise, is refused with a ValueError: nothing is silently initialised afresh."""
         override_args = dict(override_args or {})
         allowed = {"dropout", "chunk_size", "n_ctx_layer", "n_enc_layer"}
         if set(override_args) - allowed:
             raise ValueError(f"from_pretrained can only override {sorted(allowed)}, got {sorted(override_args)}")
-        from transformers import GPT2LMHeadModel  # optional dependency, only needed here
-        hf = GPT2LMHeadModel.from_pretrained(name_or_dir)
-        hc = hf.config
-        config = GPTConfig(block_size=hc.n_positions, vocab_size=hc.vocab_size, n_layer=hc.n_layer,
-                           n_head=hc.n_head, n_embd=hc.n_embd, bias=True, **override_args)
-        model = cls(config)
-        sd = model.state_dict()
-        # GPT-2 stores its Linear weights as Conv1D, i.e. transposed; buffers (masks) are skipped
-        transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-        with torch.no_grad():
-            for k, v in hf.state_dict().items():
-                if k.endswith((".attn.bias", ".attn.masked_bias")):
-                    continue
-                if k not in sd:
-                    raise ValueError(f"{name_or_dir}: unexpected GPT-2 weight {k}")
-                sd[k].copy_(v.t() if k.endswith(transposed) else v)
+        # optional dependency, only needed here
+        from transformers import GPT2LMHeadModel, GPTNeoXForCausalLM, PretrainedConfig
+        if name_or_dir.startswith("pythia-"):  # Pythia's short names, like GPT-2's 'gpt2-medium'
+            name_or_dir = f"EleutherAI/{name_or_dir}"
+        arch = PretrainedConfig.get_config_dict(name_or_dir)[0].get("model_type")
+        hf_class = {"gpt2": GPT2LMHeadModel, "gpt_neox": GPTNeoXForCausalLM}.get(arch)
+        if hf_class is None:
+            raise ValueError(f"{name_or_dir} holds a model of type {arch!r}; from_pretrained loads "
+                             "'gpt2' (GPT-2) and 'gpt_neox' (Pythia) models")
+        hf, info = hf_class.from_pretrained(name_or_dir, output_loading_info=True, ignore_mismatched_sizes=True)
+        # transformers initialises what a checkpoint lacks or mis-shapes afresh: refuse it instead
+        bad = {"missing": info["missing_keys"], "unexpected": info["unexpected_keys"],
+               "mis-shaped": {k for k, *_ in info["mismatched_keys"]}}
+        bad = "; ".join(f"{what} {', '.join(sorted(keys)[:3])}" for what, keys in bad.items() if keys)
+        if bad:
+            raise ValueError(f"{name_or_dir}: the weights do not fit its config.json ({bad})")
+        config_args, state_dict = (gpt2_weights if arch == "gpt2" else neox_weights)(hf)
+        model = cls(GPTConfig(**config_args, **override_args))
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        unfilled = [k for k in missing if not k.startswith("context_predictor.")] + unexpected
+        if unfilled:
+            raise ValueError(f"{name_or_dir}: {', '.join(unfilled[:3])} did not map onto this model's weights")
         return model
 
     # ---------------------------------------------------------------- incremental decoding
@@ -299,15 +380,16 @@ class GPT(nn.Module):
         B, T = idx.size()
         assert T <= self.config.block_size, f"prompt of {T} > block_size {self.config.block_size}"
         state = DecodingState(self.config)
-        h = self.encode(idx, caches=state.encoder)
+        pos = torch.arange(T, device=idx.device)  # (T,): the window starts at position 0
+        h = self.encode(idx, pos, caches=state.encoder)
         x = h
         if self.config.n_ctx_layer > 0:
-            context = self.predicted_context(h, caches=state.predictor)
+            context = self.predicted_context(h, caches=state.predictor)  # P's cache at chunk positions j * w
             x = h + context
             # decoding picks up in the chunk being filled, under the context of the last position
             state.chunk = h[:, T // self.config.chunk_size * self.config.chunk_size:]
             state.context = context[:, -1:]
-        x = self.decode(x, caches=state.decoder)
+        x = self.decode(x, pos, caches=state.decoder)
         state.pos = T
         return self.lm_head(x[:, [-1], :]), state
 
@@ -315,18 +397,21 @@ class GPT(nn.Module):
     def decode_step(self, idx, state):
         """Logits (B, 1, vocab) for one new token per sequence, idx (B, 1), at position
         state.pos, using and extending the state's caches."""
-        h = self.encode(idx, start=state.pos, caches=state.encoder)  # 1. E on the new position
+        w = self.config.chunk_size
+        pos = torch.arange(state.pos, state.pos + 1, device=idx.device)  # (1,): the new token's position
+        h = self.encode(idx, pos, caches=state.encoder)  # 1. E on the new position
         x = h
         if self.config.n_ctx_layer > 0:
             state.chunk = torch.cat([state.chunk, h], dim=1)
-            if state.chunk.size(1) == self.config.chunk_size:
-                # 2-3. a chunk just completed: pool it and step P once; ĉ_{j+1} is in force
-                # from this very position on (k(t) = (t + 1) / w)
+            if state.chunk.size(1) == w:
+                # 2-3. chunk j = pos // w just completed: pool it and step P once at the chunk's
+                # position; ĉ_{j+1} is in force from this very position on (k(t) = (t + 1) / w)
                 c = state.chunk.mean(dim=1, keepdim=True)  # (B, 1, C)
-                state.context = run_blocks(self.context_predictor, c, state.predictor)
+                chunk_pos = self.chunk_position(pos // w)  # (1,)
+                state.context = run_blocks(self.context_predictor, c, state.predictor, self.rotary(chunk_pos))
                 state.chunk = state.chunk[:, :0]
             x = h + state.context  # 5. the context in force at this position
-        x = self.decode(x, caches=state.decoder)  # 6. D on the new position
+        x = self.decode(x, pos, caches=state.decoder)  # 6. D on the new position
         state.pos += 1
         return self.lm_head(x)
 
@@ -334,8 +419,11 @@ class GPT(nn.Module):
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True, vocab_size=None):
         """Append max_new_tokens tokens to idx (B, T) and return it. temperature=0 is greedy;
         vocab_size keeps sampling to the tokenizer's ids (the model's vocabulary may be padded).
-        Past block_size each step conditions on the last block_size tokens, like nanoGPT; with
-        learned absolute positions the whole window shifts, so it is prefilled again."""
+        Past block_size each step conditions on the last block_size tokens, like nanoGPT, and the
+        window is prefilled again: with learned positions every position shifts; with rotary ones
+        the cached keys would keep their relative positions, but a deeper layer's key depends on
+        every token that was in the window, and the chunk grid starts at the window's first token,
+        so a slid cache is not the forward over the new window (docs/pythia.md)."""
         state = None
         for _ in range(max_new_tokens):
             if not use_cache:
@@ -392,3 +480,58 @@ def sample_next(logits, temperature=1.0, top_k=None):
         v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
         logits[logits < v[:, [-1]]] = -float("Inf")
     return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
+
+
+# ---------------------------------------------------------------- pretrained weights
+# A Hugging Face model -> (GPTConfig fields, its state_dict in this file's names), for
+# GPT.from_pretrained.
+
+def gpt2_weights(hf):
+    """GPT2LMHeadModel: the same names as ours; its Linear weights are stored as Conv1D, i.e.
+    transposed; its attention masks (buffers) are not weights."""
+    hc = hf.config
+    config = dict(block_size=hc.n_positions, vocab_size=hc.vocab_size, n_layer=hc.n_layer,
+                  n_head=hc.n_head, n_embd=hc.n_embd, bias=True)
+    transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    sd = {k: v.t() if k.endswith(transposed) else v for k, v in hf.state_dict().items()
+          if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+    return config, sd
+
+
+NEOX_NAMES = (("gpt_neox.embed_in.", "transformer.wte."), ("gpt_neox.final_layer_norm.", "transformer.ln_f."),
+              ("gpt_neox.layers.", "transformer.h."), (".input_layernorm.", ".ln_1."),
+              (".post_attention_layernorm.", ".ln_2."), (".attention.query_key_value.", ".attn.c_attn."),
+              (".attention.dense.", ".attn.c_proj."), (".mlp.dense_h_to_4h.", ".mlp.c_fc."),
+              (".mlp.dense_4h_to_h.", ".mlp.c_proj."), ("embed_out.", "lm_head."))  # (transformers 4's head name)
+NEOX_GELU = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}  # hidden_act -> gelu_approximate
+
+
+def neox_weights(hf):
+    """GPTNeoXForCausalLM (Pythia): renamed, and q, k, v regrouped. A GPT-NeoX variant that this
+    block does not express (another MLP width, activation, no biases, scaled RoPE) is refused."""
+    hc = hf.config
+    rope = getattr(hc, "rope_parameters", None) or {  # transformers 5, else 4
+        "partial_rotary_factor": hc.rotary_pct, "rope_theta": hc.rotary_emb_base}
+    unsupported = [what for what, ok in (
+        (f"intermediate_size={hc.intermediate_size}", hc.intermediate_size == 4 * hc.hidden_size),
+        (f"hidden_act={hc.hidden_act}", hc.hidden_act in NEOX_GELU),
+        ("attention_bias=False", getattr(hc, "attention_bias", True)),
+        (f"rope_type={rope.get('rope_type')}", rope.get("rope_type", "default") == "default")) if not ok]
+    if unsupported:
+        raise ValueError(f"a GPT-NeoX variant this model does not build: {', '.join(unsupported)}")
+    config = dict(block_size=hc.max_position_embeddings, vocab_size=hc.vocab_size,
+                  n_layer=hc.num_hidden_layers, n_head=hc.num_attention_heads, n_embd=hc.hidden_size,
+                  bias=True, rotary_pct=float(rope["partial_rotary_factor"]), rotary_base=float(rope["rope_theta"]),
+                  parallel_residual=hc.use_parallel_residual, tie_embeddings=hc.tie_word_embeddings,
+                  gelu_approximate=NEOX_GELU[hc.hidden_act], layer_norm_eps=hc.layer_norm_eps)
+    nh = hc.num_attention_heads
+    sd = {}
+    for k, v in hf.state_dict().items():
+        if k.endswith((".attention.bias", ".attention.masked_bias", ".inv_freq")):
+            continue  # masks and RoPE frequencies that transformers 4 kept as buffers
+        for theirs, ours in NEOX_NAMES:
+            k = k.replace(theirs, ours)
+        if ".attn.c_attn." in k:  # GPT-NeoX's rows are q, k, v head by head (nh, 3, hs); ours (3, nh, hs)
+            v = v.view(nh, 3, -1, *v.shape[1:]).transpose(0, 1).reshape(v.shape)
+        sd[k] = v
+    return config, sd

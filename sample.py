@@ -14,7 +14,7 @@ import time
 import torch
 
 from common import (Tokenizer, UserError, checkpoint_tokenizer, load_checkpoint, model_from_checkpoint,
-                    model_from_gpt2, parse_config, run_main, setup_device)
+                    model_from_hf, parse_config, run_main, setup_device)
 
 DEFAULTS = dict(
     init_from="resume",   # 'resume' (out_dir/ckpt.pt), a GPT-2 name, or a local Hugging Face directory
@@ -38,7 +38,7 @@ def load_model(init_from, out_dir, device):
         model = model_from_checkpoint(checkpoint, out_dir)
         tokenizer = checkpoint_tokenizer(checkpoint, out_dir)
     else:
-        model = model_from_gpt2(init_from, {"n_ctx_layer": 0})  # OpenAI's GPT-2 has no predictor
+        model = model_from_hf(init_from, {"n_ctx_layer": 0})  # OpenAI's GPT-2 has no predictor
         tokenizer = Tokenizer({"tokenizer": "gpt2"})
     return model.eval().to(device), tokenizer
 

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common import (MODEL_KEYS, UserError, get_batch, load_checkpoint, load_meta, model_from_checkpoint,
-                    model_from_gpt2, open_split, parse_config, peak_flops, run_main, save_checkpoint, setup_device)
+                    model_from_hf, open_split, parse_config, peak_flops, run_main, save_checkpoint, setup_device)
 from model import GPT, GPTConfig
 
 DEFAULTS = dict(
@@ -172,7 +172,7 @@ def train(config):
             if meta["tokenizer"] != "gpt2":
                 raise UserError(f"init_from={c.init_from} needs a GPT-2 BPE dataset, '{c.dataset}' is {meta['tokenizer']}")
             override = {k: config[k] for k in ("dropout", "chunk_size", "n_ctx_layer", "n_enc_layer")}
-            model = model_from_gpt2(c.init_from, override)
+            model = model_from_hf(c.init_from, override)
             if c.block_size < model.config.block_size:
                 model.crop_block_size(c.block_size)
         else:

@@ -1,0 +1,519 @@
+"""Acceptance tests of the GPT-NeoX (Pythia) backbone, issue 15 (docs/pythia.md): with
+n_ctx_layer=0 the model is Hugging Face's GPTNeoXForCausalLM (weights loaded from a local folder in
+the Pythia repositories' format, or by Pythia name from a hub cache); ContextLM on it is causal,
+its predictor rotates chunk j at its first token's position j*w, and KV-cache decoding equals the
+full forward, past block_size too; GPT-2 checkpoints written before the backbone existed still
+load, sample and resume; the NeoX tokenizer loads and round-trips. Tiny models, CPU, offline."""
+
+import json
+import math
+import os
+import shutil
+
+import pytest
+import torch
+from conftest import sharp_model
+
+import common
+import model as model_module
+import sample
+from model import GPT, GPTConfig
+from test_train import assert_one_line_error, cli, read_log, run_train, tiny_args
+
+# Pythia's block (EleutherAI/pythia-*/config.json), the GPTConfig fields that say so
+PYTHIA = dict(rotary_pct=0.25, rotary_base=10000.0, parallel_residual=True, tie_embeddings=False,
+              gelu_approximate="none", layer_norm_eps=1e-5, bias=True)
+V = 50
+
+
+def sharp(seed=0, **kw):
+    """conftest.sharp_model on the Pythia block: head size 16, so RoPE turns 4 dims of each."""
+    cfg = dict(block_size=32, vocab_size=V, n_layer=3, n_head=2, n_embd=32, chunk_size=4, n_ctx_layer=2,
+               n_enc_layer=0) | PYTHIA
+    return sharp_model(cfg | kw, seed)
+
+
+def full_last_logits(model, idx):
+    with torch.no_grad():
+        return model(idx)[0][:, -1, :]
+
+
+# ---------------------------------------------------------------- 1. exactly Pythia, through from_pretrained
+
+NEOX = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+            max_position_embeddings=32)
+
+
+def make_pythia_folder(path, rotary_pct=0.25, parallel=True, tie=False, seed=0):
+    """A local Hugging Face GPT-NeoX folder laid out like the Pythia repositories: config.json with
+    their field names (rotary_pct, rotary_emb_base), the head saved as embed_out, and the buffers
+    their checkpoints carry (attention masks, RoPE frequencies). The tiny random model's weights are
+    spread wide (std 0.2, LayerNorm gains ~1) so that logits differ far above the tolerance.
+    Returns the Hugging Face model."""
+    from safetensors.torch import load_file, save_file
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    torch.manual_seed(seed)
+    hf = GPTNeoXForCausalLM(GPTNeoXConfig(**NEOX, rotary_pct=rotary_pct, rotary_emb_base=10000,
+                                          use_parallel_residual=parallel, tie_word_embeddings=tie)).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            norm = "layernorm" in name or "layer_norm" in name
+            p.copy_((1.0 if norm and name.endswith("weight") else 0.0) + (0.1 if norm else 0.2) * torch.randn_like(p))
+    hf.save_pretrained(path)
+    config = dict(architectures=["GPTNeoXForCausalLM"], bos_token_id=0, eos_token_id=0, hidden_act="gelu",
+                  initializer_range=0.02, layer_norm_eps=1e-5, model_type="gpt_neox", rotary_emb_base=10000,
+                  rotary_pct=rotary_pct, tie_word_embeddings=tie, torch_dtype="float32", use_cache=True,
+                  use_parallel_residual=parallel, **NEOX)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f)
+    weights = load_file(os.path.join(path, "model.safetensors"))
+    assert tie or "embed_out.weight" in weights  # transformers writes the Pythia head name
+    for i in range(NEOX["num_hidden_layers"]):
+        weights[f"gpt_neox.layers.{i}.attention.bias"] = torch.ones(1, 1, 32, 32, dtype=torch.bool).tril()
+        weights[f"gpt_neox.layers.{i}.attention.masked_bias"] = torch.tensor(-1e9)
+        weights[f"gpt_neox.layers.{i}.attention.rotary_emb.inv_freq"] = torch.ones(2)
+    save_file(weights, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    return hf
+
+
+@pytest.fixture(scope="module")
+def pythia_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pythia")
+    return path, make_pythia_folder(path)
+
+
+@pytest.mark.parametrize("rotary_pct,parallel,tie", [(0.25, True, False), (1.0, False, False), (0.5, True, True)])
+def test_pythia_logits_equal_hugging_face(tmp_path, rotary_pct, parallel, tie):
+    """GPT.from_pretrained(local Pythia-format folder, n_ctx_layer=0) gives the logits of the same
+    folder's GPTNeoXForCausalLM at every position to 1e-5 (fp32), at full length and shorter:
+    Pythia's 25% rotary and full rotary, parallel and sequential residual, untied and tied head.
+    The config it builds is the Pythia block's."""
+    hf = make_pythia_folder(tmp_path, rotary_pct, parallel, tie)
+    model = GPT.from_pretrained(str(tmp_path), override_args=dict(n_ctx_layer=0)).eval()
+    expected = PYTHIA | dict(rotary_pct=rotary_pct, parallel_residual=parallel, tie_embeddings=tie)
+    assert {k: getattr(model.config, k) for k in expected} == expected
+    assert (model.config.block_size, model.config.vocab_size, model.config.n_layer) == (32, 96, 2)
+    assert "wpe" not in model.transformer and model.param_breakdown()["predictor"] == 0
+    idx = torch.randint(0, 96, (3, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for T in (32, 7):
+            ours, theirs = model(idx[:, :T], all_logits=True)[0], hf(idx[:, :T]).logits
+            assert theirs.abs().max() > 1  # spread logits: the tolerance is meaningful
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def neox_tensor(hf_sd, ours):
+    """The Hugging Face tensor that our state_dict entry `ours` must equal, found independently
+    of the loader: names by hand; c_attn's rows gathered from GPT-NeoX's per-head [q, k, v] blocks."""
+    if ours == "lm_head.weight":
+        return hf_sd["lm_head.weight"]
+    if ours.startswith("transformer.wte."):
+        return hf_sd["gpt_neox.embed_in.weight"]
+    if ours.startswith("transformer.ln_f."):
+        return hf_sd["gpt_neox.final_layer_norm." + ours.split(".")[-1]]
+    _, _, layer, module, *rest = ours.split(".")
+    part = {"ln_1": "input_layernorm", "ln_2": "post_attention_layernorm", "attn.c_attn": "attention.query_key_value",
+            "attn.c_proj": "attention.dense", "mlp.c_fc": "mlp.dense_h_to_4h", "mlp.c_proj": "mlp.dense_4h_to_h"}
+    name = ".".join([module] + rest[:-1])
+    theirs = hf_sd[f"gpt_neox.layers.{layer}.{part[name]}.{rest[-1]}"]
+    if name != "attn.c_attn":
+        return theirs
+    hs = NEOX["hidden_size"] // NEOX["num_attention_heads"]
+    rows = [theirs[(3 * head + which) * hs:(3 * head + which + 1) * hs]
+            for which in range(3) for head in range(NEOX["num_attention_heads"])]  # all q, then k, then v
+    return torch.cat(rows)
+
+
+@pytest.mark.parametrize("n_enc", [0, 1])
+def test_contextlm_from_pythia_keeps_token_pathway(pythia_dir, n_enc):
+    """A ContextLM loaded from the Pythia folder (default n_ctx_layer=2) has exactly the token
+    pathway of the n_ctx_layer=0 load, and each of its tensors is the Hugging Face tensor it stands
+    for (matched by hand, q/k/v regrouped per head); its predictor is fresh (GPT-2 init), none of
+    its matrices copied from Pythia."""
+    path, hf = pythia_dir
+    gpt = GPT.from_pretrained(str(path), override_args=dict(n_ctx_layer=0))
+    clm = GPT.from_pretrained(str(path), override_args=dict(n_enc_layer=n_enc, chunk_size=3))
+    assert clm.config.n_ctx_layer == 2 and clm.config.chunk_size == 3 and clm.config.rotary_pct == 0.25
+    sd_gpt, sd_clm, sd_hf = gpt.state_dict(), clm.state_dict(), hf.state_dict()
+    predictor = {k for k in sd_clm if k.startswith("context_predictor.")}
+    assert set(sd_clm) - predictor == set(sd_gpt)
+    for k, v in sd_gpt.items():
+        assert torch.equal(sd_clm[k], v), k
+        assert torch.equal(v, neox_tensor(sd_hf, k)), k
+    for k in predictor:
+        v = sd_clm[k]
+        assert not any(v.shape == u.shape and torch.equal(v, u) for u in sd_hf.values() if v.dim() >= 2), k
+        if ".ln_" in k:
+            assert torch.equal(v, torch.ones_like(v) if k.endswith("weight") else torch.zeros_like(v)), k
+        elif v.dim() >= 2:
+            std = 0.02 / math.sqrt(2 * clm.config.n_layer) if k.endswith("c_proj.weight") else 0.02
+            assert 0.6 * std < v.std().item() < 1.4 * std, (k, v.std().item())
+
+
+def test_pythia_names_load_from_the_hub_cache(pythia_dir, monkeypatch, tmp_path):
+    """'pythia-70m' and 'EleutherAI/pythia-70m' name the same Hugging Face repository: with a
+    (tiny) copy of it in an offline hub cache, both load it, and give its logits."""
+    import huggingface_hub.constants
+    path, hf = pythia_dir
+    repo = tmp_path / "models--EleutherAI--pythia-70m"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(path, repo / "snapshots" / ("0" * 40))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    idx = torch.randint(0, 96, (2, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = hf(idx).logits
+        for name in ("pythia-70m", "EleutherAI/pythia-70m"):
+            model = GPT.from_pretrained(name, override_args=dict(n_ctx_layer=0)).eval()
+            torch.testing.assert_close(model(idx, all_logits=True)[0], expected, rtol=0, atol=1e-5)
+    with pytest.raises(common.UserError, match="pythia-160m"):  # not in the cache, and offline
+        common.model_from_hf("pythia-160m", {})
+
+
+def spoil(path, how):
+    """Damage a Pythia folder in one way; the ValueError text from_pretrained must give."""
+    from safetensors.torch import load_file, save_file
+    weights_file = os.path.join(path, "model.safetensors")
+    weights = load_file(weights_file)
+    with open(os.path.join(path, "config.json")) as f:
+        config = json.load(f)
+    if how == "another architecture":
+        config["model_type"] = "llama"
+        expected = "'llama'.*'gpt2' .*'gpt_neox'"
+    elif how == "missing tensor":
+        del weights["gpt_neox.layers.1.mlp.dense_4h_to_h.bias"]
+        expected = "missing gpt_neox.layers.1.mlp.dense_4h_to_h.bias"
+    elif how == "extra tensor":
+        weights["gpt_neox.layers.2.mlp.dense_4h_to_h.bias"] = torch.zeros(32)
+        expected = "unexpected gpt_neox.layers.2.mlp.dense_4h_to_h.bias"
+    elif how == "mis-shaped tensor":
+        weights["gpt_neox.layers.0.attention.dense.bias"] = torch.zeros(31)
+        expected = "mis-shaped gpt_neox.layers.0.attention.dense.bias"
+    elif how == "unsupported variant":
+        config["hidden_act"] = "relu"
+        expected = "hidden_act=relu"
+    save_file(weights, weights_file, metadata={"format": "pt"})
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f)
+    return expected
+
+
+@pytest.mark.parametrize("how", ["another architecture", "missing tensor", "extra tensor", "mis-shaped tensor",
+                                 "unsupported variant"])
+def test_from_pretrained_refuses_what_it_cannot_load_exactly(pythia_dir, tmp_path, how):
+    """A folder of another architecture, or whose weights lack a tensor, have an extra one or one
+    of another shape, or a GPT-NeoX variant this block does not build, is refused with a
+    ValueError that says what is wrong (never loaded with fresh weights in the gap), and
+    common.model_from_hf makes that one line naming the folder."""
+    shutil.copytree(pythia_dir[0], tmp_path / "spoilt")
+    path = str(tmp_path / "spoilt")
+    expected = spoil(path, how)
+    with pytest.raises(ValueError, match=expected):
+        GPT.from_pretrained(path)
+    with pytest.raises(common.UserError) as e:
+        common.model_from_hf(path, {})
+    assert "\n" not in str(e.value) and path in str(e.value)
+
+
+# ---------------------------------------------------------------- 2. causality and chunk positions on RoPE
+
+CAUSAL_CASES = [(w, n_enc, T) for w in (1, 2, 3, 4, 8) for n_enc in (0, 2) for T in sorted({w + 3, 2 * w})]
+
+
+@pytest.mark.parametrize("w,n_enc,T", CAUSAL_CASES)
+def test_causality_by_perturbation_rotary(w, n_enc, T):
+    """On the Pythia block, changing token j leaves every logit at positions < j bit-identical
+    (torch.equal), for every j, T divisible by w and not; and it changes some logit at >= j."""
+    model = sharp(seed=w + n_enc, chunk_size=w, n_enc_layer=n_enc, n_layer=3 + n_enc // 2, block_size=16)
+    idx = torch.randint(0, V, (2, T), generator=torch.Generator().manual_seed(T))
+    with torch.no_grad():
+        base, _ = model(idx, all_logits=True)
+        for j in range(T):
+            changed = idx.clone()
+            changed[0, j] = (changed[0, j] + 1 + j) % V
+            out, _ = model(changed, all_logits=True)
+            assert torch.equal(out[0, :j], base[0, :j]), f"token {j} leaked into positions < {j}"
+            assert torch.equal(out[1], base[1])
+            assert not torch.equal(out[0, j:], base[0, j:]), f"changing token {j} changed nothing"
+
+
+def predictor_ropes(model, run):
+    """Every (cos, sin) that an attention layer of P receives while run() runs, in call order."""
+    seen = []
+    hooks = [block.attn.register_forward_pre_hook(lambda module, args: seen.append(args[2]))
+             for block in model.context_predictor]
+    try:
+        run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def chunks_rotated_at(model, positions_per_call, run):
+    """True if, while run() runs, P's attention layers are called once per entry of
+    positions_per_call, each layer rotating by exactly model.rotary(those positions)."""
+    seen = predictor_ropes(model, run)
+    expected = [model.rotary(torch.tensor(pos)) for pos in positions_per_call for _ in model.context_predictor]
+    return len(seen) == len(expected) and all(
+        torch.equal(cos, e_cos) and torch.equal(sin, e_sin) for (cos, sin), (e_cos, e_sin) in zip(seen, expected))
+
+
+@pytest.mark.parametrize("w", [2, 3, 4])
+def test_predictor_chunks_sit_at_their_first_token(w, monkeypatch):
+    """P's attention rotates chunk j by position j * w, its first token's: in a full forward (all
+    chunks at once, positions 0, w, 2w, 3w), in a prefill (chunk 0), and in each decode_step that
+    completes a chunk (w, 2w, 3w in turn). Planting either wrong choice in chunk_position, the chunk
+    index j or the chunk's last token j * w + w - 1, fails the check."""
+    model = sharp(seed=w, chunk_size=w)
+    T = 4 * w + 1
+    seq = torch.randint(0, V, (2, T), generator=torch.Generator().manual_seed(w))
+
+    def decode():
+        _, state = model.prefill(seq[:, :w + 1])
+        for t in range(w + 1, T):
+            model.decode_step(seq[:, t:t + 1], state)
+
+    def first_tokens():
+        return (chunks_rotated_at(model, [[0, w, 2 * w, 3 * w]], lambda: model(seq))
+                and chunks_rotated_at(model, [[0], [w], [2 * w], [3 * w]], decode))
+
+    assert first_tokens()
+    for wrong in (lambda j: j, lambda j: j * w + w - 1):
+        monkeypatch.setattr(model, "chunk_position", wrong)
+        assert not first_tokens(), "a planted chunk position went unnoticed"
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("w,T", [(2, 9), (3, 12), (4, 16)])
+def test_predicted_context_rotary_matches_independent_computation(w, T, monkeypatch):
+    """predicted_context on the Pythia block equals c_j = chunk means through P's blocks one by
+    one, rotated at j * w (1e-6). The spacing of the positions reaches the contexts: the chunk
+    index j (spacing 1) moves them far beyond that. A common shift of all chunks does not (RoPE
+    sees differences only): the last token's j * w + w - 1 gives the same contexts to 1e-5, which
+    is why the test above checks the positions themselves."""
+    model = sharp(seed=T, chunk_size=w)
+    h = torch.randn(2, T, 32, generator=torch.Generator().manual_seed(w))
+    K = T // w
+
+    def reference(chunk_pos):
+        c = torch.stack([h[:, j * w:(j + 1) * w].mean(dim=1) for j in range(K)], dim=1)
+        for block in model.context_predictor:
+            c = block(c, None, model.rotary(chunk_pos))
+        k = (torch.arange(T) + 1) // w
+        return torch.cat([h[:, :1], c], dim=1)[:, k]
+
+    with torch.no_grad():
+        out = model.predicted_context(h)
+        torch.testing.assert_close(out, reference(torch.arange(K) * w), rtol=0, atol=1e-6)
+        assert (out - reference(torch.arange(K))).abs().max() > 1e-2
+        monkeypatch.setattr(model, "chunk_position", lambda j: j * w + w - 1)
+        torch.testing.assert_close(model.predicted_context(h), out, rtol=0, atol=1e-5)
+
+
+# ---------------------------------------------------------------- 3. KV-cache decoding on RoPE
+
+@pytest.mark.parametrize("w,n_enc,n_ctx,parallel", [(1, 0, 2, True), (3, 1, 2, True), (4, 0, 2, False),
+                                                     (4, 1, 0, True), (3, 0, 0, False)])
+def test_cached_logits_match_full_forward_rotary(w, n_enc, n_ctx, parallel):
+    """Prefill then decode_step on the Pythia block (P's cache at chunk positions j*w, E's and D's
+    at token positions): the next-token logits equal a full forward over the same tokens to 1e-5
+    at every step, across at least three chunk boundaries, prompts shorter and longer than w."""
+    model = sharp(seed=w, chunk_size=w, n_enc_layer=n_enc, n_ctx_layer=n_ctx, parallel_residual=parallel)
+    for P in {max(w - 1, 1), w + 2}:
+        steps = 4 * w + 2
+        seq = torch.randint(0, V, (2, P + steps), generator=torch.Generator().manual_seed(P))
+        with torch.no_grad():
+            logits, state = model.prefill(seq[:, :P])
+            torch.testing.assert_close(logits[:, -1], full_last_logits(model, seq[:, :P]), rtol=0, atol=1e-5)
+            for t in range(P, P + steps):
+                step_logits = model.decode_step(seq[:, t:t + 1], state)
+                torch.testing.assert_close(step_logits[:, 0], full_last_logits(model, seq[:, :t + 1]),
+                                           rtol=0, atol=1e-5, msg=lambda m: f"P={P}, position {t}: {m}")
+
+
+@pytest.mark.parametrize("w,n_ctx", [(1, 2), (3, 2), (4, 2), (4, 0)])
+def test_generate_across_block_size_rotary(w, n_ctx, monkeypatch):
+    """Greedy generation on the Pythia block, from a prompt shorter and one longer than block_size,
+    well past block_size: with the KV cache it gives exactly the tokens of repeated full
+    forwards, and the logits it chooses from equal theirs to 1e-5 at every step."""
+    model = sharp(seed=w, chunk_size=w, n_ctx_layer=n_ctx, block_size=16)
+    seen = []
+
+    def greedy_recorder(logits, temperature=1.0, top_k=None):
+        seen.append(logits.clone())
+        return logits.argmax(dim=-1, keepdim=True)
+
+    monkeypatch.setattr(model_module, "sample_next", greedy_recorder)
+    for P in (5, 20):
+        prompt = torch.randint(0, V, (3, P), generator=torch.Generator().manual_seed(w + P))
+        out_cached = model.generate(prompt, 24, temperature=0)
+        cached, seen[:] = list(seen), []
+        out_full = model.generate(prompt, 24, temperature=0, use_cache=False)
+        assert out_cached.size(1) == P + 24 > model.config.block_size
+        assert torch.equal(out_cached, out_full)
+        assert len({tuple(row) for row in out_cached[:, P:].tolist()}) > 1  # the rows decode apart
+        for step, (a, b) in enumerate(zip(cached, seen)):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=lambda m: f"P={P}, step {step}: {m}")
+        seen.clear()
+
+
+@pytest.mark.parametrize("n_layer", [1, 2])
+def test_a_slid_cache_is_not_the_window(n_layer):
+    """Why generate re-prefills past block_size on RoPE too. Slide a full cache by one (drop the
+    oldest key and value of every layer, keep the rest at their positions) and decode the next
+    token: with one layer that is the forward over the new window (1e-5; RoPE is relative), with
+    two it is not: the second layer's cached keys were computed while the dropped token was in
+    the window. (Plain Pythia, no chunks; a predictor adds a shifted chunk grid on top.)"""
+    model = sharp(seed=n_layer, n_layer=n_layer, n_ctx_layer=0, block_size=8)
+    seq = torch.randint(0, V, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, state = model.prefill(seq[:, :8])
+        for cache in state.encoder + state.decoder:
+            cache.k[:, :, :7], cache.v[:, :, :7] = cache.k[:, :, 1:8].clone(), cache.v[:, :, 1:8].clone()
+            cache.len = 7
+        slid = model.decode_step(seq[:, 8:9], state)[:, 0]
+        window = full_last_logits(model, seq[:, 1:9])
+    gap = (slid - window).abs().max().item()
+    assert gap < 1e-5 if n_layer == 1 else gap > 1e-2, gap
+
+
+# ---------------------------------------------------------------- 4. GPT-2 checkpoints from before
+
+NEW_FIELDS = ("rotary_pct", "rotary_base", "parallel_residual", "tie_embeddings", "gelu_approximate", "layer_norm_eps")
+
+
+def test_gpt2_defaults_are_unchanged():
+    """The new fields default to GPT-2's block: learned positions (a wpe table), sequential
+    residual, tied head, tanh GELU, eps 1e-5, and the GPT-2 state_dict names."""
+    model = GPT(GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=16))
+    assert model.transformer.wpe.weight.shape == (16, 16) and model.rotary(torch.arange(3)) is None
+    assert model.lm_head.weight is model.transformer.wte.weight
+    block = model.transformer.h[0]
+    assert not block.parallel_residual and block.mlp.gelu.approximate == "tanh" and block.ln_1.eps == 1e-5
+
+
+def test_gpt2_checkpoint_from_before_loads_samples_and_resumes(char_data, tmp_path, capsys):
+    """A train.py checkpoint whose model_args lack the new fields (as every checkpoint written
+    before the Pythia backbone) samples the same text and resumes to the same losses as the
+    same checkpoint with them."""
+    run_train(tiny_args(char_data, tmp_path / "new", max_iters=2, eval_interval=2))
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    ckpt = torch.load(tmp_path / "old" / "ckpt.pt", weights_only=True)
+    assert set(NEW_FIELDS) <= set(ckpt["model_args"])
+    ckpt["model_args"] = {k: v for k, v in ckpt["model_args"].items() if k not in NEW_FIELDS}
+    torch.save(ckpt, tmp_path / "old" / "ckpt.pt")
+
+    texts = []
+    for run in ("new", "old"):
+        status, out, err = cli(capsys, sample, f"--out_dir={tmp_path / run}", "--start=ROMEO:", "--max_new_tokens=30",
+                               "--temperature=0", "--num_samples=1", "--device=cpu")
+        assert status == 0, err
+        texts.append(out)
+    assert texts[0] == texts[1] and texts[0].startswith("ROMEO:")
+
+    losses = []
+    for run in ("new", "old"):
+        run_train(tiny_args(char_data, tmp_path / run, max_iters=4, eval_interval=2, init_from="resume"))
+        train_rows, eval_rows = read_log(tmp_path / run)
+        losses.append([(r["iter"], r.get("val_loss"), r["train_loss"]) for r in train_rows + eval_rows if r["iter"] > 2])
+    assert losses[0] == losses[1] and [row[0] for row in losses[0]] == [3, 4]
+
+
+# ---------------------------------------------------------------- 5. the NeoX tokenizer
+
+@pytest.fixture(scope="module")
+def neox_tokenizer_dir(tmp_path_factory):
+    """A byte-level BPE trained here with `tokenizers`, saved as the Pythia repositories hold
+    theirs: tokenizer.json and a tokenizer_config.json naming GPTNeoXTokenizer."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    text = ["First Citizen: Before we proceed any further, hear me speak.", "All: Speak, speak."] * 20
+    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|padding|>"],
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    path = tmp_path_factory.mktemp("neox_tokenizer")
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps(dict(
+        tokenizer_class="GPTNeoXTokenizer", add_prefix_space=False, bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>", unk_token="<|endoftext|>")))
+    return path
+
+
+def test_neox_tokenizer_round_trips(neox_tokenizer_dir):
+    """common.Tokenizer({'tokenizer': 'neox', 'tokenizer_path': folder}) loads the folder through
+    transformers: text round-trips exactly (spaces before punctuation, newlines, characters it
+    never saw as bytes), no BOS or EOS is added, '<|endoftext|>' is its one special token, and
+    vocab_size is the tokenizer's."""
+    tok = common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(neox_tokenizer_dir)})
+    assert tok.vocab_size == len(tok.enc) <= 300
+    for text in ("Before we proceed, hear me speak.", "  Speak ,speak .\n\nCafé ünïcode ✓", "x"):
+        ids = tok.encode(text)
+        assert tok.decode(ids) == text and max(ids) < tok.vocab_size
+    assert len(tok.encode("First Citizen: speak.")) < len("First Citizen: speak.")  # merges apply
+    eot = tok.enc.convert_tokens_to_ids("<|endoftext|>")
+    assert tok.encode("speak.<|endoftext|>All") == tok.encode("speak.") + [eot] + tok.encode("All")
+
+
+def test_neox_tokenizer_errors(tmp_path, monkeypatch):
+    """A folder that is not there, and transformers not installed, are one-line UserErrors that
+    name the fix."""
+    with pytest.raises(common.UserError, match="cannot load the neox tokenizer from .*no_such_folder") as e:
+        common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(tmp_path / "no_such_folder")})
+    assert "\n" not in str(e.value)
+    monkeypatch.setitem(__import__("sys").modules, "transformers", None)  # as if not installed
+    with pytest.raises(common.UserError, match="pip install transformers"):
+        common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(tmp_path)})
+    with pytest.raises(common.UserError, match="expected char, gpt2 or neox"):
+        common.Tokenizer({"tokenizer": "sentencepiece"})
+
+
+# ---------------------------------------------------------------- configuration and bookkeeping
+
+# (n_layer, n_head, n_embd) and the Pythia README's parameter counts: total, non-embedding
+PYTHIA_SIZES = {"70m": (6, 8, 512, 70_426_624, 18_915_328), "160m": (12, 12, 768, 162_322_944, 85_056_000),
+                "410m": (24, 16, 1024, 405_334_016, 302_311_424), "1b": (16, 8, 2048, 1_011_781_632, 805_736_448),
+                "1.4b": (24, 16, 2048, 1_414_647_808, 1_208_602_624)}
+
+
+@pytest.mark.parametrize("size", PYTHIA_SIZES)
+def test_pythia_parameter_counts_and_flops(size):
+    """At each Pythia size (vocabulary 50304, 2048 positions) the n_ctx_layer=0 model has the
+    published total parameter count; without its two embedding matrices, the published
+    non-embedding count. get_num_params leaves out only the lookup wte (no wpe exists), so FLOPs
+    count the untied head's matmul: 6 N + 12 L C T with N = non-embedding + head."""
+    L, H, C, total, non_embedding = PYTHIA_SIZES[size]
+    with torch.device("meta"):
+        model = GPT(GPTConfig(n_layer=L, n_head=H, n_embd=C, vocab_size=50304, block_size=2048, n_ctx_layer=0,
+                              **PYTHIA))
+    head = 50304 * C
+    assert model.param_breakdown() == {"token": total, "predictor": 0}
+    assert model.get_num_params() == non_embedding + head
+    assert model.flops_per_token(2048) == 6 * (non_embedding + head) + 12 * L * C * 2048
+
+
+def test_crop_block_size_rotary():
+    """crop_block_size on RoPE has no table to crop: the config shrinks, the logits of a short
+    sequence are unchanged, and longer ones are refused."""
+    model = sharp(block_size=32)
+    idx = torch.randint(0, V, (1, 10), generator=torch.Generator().manual_seed(0))
+    before = model(idx, all_logits=True)[0]
+    model.crop_block_size(12)
+    assert model.config.block_size == 12 and "wpe" not in model.transformer
+    assert torch.equal(model(idx, all_logits=True)[0], before)
+    with pytest.raises(AssertionError):
+        model(torch.zeros(1, 13, dtype=torch.long))
+
+
+@pytest.mark.parametrize("field,value", [("rotary_pct", -0.1), ("rotary_pct", 1.5), ("rotary_pct", 0.05),
+                                         ("rotary_pct", 0.1875), ("rotary_base", 0.0),
+                                         ("gelu_approximate", "exact"), ("layer_norm_eps", 0.0)])
+def test_invalid_pythia_fields_raise_naming_the_field(field, value):
+    """Bad new fields raise a ValueError naming the field; with head size 16, rotary_pct 0.05
+    rotates 0 dims and 0.1875 rotates 3 (RoPE turns pairs)."""
+    with pytest.raises(ValueError, match=field):
+        GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32, **{field: value})
+    GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32, rotary_pct=0.125)  # 2 dims: fine
