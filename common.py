@@ -23,7 +23,8 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
 # the config keys that shape the model: GPTConfig's fields, in order, written out so that this
 # module does not import model.py (tests/test_prepare.py checks that they agree)
 MODEL_KEYS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias",
-              "chunk_size", "n_ctx_layer", "n_enc_layer")
+              "chunk_size", "n_ctx_layer", "n_enc_layer",
+              "rotary_pct", "rotary_base", "parallel_residual", "tie_embeddings", "gelu_approximate", "layer_norm_eps")
 
 
 class UserError(Exception):
