@@ -159,8 +159,7 @@ def run_blocks(blocks, x, caches=None, rope=None):
     """x (B, T, C) through a stack of blocks; caches, if given, holds one KVCache per block;
     rope is RoPE's (cos, sin) for x's positions, None with learned positions."""
     for i, block in enumerate(blocks):
-        cache = None if caches is None else caches[i]
-        x = block(x, cache) if rope is None else block(x, cache, rope)  # a GPT-2 block takes no positions
+        x = block(x, None if caches is None else caches[i], rope)
     return x
 
 
