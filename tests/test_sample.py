@@ -11,8 +11,7 @@ import torch
 import common
 import prepare
 import sample
-from conftest import run_script
-from test_train import assert_one_line_error, cli, run_train, tiny_args
+from conftest import assert_one_line_error, cli, run_script, run_train, tiny_args
 
 SEPARATOR = "\n---------------\n"  # what sample.py prints after each sample
 

@@ -2,96 +2,27 @@
 the documented files, resuming is exact, DDP on CPU matches one process, torch.compile trains,
 bad input gets a one-line error, and the shipped config files are valid.
 
-Tiny runs on shakespeare_char, CPU, float32. train.train() runs in-process where no subprocess is
-needed; subprocesses are for what only they show (torchrun, the compiled model, the CLI itself).
-The helpers at the top (TINY, tiny_args, run_train, cli, assert_one_line_error, read_log,
-weights) are shared with test_fault.py and test_sample.py."""
+Tiny runs on shakespeare_char, CPU, float32 (conftest.TINY). train.train() runs in-process where
+no subprocess is needed; subprocesses are for what only they show (torchrun, the compiled model,
+the CLI itself)."""
 
 import ast
 import glob
-import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-from contextlib import contextmanager
 
 import pytest
 import torch
 
 import common
 import train
-from conftest import ROOT, run_script
+from conftest import (ROOT, assert_one_line_error, cli, read_log, run_script, run_train, signal_handlers_kept,
+                      tiny_args, weights)
 from model import GPTConfig
-
-# A model of ~50k parameters, 2 micro-batches of 4 x 32 characters a step: a step takes milliseconds
-TINY = dict(dataset="shakespeare_char", n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4,
-            gradient_accumulation_steps=2, compile=False, eval_iters=2, device="cpu", dtype="float32",
-            learning_rate=1e-2, min_lr=1e-3, warmup_iters=1, log_interval=1)
-
-
-def tiny_args(data_root, out_dir, **overrides):
-    """Command-line arguments of a tiny run: TINY, then overrides, as --key=value."""
-    config = TINY | dict(data_root=data_root, out_dir=out_dir) | overrides
-    return [f"--{k}={v}" for k, v in config.items()]
-
-
-@contextmanager
-def signal_handlers_kept():
-    """train() installs SIGTERM/SIGINT handlers for preemption; put the test process's back."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-
-
-def run_train(args):
-    """train.train() in this process, configured exactly as `python train.py args` would be."""
-    with signal_handlers_kept():
-        return train.train(common.parse_config(train.DEFAULTS, list(args)))
-
-
-def cli(capsys, module, *args):
-    """module.main() in this process as `python module.py args` runs it (through run_main):
-    (exit status, stdout, stderr). Cheaper than a subprocess by the ~3 s of importing torch."""
-    capsys.readouterr()  # drop what earlier steps printed
-    saved_argv, sys.argv = sys.argv, [module.__file__, *map(str, args)]
-    status = 0
-    try:
-        with signal_handlers_kept():
-            common.run_main(module.main)
-    except SystemExit as e:
-        status = e.code
-    finally:
-        sys.argv = saved_argv
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_one_line_error(status, err, *needles):
-    """A non-zero exit and exactly one stderr line, 'error: ...', containing every needle."""
-    assert status not in (0, None), f"expected a failure, got exit status {status}\n{err}"
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), f"not a one-line error:\n{err}"
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
-    return lines[0]
-
-
-def read_log(out_dir):
-    """The rows of out_dir/log.jsonl, split into (training rows, evaluation rows)."""
-    with open(os.path.join(out_dir, "log.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    return [r for r in rows if "val_loss" not in r], [r for r in rows if "val_loss" in r]
-
-
-def weights(out_dir):
-    return common.load_checkpoint(str(out_dir))["model"]
 
 
 # ---------------------------------------------------------------- 1. a short run learns
