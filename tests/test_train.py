@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -59,6 +60,53 @@ def test_train_function_restores_signal_handlers(char_data, tmp_path):
         train.train(common.parse_config(train.DEFAULTS, tiny_args(char_data, tmp_path, max_iters=1)))
         after = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     assert after == before
+
+
+STEP_LINE = re.compile(r"iter (\d+)/(\d+) \((\d+\.\d)%\): loss (\d+\.\d{4}), lr (\S+), time \d+\.\d\dms, "
+                       r"[\d,]+ tok/s, eta (\d+s|\d+m\d\ds)")
+
+
+def test_log_lines_say_how_far_and_how_long(char_data, tmp_path, capsys):
+    """Each training step's stdout line says which step of how many, the fraction done once it
+    ends and the time left, beside the numbers of its log.jsonl row; after the last, 0s."""
+    status, out, err = cli(capsys, train, *tiny_args(char_data, tmp_path, max_iters=4, eval_interval=2))
+    assert status == 0, err
+    lines = [line for line in out.splitlines() if line.startswith("iter ")]
+    rows = read_log(tmp_path)[0]
+    assert len(lines) == len(rows) == 4
+    for line, row in zip(lines, rows):
+        m = STEP_LINE.fullmatch(line)
+        assert m, line
+        assert (int(m[1]), int(m[2])) == (row["iter"], 4)
+        assert m[3] == f"{(row['iter'] + 1) / 4 * 100:.1f}"  # 25.0, 50.0, 75.0, 100.0
+        assert m[4] == f"{row['train_loss']:.4f}" and m[5] == f"{row['lr']:.2e}"
+    assert lines[-1].endswith(", eta 0s")
+
+
+def test_eta_leaves_compilation_out_and_evaluations_in(monkeypatch):
+    """StepClock on a fake clock: a 30 s first step (compiling), then 2 s steps and a 4 s
+    evaluation. The ETA uses the first step alone until there is a second, then the pace since
+    the first, evaluations included (they recur); a step's dt leaves the evaluation out."""
+    now = [0.0]
+    monkeypatch.setattr(train, "time", SimpleNamespace(time=lambda: now[0]))
+    clock = train.StepClock(raw_model=None, sequences_per_step=1, device="cpu")
+    timeline = [(30, None), (2, None), (2, "eval 4"), (2, None)]
+    expected = [(30, 30 * 9), (2, 2 * 8), (2, (2 + 4 + 2) / 2 * 7), (2, (2 + 4 + 2 + 2) / 3 * 6)]
+    for it, ((step, event), (dt, eta)) in enumerate(zip(timeline, expected)):
+        if event:
+            now[0] += 4
+            clock.restart()
+        now[0] += step
+        assert clock.lap(it) == dt
+        assert clock.eta(it, max_iters=10) == pytest.approx(eta)
+        assert clock.mfu(it) is None  # no known peak FLOP/s on a CPU
+    assert clock.eta(9, max_iters=10) == 0
+
+
+def test_format_duration():
+    cases = {0: "0s", 59.4: "59s", 60: "1m00s", 312: "5m12s", 3599: "59m59s", 3600: "1h00m", 7260: "2h01m",
+             86399: "23h59m", 86400: "1d00h", 3 * 86400 + 5 * 3600 + 59: "3d05h"}
+    assert {s: train.format_duration(s) for s in cases} == cases
 
 
 # ---------------------------------------------------------------- 2. resuming is exact
