@@ -1,11 +1,15 @@
 """
 Train ContextLM, or with --n_ctx_layer=0 the plain GPT-2 baseline, with the same script.
 
+With no config file, train.py trains the paper's ContextLM-Base (Table 1) exactly as
+config/train_contextlm_owt.py does: GPT-2 124M plus a 2-layer context predictor on OpenWebText
+(`python prepare.py openwebtext` first), ~0.5M tokens a step for 9B tokens.
+
 Single process (a laptop, one GPU):
-    python train.py config/train_shakespeare_char.py
-    python train.py config/train_contextlm_owt.py --batch_size=8 --compile=False
+    python train.py config/train_shakespeare_char.py                 # a small model, on a CPU
+    python train.py --batch_size=8 --gradient_accumulation_steps=64  # ContextLM-Base on one GPU
 DDP on one node with 8 GPUs:
-    torchrun --standalone --nproc_per_node=8 train.py config/train_contextlm_owt.py
+    torchrun --standalone --nproc_per_node=8 train.py                # ContextLM-Base
 DDP on 2 nodes (run on each, with --node_rank=0 on the master at IP 123.456.123.456):
     torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123.456 \
         --master_port=1234 train.py config/train_contextlm_owt.py
@@ -36,11 +40,13 @@ from common import (MODEL_KEYS, UserError, get_batch, load_checkpoint, load_meta
                     model_from_gpt2, open_split, parse_config, peak_flops, run_main, save_checkpoint, setup_device)
 from model import GPT, GPTConfig
 
+# The paper's ContextLM-Base run (Table 1). config/train_contextlm_owt.py says the same with its
+# own names (out_dir, wandb_run_name); tests/test_train.py checks that the two agree.
 DEFAULTS = dict(
     # I/O
     out_dir="out",
-    eval_interval=2000,
-    log_interval=1,
+    eval_interval=1000,
+    log_interval=10,
     eval_iters=200,
     eval_only=False,              # evaluate once and exit
     always_save_checkpoint=True,  # else only when val loss improves
@@ -51,8 +57,8 @@ DEFAULTS = dict(
     # data
     dataset="openwebtext",
     data_root="data",             # datasets live in data_root/dataset (see prepare.py)
-    gradient_accumulation_steps=5 * 8,  # global: split across DDP ranks
-    batch_size=12,                # micro-batch size per rank
+    gradient_accumulation_steps=32,  # global: split across DDP ranks
+    batch_size=16,                # micro-batch size per rank; 16 x 1024 x 32 = 524,288 tokens a step
     block_size=1024,
     # model (GPTConfig; n_ctx_layer=0 is plain GPT-2)
     n_layer=12,
@@ -64,17 +70,17 @@ DEFAULTS = dict(
     n_ctx_layer=2,
     n_enc_layer=0,
     # AdamW
-    learning_rate=6e-4,
-    max_iters=600000,
+    learning_rate=1e-3,
+    max_iters=17166,              # 17,166 x 524,288 = 9.0B tokens
     weight_decay=1e-1,
     beta1=0.9,
     beta2=0.95,
     grad_clip=1.0,                # 0 disables clipping
     # learning rate schedule: linear warmup, then cosine decay to min_lr
     decay_lr=True,
-    warmup_iters=2000,
-    lr_decay_iters=600000,
-    min_lr=6e-5,
+    warmup_iters=715,             # GPT-3's 375M warm-up tokens
+    lr_decay_iters=17166,
+    min_lr=1e-4,
     # system
     backend="auto",               # DDP backend: 'auto' = nccl on CUDA, gloo on CPU
     device="auto",                # 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'
@@ -82,7 +88,6 @@ DEFAULTS = dict(
     compile=True,                 # torch.compile the model
     seed=1337,                    # seeds the model init and, separately, the batch sampler
 )
-
 
 # data_hash before any batch: the fingerprint of the batches drawn so far, chained batch by batch
 # (and kept across resumes). Two runs with equal data_hash at an iteration saw the same data up to it.

@@ -284,6 +284,28 @@ def test_config_file_is_valid(path):
     GPTConfig(**{k: config[k] for k in common.MODEL_KEYS if k in config})
 
 
+def test_bare_command_is_the_papers_contextlm_base_run(capsys, monkeypatch):
+    """`python train.py` with no config trains what config/train_contextlm_owt.py does (the
+    paper's Table 1 ContextLM-Base run), apart from the names of the run; and that run is the
+    paper's: GPT-2 124M + a 2-layer predictor, w=4, lr 1e-3, ~0.5M-token steps, 9.0B tokens."""
+    names = ("out_dir", "wandb_run_name")
+    owt = common.parse_config(train.DEFAULTS, [os.path.join(ROOT, "config", "train_contextlm_owt.py")])
+    assert {k: v for k, v in owt.items() if k not in names} == \
+        {k: v for k, v in train.DEFAULTS.items() if k not in names}
+    assert all(owt[k] != train.DEFAULTS[k] for k in names)  # the config names its run
+    # the bare command line hands train() exactly the defaults
+    seen = []
+    monkeypatch.setattr(train, "train", seen.append)
+    monkeypatch.setattr(train, "end_ddp", lambda: None)
+    assert cli(capsys, train)[0] == 0 and seen == [train.DEFAULTS]
+    c = train.DEFAULTS
+    assert (c["n_layer"], c["n_head"], c["n_embd"], c["n_ctx_layer"], c["chunk_size"], c["n_enc_layer"]) == \
+        (12, 12, 768, 2, 4, 0)
+    assert c["learning_rate"] == 1e-3 and c["lr_decay_iters"] == c["max_iters"]
+    step = c["gradient_accumulation_steps"] * c["batch_size"] * c["block_size"]
+    assert step == 524_288 and c["max_iters"] * step == pytest.approx(9.0e9, rel=1e-3)
+
+
 def test_owt_configs_take_half_a_million_tokens_a_step():
     """The paper's batch: ~0.5M tokens per optimizer step, whatever the model size."""
     owt = [p for p in CONFIGS if "owt" in os.path.basename(p)]
