@@ -1,6 +1,7 @@
 """
 Sample from a trained ContextLM (or a GPT-2) with KV-cache decoding.
 
+    python sample.py                                          # the most recent ./out*/ckpt.pt
     python sample.py --out_dir=out-shakespeare-char
     python sample.py --out_dir=out-contextlm-owt --start="The meaning of life is" --num_samples=3
     python sample.py --out_dir=out-contextlm-owt --start=FILE:prompt.txt --temperature=0
@@ -8,6 +9,8 @@ Sample from a trained ContextLM (or a GPT-2) with KV-cache decoding.
     python sample.py --init_from=path/to/hf-gpt2-dir          # a local Hugging Face GPT-2 folder
 """
 
+import glob
+import os
 import sys
 import time
 
@@ -18,7 +21,7 @@ from common import (Tokenizer, UserError, checkpoint_tokenizer, load_checkpoint,
 
 DEFAULTS = dict(
     init_from="resume",   # 'resume' (out_dir/ckpt.pt), a GPT-2 name, or a local Hugging Face directory
-    out_dir="out",
+    out_dir="",           # '' = the most recently written ./out*/ckpt.pt (where train.py's runs go)
     start="\n",           # the prompt, or FILE:path to read it from a file
     num_samples=3,        # sampled together, as one batch
     max_new_tokens=500,
@@ -31,9 +34,27 @@ DEFAULTS = dict(
 )
 
 
+# the README's first command: it trains the model that `python sample.py` then finds
+FIRST_RUN = "python prepare.py shakespeare_char && python train.py config/train_shakespeare_char.py"
+
+
+def latest_run():
+    """The run directory of the most recently written ./out*/ckpt.pt (train.py's out_dirs are
+    out, out-shakespeare-char, ...), said on stderr; a one-line error naming a first run if none."""
+    found = glob.glob(os.path.join("out*", "ckpt.pt"))
+    if not found:
+        raise UserError(f"no checkpoint to sample from in ./out*/ckpt.pt: train one first "
+                        f"(`{FIRST_RUN}`), or pass --out_dir=DIR or --init_from=gpt2")
+    path = max(found, key=os.path.getmtime)
+    print(f"sampling from {path}, the most recent checkpoint; --out_dir=DIR picks another", file=sys.stderr)
+    return os.path.dirname(path)
+
+
 def load_model(init_from, out_dir, device):
-    """(model, tokenizer) from a train.py checkpoint or from GPT-2 weights."""
+    """(model, tokenizer) from a train.py checkpoint (out_dir's, or with out_dir '' the most
+    recent one) or from GPT-2 weights."""
     if init_from == "resume":
+        out_dir = out_dir or latest_run()
         checkpoint = load_checkpoint(out_dir)
         model = model_from_checkpoint(checkpoint, out_dir)
         tokenizer = checkpoint_tokenizer(checkpoint, out_dir)

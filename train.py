@@ -1,17 +1,23 @@
 """
 Train ContextLM, or with --n_ctx_layer=0 the plain GPT-2 baseline, with the same script.
 
+With no config file, train.py trains the paper's ContextLM-Base (Table 1) exactly as
+config/train_contextlm_owt.py does: GPT-2 124M plus a 2-layer context predictor on OpenWebText
+(`python prepare.py openwebtext` first), ~0.5M tokens a step for 9B tokens.
+
 Single process (a laptop, one GPU):
-    python train.py config/train_shakespeare_char.py
-    python train.py config/train_contextlm_owt.py --batch_size=8 --compile=False
+    python train.py config/train_shakespeare_char.py                 # a small model, on a CPU
+    python train.py --batch_size=8 --gradient_accumulation_steps=64  # ContextLM-Base on one GPU
 DDP on one node with 8 GPUs:
-    torchrun --standalone --nproc_per_node=8 train.py config/train_contextlm_owt.py
+    torchrun --standalone --nproc_per_node=8 train.py                # ContextLM-Base
 DDP on 2 nodes (run on each, with --node_rank=0 on the master at IP 123.456.123.456):
     torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123.456 \
         --master_port=1234 train.py config/train_contextlm_owt.py
 (If the nodes have no Infiniband, prepend NCCL_IB_DISABLE=1.)
 
 Configuration: the defaults below, then config files, then --key=value overrides, in order.
+train() tells a run top to bottom: processes and device, data, the model and optimizer (new,
+resumed, or from GPT-2's weights), then the loop: evaluate and checkpoint, step, log, stop on a signal.
 """
 
 import gc
@@ -34,11 +40,13 @@ from common import (MODEL_KEYS, UserError, get_batch, load_checkpoint, load_meta
                     model_from_hf, open_split, parse_config, peak_flops, run_main, save_checkpoint, setup_device)
 from model import GPT, GPTConfig
 
+# The paper's ContextLM-Base run (Table 1). config/train_contextlm_owt.py says the same with its
+# own names (out_dir, wandb_run_name); tests/test_train.py checks that the two agree.
 DEFAULTS = dict(
     # I/O
     out_dir="out",
-    eval_interval=2000,
-    log_interval=1,
+    eval_interval=1000,
+    log_interval=10,
     eval_iters=200,
     eval_only=False,              # evaluate once and exit
     always_save_checkpoint=True,  # else only when val loss improves
@@ -49,8 +57,8 @@ DEFAULTS = dict(
     # data
     dataset="openwebtext",
     data_root="data",             # datasets live in data_root/dataset (see prepare.py)
-    gradient_accumulation_steps=5 * 8,  # global: split across DDP ranks
-    batch_size=12,                # micro-batch size per rank
+    gradient_accumulation_steps=32,  # global: split across DDP ranks
+    batch_size=16,                # micro-batch size per rank; 16 x 1024 x 32 = 524,288 tokens a step
     block_size=1024,
     # model (GPTConfig; n_ctx_layer=0 is plain GPT-2)
     n_layer=12,
@@ -62,17 +70,17 @@ DEFAULTS = dict(
     n_ctx_layer=2,
     n_enc_layer=0,
     # AdamW
-    learning_rate=6e-4,
-    max_iters=600000,
+    learning_rate=1e-3,
+    max_iters=17166,              # 17,166 x 524,288 = 9.0B tokens
     weight_decay=1e-1,
     beta1=0.9,
     beta2=0.95,
     grad_clip=1.0,                # 0 disables clipping
     # learning rate schedule: linear warmup, then cosine decay to min_lr
     decay_lr=True,
-    warmup_iters=2000,
-    lr_decay_iters=600000,
-    min_lr=6e-5,
+    warmup_iters=715,             # GPT-3's 375M warm-up tokens
+    lr_decay_iters=17166,
+    min_lr=1e-4,
     # system
     backend="auto",               # DDP backend: 'auto' = nccl on CUDA, gloo on CPU
     device="auto",                # 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'
@@ -81,24 +89,107 @@ DEFAULTS = dict(
     seed=1337,                    # seeds the model init and, separately, the batch sampler
 )
 
-
-def get_lr(it, c):
-    """Linear warmup for warmup_iters, cosine decay to min_lr at lr_decay_iters, then min_lr."""
-    if not c.decay_lr:
-        return c.learning_rate
-    if it < c.warmup_iters:
-        return c.learning_rate * (it + 1) / (c.warmup_iters + 1)
-    if it > c.lr_decay_iters:
-        return c.min_lr
-    ratio = (it - c.warmup_iters) / (c.lr_decay_iters - c.warmup_iters)
-    return c.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c.learning_rate - c.min_lr)
+# data_hash before any batch: the fingerprint of the batches drawn so far, chained batch by batch
+# (and kept across resumes). Two runs with equal data_hash at an iteration saw the same data up to it.
+NO_BATCHES = hashlib.sha256().hexdigest()
 
 
 def train(config):
-    """Train as `config` (a dict of DEFAULTS' keys) says; returns a summary dict."""
-    c = SimpleNamespace(**config)
+    """Train as `config` (a dict of DEFAULTS' keys) says. Returns a summary: iter_num (where it
+    stopped), best_val_loss, val_loss (the last evaluation's), data_hash, params (param_breakdown)."""
+    c = SimpleNamespace(**config)  # the config is read as c.key from here on
 
-    # ---- processes and devices
+    # ---- processes and device
+    p = setup_processes(c)
+    tokens_per_iter = c.gradient_accumulation_steps * c.batch_size * c.block_size
+    if p.master:
+        print(f"tokens per iteration: {tokens_per_iter:,} ({c.gradient_accumulation_steps} micro-batches "
+              f"of {c.batch_size} x {c.block_size}, {p.world_size} process(es)) on {p.device}, {p.ptdtype}")
+        os.makedirs(c.out_dir, exist_ok=True)
+
+    # ---- data
+    meta, train_data, val_data = load_data(c)
+
+    # ---- model, optimizer and batch sampler: new, or as the run in out_dir left them
+    ckpt_path = os.path.join(c.out_dir, "ckpt.pt")
+    raw_model, optimizer, scaler, data_gen, progress = build_or_resume(c, p, meta, ckpt_path, tokens_per_iter)
+    iter_num, best_val_loss, tokens_seen, data_hash = progress
+    model, train_model = compile_and_wrap(raw_model, c, p)  # raw_model's weights are what a checkpoint saves
+    run_log = RunLog(c) if p.master else None
+    stop_signals, previous_handlers = catch_stop_signals()
+
+    # ---- the training loop
+    flops_per_token, last_val = raw_model.flops_per_token(c.block_size), None
+    clock = StepClock(raw_model, p.micro_steps * c.batch_size, p.device)
+    try:
+        while True:
+            lr = get_lr(iter_num, c)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            # evaluate, and checkpoint
+            if p.master and (iter_num % c.eval_interval == 0 or iter_num == c.max_iters or c.eval_only):
+                losses = estimate_loss(model, train_data, val_data, c, p)
+                last_val = losses["val"]
+                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                run_log.write({"iter": iter_num, "tokens": tokens_seen, "flops": tokens_seen * flops_per_token,
+                               "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
+                               "data_hash": data_hash})
+                if losses["val"] < best_val_loss or c.always_save_checkpoint:
+                    best_val_loss = min(best_val_loss, losses["val"])
+                    if iter_num > 0:
+                        save_training_state(ckpt_path, raw_model, optimizer, scaler, data_gen, config, meta,
+                                            iter_num, best_val_loss, tokens_seen, data_hash)
+                        print(f"saved checkpoint to {ckpt_path}")
+                clock.restart()  # keep evaluation out of the next step's timing
+            if c.eval_only or iter_num >= c.max_iters:
+                break
+
+            # one optimizer step over the global batch
+            offsets = torch.randint(len(train_data) - c.block_size,
+                                    (c.gradient_accumulation_steps, c.batch_size), generator=data_gen)
+            data_hash = hashlib.sha256(bytes.fromhex(data_hash) + offsets.numpy().tobytes()).hexdigest()
+            loss = train_step(train_model, raw_model, optimizer, scaler, train_data, offsets, iter_num, c, p)
+            tokens_seen += tokens_per_iter
+
+            # timing and logging
+            dt = clock.lap(iter_num)
+            if iter_num % c.log_interval == 0:
+                if p.ddp:  # report the loss of the global batch, not just this rank's share
+                    dist.all_reduce(loss, op=dist.ReduceOp.AVG)
+                if p.master:
+                    lossf, mfu = loss.item(), clock.mfu(iter_num)
+                    print(step_line(iter_num, c.max_iters, lossf, lr, dt, tokens_per_iter, mfu,
+                                    clock.eta(iter_num, c.max_iters)))
+                    run_log.write({"iter": iter_num, "tokens": tokens_seen, "flops": tokens_seen * flops_per_token,
+                                   "train_loss": lossf, "lr": lr, "tokens_per_sec": tokens_per_iter / dt, "mfu": mfu})
+            iter_num += 1
+
+            # stop on a signal: save, and say how to resume
+            if stop_requested(stop_signals, p):
+                if p.master:
+                    save_training_state(ckpt_path, raw_model, optimizer, scaler, data_gen, config, meta,
+                                        iter_num, best_val_loss, tokens_seen, data_hash)
+                    name = stop_signals[0] if stop_signals else "a signal on another rank"
+                    print(f"stopped by {name} at iteration {iter_num}; saved {ckpt_path}. "
+                          f"Resume with the same command plus --init_from=resume")
+                break
+    finally:  # train() is also a library function: give the caller its handlers back
+        restore_signal_handlers(previous_handlers)
+
+    if p.master:
+        run_log.close()
+    return {"iter_num": iter_num, "best_val_loss": best_val_loss, "val_loss": last_val,
+            "data_hash": data_hash, "params": raw_model.param_breakdown()}
+
+
+# ---------------------------------------------------------------- setting up
+
+def setup_processes(c):
+    """Where this process trains, as a namespace: ddp (launched by torchrun), rank, local_rank,
+    world_size, master (rank 0, the one process that logs and writes checkpoints), micro_steps
+    (the micro-batches this rank runs per step), device, device_type, ptdtype, autocast.
+    Under torchrun, joins the process group."""
     ddp = int(os.environ.get("RANK", -1)) != -1
     rank, local_rank, world_size = 0, 0, 1
     device, device_type, ptdtype, autocast = setup_device(c.device, c.dtype)
@@ -114,21 +205,15 @@ def train(config):
         backend = c.backend if c.backend != "auto" else ("nccl" if device_type == "cuda" else "gloo")
         if not dist.is_initialized():  # compare.py trains several runs in one process group
             dist.init_process_group(backend=backend)
-    master = rank == 0  # only the master process logs and writes checkpoints
-    micro_steps = c.gradient_accumulation_steps // world_size
-    tokens_per_iter = c.gradient_accumulation_steps * c.batch_size * c.block_size
-    if master:
-        print(f"tokens per iteration: {tokens_per_iter:,} ({c.gradient_accumulation_steps} micro-batches "
-              f"of {c.batch_size} x {c.block_size}, {world_size} process(es)) on {device}, {ptdtype}")
-        os.makedirs(c.out_dir, exist_ok=True)
-    torch.manual_seed(c.seed + rank)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    # The sampler has its own generator, seeded identically on every rank: runs that differ only
-    # in the model draw exactly the same batches, and DDP ranks share out one global batch.
-    data_gen = torch.Generator().manual_seed(c.seed)
+    return SimpleNamespace(ddp=ddp, rank=rank, local_rank=local_rank, world_size=world_size, master=rank == 0,
+                           micro_steps=c.gradient_accumulation_steps // world_size,
+                           device=device, device_type=device_type, ptdtype=ptdtype, autocast=autocast)
 
-    # ---- data
+
+def load_data(c):
+    """(meta.json, train split, val split) of the dataset; the splits are uint16 memmaps of token ids."""
     meta = load_meta(c.data_root, c.dataset)
     train_data = open_split(c.data_root, c.dataset, "train")
     val_data = open_split(c.data_root, c.dataset, "val")
@@ -136,21 +221,20 @@ def train(config):
         if len(data) <= c.block_size:
             raise UserError(f"the {name} split of '{c.dataset}' has {len(data)} tokens, too few for "
                             f"block_size={c.block_size}: lower --block_size")
+    return meta, train_data, val_data
+
+
+def build_model(c, meta, ckpt_path):
+    """(model on the CPU, the checkpoint it was resumed from or None), as c.init_from says:
+    'scratch', 'resume' (ckpt_path, whose training state is checked, with the architecture of the
+    config) or a GPT-2 ('gpt2', ..., 'gpt2-xl')."""
     # GPT-2's 50257 BPE ids are padded to 50304, a multiple of 64, for faster matmuls
     vocab_size = 50304 if meta["tokenizer"] == "gpt2" else meta["vocab_size"]
-
-    # ---- model and optimizer
-    model_args = {k: config[k] for k in MODEL_KEYS if k in config} | {"vocab_size": vocab_size}
-    checkpoint = None
-    iter_num, best_val_loss, tokens_seen = 0, float("inf"), 0
-    # fingerprint of every batch drawn so far, chained batch by batch (and kept across resumes):
-    # two runs with equal data_hash at an iteration saw the same training data up to it
-    data_hash = hashlib.sha256().hexdigest()
-    ckpt_path = os.path.join(c.out_dir, "ckpt.pt")
+    model_args = {k: getattr(c, k) for k in MODEL_KEYS if hasattr(c, k)} | {"vocab_size": vocab_size}
     try:
         if c.init_from == "scratch":
-            model = GPT(GPTConfig(**model_args))
-        elif c.init_from == "resume":
+            return GPT(GPTConfig(**model_args)), None
+        if c.init_from == "resume":
             checkpoint = load_checkpoint(ckpt_path, device="cpu")
             missing = [k for k in ("optimizer", "scaler", "iter_num", "best_val_loss", "rng") if k not in checkpoint]
             if missing:
@@ -161,201 +245,252 @@ def train(config):
             if mismatch:
                 raise UserError(f"{ckpt_path} was trained with {', '.join(mismatch)}: resume with the same config")
             checkpoint["model_args"]["dropout"] = c.dropout  # the one model field a resume may change
-            model = model_from_checkpoint(checkpoint, ckpt_path)
-            iter_num, best_val_loss = checkpoint["iter_num"], checkpoint["best_val_loss"]
-            tokens_seen = checkpoint.get("tokens", iter_num * tokens_per_iter)
-            if "data_hash" in checkpoint:
-                data_hash = checkpoint["data_hash"]
-            elif master:  # written before train.py kept the fingerprint in the checkpoint
-                print(f"note: {ckpt_path} has no data_hash; the batch fingerprint restarts at iteration {iter_num}")
-        elif c.init_from.startswith("gpt2"):
+            return model_from_checkpoint(checkpoint, ckpt_path), checkpoint
+        if c.init_from.startswith("gpt2"):
             if meta["tokenizer"] != "gpt2":
-                raise UserError(f"init_from={c.init_from} needs a GPT-2 BPE dataset, '{c.dataset}' is {meta['tokenizer']}")
-            override = {k: config[k] for k in ("dropout", "chunk_size", "n_ctx_layer", "n_enc_layer")}
+                raise UserError(f"init_from={c.init_from} needs a GPT-2 BPE dataset, "
+                                f"'{c.dataset}' is {meta['tokenizer']}")
+            override = {k: getattr(c, k) for k in ("dropout", "chunk_size", "n_ctx_layer", "n_enc_layer")}
             model = model_from_hf(c.init_from, override)
             if c.block_size < model.config.block_size:
                 model.crop_block_size(c.block_size)
-        else:
-            raise UserError(f"init_from={c.init_from!r}: use scratch, resume, or a GPT-2 name like gpt2-medium")
+            return model, None
     except ValueError as e:  # an invalid model configuration
         raise UserError(f"invalid model configuration: {e}")
-    model_args = asdict(model.config)
-    model.to(device)
-    if master:
+    raise UserError(f"init_from={c.init_from!r}: use scratch, resume, or a GPT-2 name like gpt2-medium")
+
+
+def build_or_resume(c, p, meta, ckpt_path, tokens_per_iter):
+    """(model on p.device, optimizer, gradient scaler, batch sampler's generator, progress): new,
+    or with c.init_from='resume' all as the run in ckpt_path left them. progress is (iter_num,
+    best_val_loss, tokens seen, data_hash)."""
+    torch.manual_seed(c.seed + p.rank)  # the model's initialisation
+    # The sampler has its own generator, seeded identically on every rank: runs that differ only
+    # in the model draw exactly the same batches, and DDP ranks share out one global batch.
+    data_gen = torch.Generator().manual_seed(c.seed)
+    model, checkpoint = build_model(c, meta, ckpt_path)
+    progress = (0, float("inf"), 0, NO_BATCHES)
+    if checkpoint is not None:
+        iter_num = checkpoint["iter_num"]
+        if "data_hash" not in checkpoint and p.master:  # written before train.py kept the fingerprint
+            print(f"note: {ckpt_path} has no data_hash; the batch fingerprint restarts at iteration {iter_num}")
+        progress = (iter_num, checkpoint["best_val_loss"], checkpoint.get("tokens", iter_num * tokens_per_iter),
+                    checkpoint.get("data_hash", NO_BATCHES))
+    model.to(p.device)
+    if p.master:
         n = model.param_breakdown()
         print(f"parameters: {n['token'] / 1e6:.2f}M token pathway + {n['predictor'] / 1e6:.2f}M context predictor")
-
     # fp16 needs loss scaling; bf16 and fp32 do not (the scaler is then a no-op)
-    scaler = torch.amp.GradScaler(device_type, enabled=(ptdtype == torch.float16))
-    optimizer = model.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), device_type)
+    scaler = torch.amp.GradScaler(p.device_type, enabled=(p.ptdtype == torch.float16))
+    optimizer = model.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), p.device_type)
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
         data_gen.set_state(checkpoint["rng"]["data"])
-        checkpoint = None  # free the memory
+    return model, optimizer, scaler, data_gen, progress
 
-    raw_model = model
+
+def compile_and_wrap(model, c, p):
+    """(the model evaluation runs: compiled if c.compile, the model training runs: that one
+    wrapped in DDP under torchrun, which averages the gradients across ranks)."""
     if c.compile:
-        if master:
+        if p.master:
             print("compiling the model... (takes a minute)")
         model = torch.compile(model)
-    train_model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None) if ddp else model
+    return model, DDP(model, device_ids=[p.local_rank] if p.device_type == "cuda" else None) if p.ddp else model
 
-    # ---- helpers that see the state above
-    @torch.no_grad()
-    def estimate_loss():
-        """Mean loss over eval_iters batches of each split; the same batches at every evaluation."""
-        out = {}
-        model.eval()
-        for split, data in (("train", train_data), ("val", val_data)):
-            gen = torch.Generator().manual_seed(0)
-            losses = torch.zeros(c.eval_iters)
-            for k in range(c.eval_iters):
-                offsets = torch.randint(len(data) - c.block_size, (c.batch_size,), generator=gen)
-                X, Y = get_batch(data, offsets, c.block_size, device)
-                with autocast:
-                    _, loss = model(X, Y)
-                losses[k] = loss.item()
-            out[split] = losses.mean().item()
-        model.train()
-        return out
 
-    def checkpoint_now():
-        save_checkpoint({
-            "model": raw_model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict(),
-            "model_args": model_args,
-            "iter_num": iter_num,
-            "best_val_loss": best_val_loss,
-            "tokens": tokens_seen,
-            "data_hash": data_hash,
-            "config": config,
-            "meta": meta,
-            "rng": {"data": data_gen.get_state()},  # dropout's needs no state: see the loop
-        }, ckpt_path)
+class RunLog:
+    """out_dir/log.jsonl, one JSON row per line (what plot.py and compare.py read), and the same
+    rows to Weights & Biases when wandb_log is on. Only the master process keeps one."""
 
-    log_file = open(os.path.join(c.out_dir, "log.jsonl"), "a") if master else None
+    def __init__(self, c):
+        self.wandb_run = None
+        if c.wandb_log:
+            try:
+                import wandb
+            except ImportError:
+                raise UserError("wandb_log=True needs wandb: pip install wandb (or --wandb_log=False)")
+            self.wandb_run = wandb.init(project=c.wandb_project, name=c.wandb_run_name, config=vars(c))
+        self.file = open(os.path.join(c.out_dir, "log.jsonl"), "a")
 
-    def log(row):
-        log_file.write(json.dumps(row) + "\n")
-        log_file.flush()
-        if wandb_run is not None:
-            wandb_run.log(row, step=row["iter"])
+    def write(self, row):
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.wandb_run is not None:
+            self.wandb_run.log(row, step=row["iter"])
 
-    wandb_run = None
-    if c.wandb_log and master:
-        try:
-            import wandb
-        except ImportError:
-            raise UserError("wandb_log=True needs wandb: pip install wandb (or --wandb_log=False)")
-        wandb_run = wandb.init(project=c.wandb_project, name=c.wandb_run_name, config=config)
+    def close(self):
+        self.file.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
 
-    # Preemption: SIGTERM / SIGINT finish the current step, save, and exit cleanly
-    stop_signal = []
-    previous_handlers = {sig: signal.signal(sig, lambda signum, frame: stop_signal.append(signal.Signals(signum).name))
-                         for sig in (signal.SIGTERM, signal.SIGINT)}
 
-    # ---- the training loop
-    flops_per_token = raw_model.flops_per_token(c.block_size)
-    peak = peak_flops(device)
-    running_mfu, last_val = -1.0, None
-    t0 = time.time()
-    try:
-        while True:
-            lr = get_lr(iter_num, c)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+# ---------------------------------------------------------------- the loop's steps
 
-            if master and (iter_num % c.eval_interval == 0 or iter_num == c.max_iters or c.eval_only):
-                losses = estimate_loss()
-                last_val = losses["val"]
-                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                log({"iter": iter_num, "tokens": tokens_seen, "flops": tokens_seen * flops_per_token,
-                     "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
-                     "data_hash": data_hash})
-                if losses["val"] < best_val_loss or c.always_save_checkpoint:
-                    best_val_loss = min(best_val_loss, losses["val"])
-                    if iter_num > 0:
-                        checkpoint_now()
-                        print(f"saved checkpoint to {ckpt_path}")
-                t0 = time.time()  # keep evaluation out of the next step's timing
-            if c.eval_only or iter_num >= c.max_iters:
-                break
+def get_lr(it, c):
+    """Linear warmup for warmup_iters, cosine decay to min_lr at lr_decay_iters, then min_lr."""
+    if not c.decay_lr:
+        return c.learning_rate
+    if it < c.warmup_iters:
+        return c.learning_rate * (it + 1) / (c.warmup_iters + 1)
+    if it > c.lr_decay_iters:
+        return c.min_lr
+    ratio = (it - c.warmup_iters) / (c.lr_decay_iters - c.warmup_iters)
+    return c.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c.learning_rate - c.min_lr)
 
-            # one optimizer step over the global batch; rank r takes micro-batches r, r + world, ...
-            offsets = torch.randint(len(train_data) - c.block_size,
-                                    (c.gradient_accumulation_steps, c.batch_size), generator=data_gen)
-            data_hash = hashlib.sha256(bytes.fromhex(data_hash) + offsets.numpy().tobytes()).hexdigest()
-            # dropout draws from a stream fixed by (seed, iteration, rank): a resumed run makes
-            # the same draws on every rank as an uninterrupted one, with no RNG state to save
-            torch.manual_seed(((c.seed << 32) + iter_num) * world_size + rank)
-            loss_sum = torch.zeros((), device=device)
-            for micro_step in range(micro_steps):
-                X, Y = get_batch(train_data, offsets[micro_step * world_size + rank], c.block_size, device)
-                # in DDP, gradients are averaged across ranks on the last micro-step only
-                sync = nullcontext() if not ddp or micro_step == micro_steps - 1 else train_model.no_sync()
-                with sync:
-                    with autocast:
-                        _, loss = train_model(X, Y)
-                        loss = loss / micro_steps
-                    scaler.scale(loss).backward()
-                loss_sum += loss.detach()
-            scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), c.grad_clip or float("inf"))
-            if not scaler.is_enabled() and not torch.isfinite(grad_norm):
-                # stop before anything is saved: the last good checkpoint stays as it was
-                raise UserError(f"non-finite loss or gradient at iteration {iter_num} (loss {loss_sum.item():.4g}): "
-                                f"stopped without saving; {ckpt_path} holds the last good state. "
-                                "Lower --learning_rate or check the data")
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            tokens_seen += tokens_per_iter
 
-            # timing and logging
-            t1 = time.time()
-            dt, t0 = t1 - t0, t1
-            if iter_num % c.log_interval == 0:
-                if ddp:  # report the loss of the global batch, not just this rank's share
-                    dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
-                if master:
-                    lossf = loss_sum.item()
-                    mfu = None
-                    if peak is not None:
-                        step_mfu = raw_model.estimate_mfu(micro_steps * c.batch_size, dt, peak)  # this rank's share
-                        if iter_num >= 5:  # let compilation and warm-up pass first
-                            running_mfu = step_mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * step_mfu
-                        mfu = running_mfu if running_mfu >= 0 else None
-                    mfu_text = f", mfu {mfu * 100:.2f}%" if mfu is not None else ""
-                    print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.2f}ms, "
-                          f"{tokens_per_iter / dt:,.0f} tok/s{mfu_text}")
-                    log({"iter": iter_num, "tokens": tokens_seen, "flops": tokens_seen * flops_per_token,
-                         "train_loss": lossf, "lr": lr, "tokens_per_sec": tokens_per_iter / dt, "mfu": mfu})
-            iter_num += 1
+@torch.no_grad()
+def estimate_loss(model, train_data, val_data, c, p):
+    """{'train': loss, 'val': loss}, each the mean over c.eval_iters batches of (c.batch_size,
+    c.block_size): the same batches at every evaluation."""
+    out = {}
+    model.eval()
+    for split, data in (("train", train_data), ("val", val_data)):
+        gen = torch.Generator().manual_seed(0)
+        losses = torch.zeros(c.eval_iters)
+        for k in range(c.eval_iters):
+            offsets = torch.randint(len(data) - c.block_size, (c.batch_size,), generator=gen)
+            X, Y = get_batch(data, offsets, c.block_size, p.device)
+            with p.autocast:
+                _, loss = model(X, Y)
+            losses[k] = loss.item()
+        out[split] = losses.mean().item()
+    model.train()
+    return out
 
-            stop = bool(stop_signal)
-            if ddp:  # every rank stops at the same step
-                flag = torch.tensor(float(stop), device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                stop = bool(flag.item())
-            if stop:
-                if master:
-                    checkpoint_now()
-                    name = stop_signal[0] if stop_signal else "a signal on another rank"
-                    print(f"stopped by {name} at iteration {iter_num}; saved {ckpt_path}. "
-                          f"Resume with the same command plus --init_from=resume")
-                break
-    finally:  # train() is also a library function: give the caller its handlers back
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
 
-    if master:
-        log_file.close()
-        if wandb_run is not None:
-            wandb_run.finish()
-    return {"iter_num": iter_num, "best_val_loss": best_val_loss, "val_loss": last_val,
-            "data_hash": data_hash, "params": raw_model.param_breakdown()}
+def save_training_state(path, raw_model, optimizer, scaler, data_gen, config, meta,
+                        iter_num, best_val_loss, tokens_seen, data_hash):
+    """Write the checkpoint a run resumes from exactly (and sample.py and eval.py read)."""
+    save_checkpoint({
+        "model": raw_model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "model_args": asdict(raw_model.config),
+        "iter_num": iter_num,
+        "best_val_loss": best_val_loss,
+        "tokens": tokens_seen,
+        "data_hash": data_hash,
+        "config": config,
+        "meta": meta,
+        "rng": {"data": data_gen.get_state()},  # dropout's needs no state: see train_step
+    }, path)
+
+
+def train_step(model, raw_model, optimizer, scaler, train_data, offsets, iter_num, c, p):
+    """One optimizer step over the global batch whose rows start at `offsets`,
+    (gradient_accumulation_steps, batch_size): rank r takes micro-batches r, r + world_size, ...
+    Returns this rank's loss, the mean over its micro-batches (a 0-dim tensor on p.device).
+    model: what runs forward (compiled, DDP-wrapped); raw_model: the module underneath."""
+    # dropout draws from a stream fixed by (seed, iteration, rank): a resumed run makes the same
+    # draws on every rank as an uninterrupted one, with no RNG state to save
+    torch.manual_seed(((c.seed << 32) + iter_num) * p.world_size + p.rank)
+    loss_sum = torch.zeros((), device=p.device)
+    for micro_step in range(p.micro_steps):
+        X, Y = get_batch(train_data, offsets[micro_step * p.world_size + p.rank], c.block_size, p.device)
+        # in DDP, gradients are averaged across ranks on the last micro-step only
+        sync = nullcontext() if not p.ddp or micro_step == p.micro_steps - 1 else model.no_sync()
+        with sync:
+            with p.autocast:
+                _, loss = model(X, Y)
+                loss = loss / p.micro_steps
+            scaler.scale(loss).backward()
+        loss_sum += loss.detach()
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), c.grad_clip or float("inf"))
+    if not scaler.is_enabled() and not torch.isfinite(grad_norm):
+        # stop before anything is saved: the last good checkpoint stays as it was
+        raise UserError(f"non-finite loss or gradient at iteration {iter_num} (loss {loss_sum.item():.4g}): "
+                        f"stopped without saving; {os.path.join(c.out_dir, 'ckpt.pt')} holds the last good "
+                        "state. Lower --learning_rate or check the data")
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum
+
+
+class StepClock:
+    """Times the training steps, for the log: lap() gives a step's duration (evaluation left out),
+    mfu() a running model FLOPs utilization, eta() the time left at the pace since this process's
+    first step (compilation left out, evaluations in: they recur until the end)."""
+
+    def __init__(self, raw_model, sequences_per_step, device):
+        self.raw_model, self.sequences_per_step = raw_model, sequences_per_step  # this rank's share
+        self.peak = peak_flops(device)  # None where unknown: no MFU
+        self.running_mfu = None
+        self.t0, self.dt, self.first = time.time(), None, None
+
+    def restart(self):
+        self.t0 = time.time()
+
+    def lap(self, iter_num):
+        """The seconds since the last lap or restart: step iter_num has just ended."""
+        t1 = time.time()
+        self.dt, self.t0 = t1 - self.t0, t1
+        if self.first is None:
+            self.first = (t1, iter_num)
+        return self.dt
+
+    def mfu(self, iter_num):
+        """The running MFU after the lap of step iter_num (None before step 5, or without a known peak)."""
+        if self.peak is not None and iter_num >= 5:  # let compilation and warm-up pass first
+            step_mfu = self.raw_model.estimate_mfu(self.sequences_per_step, self.dt, self.peak)
+            self.running_mfu = step_mfu if self.running_mfu is None else 0.9 * self.running_mfu + 0.1 * step_mfu
+        return self.running_mfu
+
+    def eta(self, iter_num, max_iters):
+        """Seconds until the last step (max_iters - 1) ends, at the lap of step iter_num."""
+        start, start_iter = self.first
+        pace = (self.t0 - start) / (iter_num - start_iter) if iter_num > start_iter else self.dt
+        return pace * max(0, max_iters - iter_num - 1)
+
+
+def format_duration(seconds):
+    """'42s', '5m12s', '3h07m' or '2d05h'."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def step_line(iter_num, max_iters, loss, lr, dt, tokens_per_iter, mfu, eta):
+    """A training step's line on stdout: which step of how many (and the fraction done once it
+    ends), the numbers its log.jsonl row holds, and the time left."""
+    mfu_text = f", mfu {mfu * 100:.2f}%" if mfu is not None else ""
+    return (f"iter {iter_num}/{max_iters} ({(iter_num + 1) / max_iters:.1%}): loss {loss:.4f}, lr {lr:.2e}, "
+            f"time {dt * 1000:.2f}ms, {tokens_per_iter / dt:,.0f} tok/s{mfu_text}, eta {format_duration(eta)}")
+
+
+# ---------------------------------------------------------------- preemption and shutdown
+
+def catch_stop_signals():
+    """SIGTERM (a cluster preempting the job) and SIGINT (Ctrl-C) no longer kill the process:
+    their names go to the list returned, and the loop finishes its step, saves and stops.
+    Returns (that list, the handlers they replaced)."""
+    caught = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signal.Signals(signum).name))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    return caught, previous
+
+
+def restore_signal_handlers(previous):
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def stop_requested(caught, p):
+    """Whether a stop signal was caught; under DDP, on any rank, so that every rank stops at the same step."""
+    stop = bool(caught)
+    if p.ddp:
+        flag = torch.tensor(float(stop), device=p.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        stop = bool(flag.item())
+    return stop
 
 
 def end_ddp():

@@ -1,5 +1,7 @@
 # ContextLM-Base on OpenWebText, the paper's Table 1: GPT-2 124M (12 layers, 12 heads, 768) plus
 # a 2-layer context predictor with chunk size 4, lr 1e-3, ~0.5M tokens a step, 9B tokens.
+# This is also the run of train.py without a config: its DEFAULTS are these settings, under
+# other names (out_dir "out", wandb_run_name "run"); tests/test_train.py checks they agree.
 # Sized for one node of 8 GPUs (80 GB each):
 #   python prepare.py openwebtext
 #   torchrun --standalone --nproc_per_node=8 train.py config/train_contextlm_owt.py
@@ -8,7 +10,6 @@
 
 out_dir = "out-contextlm-owt"
 wandb_log = False
-wandb_project = "contextlm-owt"
 wandb_run_name = "contextlm-base"
 
 dataset = "openwebtext"

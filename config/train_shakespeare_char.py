@@ -2,7 +2,7 @@
 # 2-core CPU in about 8 minutes:
 #   python prepare.py shakespeare_char
 #   python train.py config/train_shakespeare_char.py
-#   python sample.py --out_dir=out-shakespeare-char
+#   python sample.py                    # samples the most recent checkpoint: this run
 # The GPT baseline is the same command with --n_ctx_layer=0 --out_dir=out-shakespeare-char-gpt.
 # On a GPU, scale it up as nanoGPT's recipe does (val loss ~1.47 in a few minutes):
 #   --device=cuda --compile=True --n_layer=6 --n_head=6 --n_embd=384 --block_size=256

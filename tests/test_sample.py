@@ -4,6 +4,7 @@ greedy decoding is deterministic, prompts can come from a file, and bad input ge
 error. Tiny models, CPU."""
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -11,8 +12,7 @@ import torch
 import common
 import prepare
 import sample
-from conftest import run_script
-from test_train import assert_one_line_error, cli, run_train, tiny_args
+from conftest import assert_one_line_error, cli, run_script, run_train, tiny_args
 
 SEPARATOR = "\n---------------\n"  # what sample.py prints after each sample
 
@@ -119,6 +119,39 @@ def test_bpe_sampling_never_emits_padding_ids(bpe_ckpt, tmp_path, capsys):
 def test_local_hugging_face_gpt2_folder(hf_dir, capsys):
     sample_twice(capsys, "Hello, world", 2, f"--init_from={hf_dir}", "--start=Hello, world", "--temperature=0",
                  "--max_new_tokens=8")
+
+
+def test_without_out_dir_the_most_recent_checkpoint(char_ckpt, char_data, tmp_path, monkeypatch, capsys):
+    """`python sample.py` right after the README's first command samples from the model that run
+    trained: with no --out_dir, the most recently written ./out*/ckpt.pt, named on stderr. Of two
+    runs, the newer wins (their samples at one seed differ, so they show which one was used);
+    with none, one line naming the command that trains one."""
+    monkeypatch.chdir(tmp_path)
+    status, _, err = cli(capsys, sample, "--device=cpu")
+    assert_one_line_error(status, err, "no checkpoint", "./out*/ckpt.pt",
+                          "python prepare.py shakespeare_char && python train.py config/train_shakespeare_char.py")
+
+    shutil.copytree(char_ckpt, "out-shakespeare-char")  # 20 steps
+    run_train(tiny_args(char_data, "out-2-steps", max_iters=2, eval_interval=2))
+    shutil.copytree(char_ckpt, "newest")  # not where train.py's runs go: ignored
+    os.utime(os.path.join("newest", "ckpt.pt"), (3e9, 3e9))
+    args = ["--start=ROMEO:", "--temperature=1.0", "--num_samples=1", "--max_new_tokens=40", "--device=cpu"]
+    expected = {run: cli(capsys, sample, *args, f"--out_dir={run}")[1] for run in ("out-shakespeare-char",
+                                                                                    "out-2-steps")}
+    assert expected["out-shakespeare-char"] != expected["out-2-steps"]
+    for newest, older in (("out-shakespeare-char", "out-2-steps"), ("out-2-steps", "out-shakespeare-char")):
+        os.utime(os.path.join(older, "ckpt.pt"), (1e9, 1e9))
+        os.utime(os.path.join(newest, "ckpt.pt"), (2e9, 2e9))
+        status, out, err = cli(capsys, sample, *args)
+        assert status == 0, err
+        assert out == expected[newest]
+        assert err.startswith(f"sampling from {os.path.join(newest, 'ckpt.pt')}, the most recent checkpoint; "
+                              "--out_dir=DIR picks another\n"), err
+
+    # and with no argument at all: the defaults' 3 samples of 500 characters
+    status, out, err = cli(capsys, sample)
+    assert status == 0 and err.startswith(f"sampling from {os.path.join('out-2-steps', 'ckpt.pt')}"), err
+    assert all(len(t) == 1 + 500 for t in samples(out, "\n", 3))
 
 
 # ---------------------------------------------------------------- 2. bad input

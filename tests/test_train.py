@@ -2,96 +2,28 @@
 the documented files, resuming is exact, DDP on CPU matches one process, torch.compile trains,
 bad input gets a one-line error, and the shipped config files are valid.
 
-Tiny runs on shakespeare_char, CPU, float32. train.train() runs in-process where no subprocess is
-needed; subprocesses are for what only they show (torchrun, the compiled model, the CLI itself).
-The helpers at the top (TINY, tiny_args, run_train, cli, assert_one_line_error, read_log,
-weights) are shared with test_fault.py and test_sample.py."""
+Tiny runs on shakespeare_char, CPU, float32 (conftest.TINY). train.train() runs in-process where
+no subprocess is needed; subprocesses are for what only they show (torchrun, the compiled model,
+the CLI itself)."""
 
 import ast
 import glob
-import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import common
 import train
-from conftest import ROOT, run_script
+from conftest import (ROOT, assert_one_line_error, cli, read_log, run_script, run_train, signal_handlers_kept,
+                      tiny_args, weights)
 from model import GPTConfig
-
-# A model of ~50k parameters, 2 micro-batches of 4 x 32 characters a step: a step takes milliseconds
-TINY = dict(dataset="shakespeare_char", n_layer=2, n_head=2, n_embd=32, block_size=32, batch_size=4,
-            gradient_accumulation_steps=2, compile=False, eval_iters=2, device="cpu", dtype="float32",
-            learning_rate=1e-2, min_lr=1e-3, warmup_iters=1, log_interval=1)
-
-
-def tiny_args(data_root, out_dir, **overrides):
-    """Command-line arguments of a tiny run: TINY, then overrides, as --key=value."""
-    config = TINY | dict(data_root=data_root, out_dir=out_dir) | overrides
-    return [f"--{k}={v}" for k, v in config.items()]
-
-
-@contextmanager
-def signal_handlers_kept():
-    """train() installs SIGTERM/SIGINT handlers for preemption; put the test process's back."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler)
-
-
-def run_train(args):
-    """train.train() in this process, configured exactly as `python train.py args` would be."""
-    with signal_handlers_kept():
-        return train.train(common.parse_config(train.DEFAULTS, list(args)))
-
-
-def cli(capsys, module, *args):
-    """module.main() in this process as `python module.py args` runs it (through run_main):
-    (exit status, stdout, stderr). Cheaper than a subprocess by the ~3 s of importing torch."""
-    capsys.readouterr()  # drop what earlier steps printed
-    saved_argv, sys.argv = sys.argv, [module.__file__, *map(str, args)]
-    status = 0
-    try:
-        with signal_handlers_kept():
-            common.run_main(module.main)
-    except SystemExit as e:
-        status = e.code
-    finally:
-        sys.argv = saved_argv
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def assert_one_line_error(status, err, *needles):
-    """A non-zero exit and exactly one stderr line, 'error: ...', containing every needle."""
-    assert status not in (0, None), f"expected a failure, got exit status {status}\n{err}"
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), f"not a one-line error:\n{err}"
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
-    return lines[0]
-
-
-def read_log(out_dir):
-    """The rows of out_dir/log.jsonl, split into (training rows, evaluation rows)."""
-    with open(os.path.join(out_dir, "log.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    return [r for r in rows if "val_loss" not in r], [r for r in rows if "val_loss" in r]
-
-
-def weights(out_dir):
-    return common.load_checkpoint(str(out_dir))["model"]
 
 
 # ---------------------------------------------------------------- 1. a short run learns
@@ -128,6 +60,53 @@ def test_train_function_restores_signal_handlers(char_data, tmp_path):
         train.train(common.parse_config(train.DEFAULTS, tiny_args(char_data, tmp_path, max_iters=1)))
         after = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     assert after == before
+
+
+STEP_LINE = re.compile(r"iter (\d+)/(\d+) \((\d+\.\d)%\): loss (\d+\.\d{4}), lr (\S+), time \d+\.\d\dms, "
+                       r"[\d,]+ tok/s, eta (\d+s|\d+m\d\ds)")
+
+
+def test_log_lines_say_how_far_and_how_long(char_data, tmp_path, capsys):
+    """Each training step's stdout line says which step of how many, the fraction done once it
+    ends and the time left, beside the numbers of its log.jsonl row; after the last, 0s."""
+    status, out, err = cli(capsys, train, *tiny_args(char_data, tmp_path, max_iters=4, eval_interval=2))
+    assert status == 0, err
+    lines = [line for line in out.splitlines() if line.startswith("iter ")]
+    rows = read_log(tmp_path)[0]
+    assert len(lines) == len(rows) == 4
+    for line, row in zip(lines, rows):
+        m = STEP_LINE.fullmatch(line)
+        assert m, line
+        assert (int(m[1]), int(m[2])) == (row["iter"], 4)
+        assert m[3] == f"{(row['iter'] + 1) / 4 * 100:.1f}"  # 25.0, 50.0, 75.0, 100.0
+        assert m[4] == f"{row['train_loss']:.4f}" and m[5] == f"{row['lr']:.2e}"
+    assert lines[-1].endswith(", eta 0s")
+
+
+def test_eta_leaves_compilation_out_and_evaluations_in(monkeypatch):
+    """StepClock on a fake clock: a 30 s first step (compiling), then 2 s steps and a 4 s
+    evaluation. The ETA uses the first step alone until there is a second, then the pace since
+    the first, evaluations included (they recur); a step's dt leaves the evaluation out."""
+    now = [0.0]
+    monkeypatch.setattr(train, "time", SimpleNamespace(time=lambda: now[0]))
+    clock = train.StepClock(raw_model=None, sequences_per_step=1, device="cpu")
+    timeline = [(30, None), (2, None), (2, "eval 4"), (2, None)]
+    expected = [(30, 30 * 9), (2, 2 * 8), (2, (2 + 4 + 2) / 2 * 7), (2, (2 + 4 + 2 + 2) / 3 * 6)]
+    for it, ((step, event), (dt, eta)) in enumerate(zip(timeline, expected)):
+        if event:
+            now[0] += 4
+            clock.restart()
+        now[0] += step
+        assert clock.lap(it) == dt
+        assert clock.eta(it, max_iters=10) == pytest.approx(eta)
+        assert clock.mfu(it) is None  # no known peak FLOP/s on a CPU
+    assert clock.eta(9, max_iters=10) == 0
+
+
+def test_format_duration():
+    cases = {0: "0s", 59.4: "59s", 60: "1m00s", 312: "5m12s", 3599: "59m59s", 3600: "1h00m", 7260: "2h01m",
+             86399: "23h59m", 86400: "1d00h", 3 * 86400 + 5 * 3600 + 59: "3d05h"}
+    assert {s: train.format_duration(s) for s in cases} == cases
 
 
 # ---------------------------------------------------------------- 2. resuming is exact
@@ -305,6 +284,28 @@ def test_config_file_is_valid(path):
     a job), and the model it describes is a valid GPTConfig."""
     config = common.parse_config(script_defaults(path), [path])
     GPTConfig(**{k: config[k] for k in common.MODEL_KEYS if k in config})
+
+
+def test_bare_command_is_the_papers_contextlm_base_run(capsys, monkeypatch):
+    """`python train.py` with no config trains what config/train_contextlm_owt.py does (the
+    paper's Table 1 ContextLM-Base run), apart from the names of the run; and that run is the
+    paper's: GPT-2 124M + a 2-layer predictor, w=4, lr 1e-3, ~0.5M-token steps, 9.0B tokens."""
+    names = ("out_dir", "wandb_run_name")
+    owt = common.parse_config(train.DEFAULTS, [os.path.join(ROOT, "config", "train_contextlm_owt.py")])
+    assert {k: v for k, v in owt.items() if k not in names} == \
+        {k: v for k, v in train.DEFAULTS.items() if k not in names}
+    assert all(owt[k] != train.DEFAULTS[k] for k in names)  # the config names its run
+    # the bare command line hands train() exactly the defaults
+    seen = []
+    monkeypatch.setattr(train, "train", seen.append)
+    monkeypatch.setattr(train, "end_ddp", lambda: None)
+    assert cli(capsys, train)[0] == 0 and seen == [train.DEFAULTS]
+    c = train.DEFAULTS
+    assert (c["n_layer"], c["n_head"], c["n_embd"], c["n_ctx_layer"], c["chunk_size"], c["n_enc_layer"]) == \
+        (12, 12, 768, 2, 4, 0)
+    assert c["learning_rate"] == 1e-3 and c["lr_decay_iters"] == c["max_iters"]
+    step = c["gradient_accumulation_steps"] * c["batch_size"] * c["block_size"]
+    assert step == 524_288 and c["max_iters"] * step == pytest.approx(9.0e9, rel=1e-3)
 
 
 def test_owt_configs_take_half_a_million_tokens_a_step():
