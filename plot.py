@@ -129,15 +129,15 @@ def plot_positions(c):
     bins = position_bins(len(losses[0]), c["bins"])
     x = [math.sqrt((a + 1) * b) for a, b in bins]  # tokens of context: position t sees t + 1
     binned = [[sum(loss[a:b]) / (b - a) for a, b in bins] for loss in losses]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), squeeze=False)
-    for y, label in zip(binned, labels):
-        axes[0, 0].plot(x, y, label=label)
-    for y, label in zip(binned[1:], labels[1:]):
-        axes[0, 1].plot(x, [a - b for a, b in zip(y, binned[0])], label=f"{label} − {labels[0]}")
-    axes[0, 1].axhline(0.0, color="gray", lw=0.8)
-    axes[0, 0].set_ylabel(f"{dataset} loss (nats)")
-    axes[0, 1].set_ylabel(f"loss difference (nats), < 0: better than {labels[0]}")
-    for ax in axes[0]:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (y, label) in enumerate(zip(binned, labels)):  # a run has the same colour in both panels
+        left.plot(x, y, color=f"C{i}", label=label)
+        if i > 0:
+            right.plot(x, [a - b for a, b in zip(y, binned[0])], color=f"C{i}", label=f"{label} − {labels[0]}")
+    right.axhline(0.0, color="gray", lw=0.8)
+    left.set_ylabel(f"{dataset} loss (nats)")
+    right.set_ylabel(f"loss difference (nats), < 0: better than {labels[0]}")
+    for ax in (left, right):
         ax.set_xscale("log")
         ax.set_xlabel("tokens of context (position in the window + 1)")
         ax.grid(alpha=0.3)
