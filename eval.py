@@ -360,7 +360,10 @@ def load_dataset(data_root, name, max_tokens):
 
 
 def is_gpt2(spec):
-    """Whether --ckpt's entry names OpenAI's GPT-2 (a model name or a Hugging Face folder)."""
+    """Whether --ckpt's entry names OpenAI's GPT-2 (a model name or a Hugging Face folder); a
+    train.py run directory of the same name wins."""
+    if spec.endswith(".pt") or os.path.isfile(os.path.join(spec, "ckpt.pt")):
+        return False
     return spec in GPT2_NAMES or os.path.isfile(os.path.join(spec, "config.json"))
 
 

@@ -151,7 +151,7 @@ def test_multiple_choice_through_the_harness(char_model, tmp_path):
     assert all(abs(a - b) > 1e-2 for a, b in zip(kept_left, scores[2]))
 
 
-def test_gpt2_weights_give_the_harness_own_numbers(tmp_path):
+def test_gpt2_weights_give_the_harness_own_numbers(tmp_path, monkeypatch):
     """A local Hugging Face GPT-2 folder (--ckpt accepts one) through eval.py's harness model and
     through the harness's own Hugging Face model (lm-eval's `hf`, needs accelerate): the same
     log-likelihoods, greedy flags and metrics on lambada_openai as shipped (local data, a text
@@ -178,6 +178,11 @@ def test_gpt2_weights_give_the_harness_own_numbers(tmp_path):
                doc_to_text="", doc_to_target="{{text}}", metric_list=[{"metric": "word_perplexity"}])
     model, meta, name = eval_script.load_model(folder)
     assert meta == GPT2_META and model.config.n_ctx_layer == 0 and name.startswith("gpt2-tiny (")
+    assert eval_script.is_gpt2(folder) and eval_script.is_gpt2("gpt2-medium")
+    (tmp_path / "gpt2").mkdir()
+    (tmp_path / "gpt2" / "ckpt.pt").touch()
+    monkeypatch.chdir(tmp_path)
+    assert not eval_script.is_gpt2("gpt2")  # a run directory named like GPT-2 is a run
     ours = evaluate(harness_lm(model, meta, stride=12, batch_size=2), ["local_lambada", "local_text"], tmp_path)
     theirs = evaluate("hf", ["local_lambada", "local_text"], tmp_path, model_args=f"pretrained={folder},dtype=float32",
                       device="cpu", batch_size=2)
