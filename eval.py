@@ -1,16 +1,35 @@
 """
-Perplexity of trained checkpoints on prepared test sets, laid out like the paper's Table 2, and
-LAMBADA last-word perplexity and accuracy.
+Evaluate checkpoints the way the paper does: perplexity on prepared test sets (its Table 2),
+downstream tasks through lm-evaluation-harness (its Table 4), and loss by position within the
+window (its Figure 5 question: does the gain grow with context?).
 
-    python prepare.py wikitext && python prepare.py lambada
-    python eval.py --ckpt=out-gpt2,out-contextlm --datasets=wikitext,lambada --json=table2.json
+    python prepare.py wikitext && python prepare.py lambada && python prepare.py lambada_standard
+    python eval.py --ckpt=out-gpt2,out-contextlm --datasets=openwebtext,wikitext,lambada,lambada_standard \
+        --json=results.json
+    python eval.py --ckpt=out-gpt2,out-contextlm,gpt2 --tasks=paper --num_fewshot=0 --json=results.json
+    python eval.py --ckpt=out-gpt2,out-contextlm --datasets=openwebtext --by_position=True --json=positions.json
     python eval.py --ckpt=out-shakespeare-char --datasets=shakespeare_char --max_tokens=20000
 
-Each dataset is read from <data_root>/<NAME>/test.bin, or val.bin where it has no test split.
+--ckpt names train.py checkpoints (a directory holding ckpt.pt, or a .pt file) or OpenAI's GPT-2
+(gpt2, gpt2-medium, gpt2-large, gpt2-xl, or a local Hugging Face folder; needs transformers),
+loaded as plain GPT-2 (n_ctx_layer=0): a reference row. --json merges into the file: results of
+other checkpoints, datasets and tasks already there are kept.
 
-Perplexity uses a sliding window over the whole split, so every token is scored exactly once
-and with as much left context as block_size allows. The targets are ids[1:]. Every window is
-L = min(block_size, len(ids) - 1) consecutive tokens ids[e-L:e], predicting ids[e-L+1 .. e]:
+Datasets (--datasets) are read from <data_root>/<NAME>/test.bin, or val.bin where there is no
+test split. Table 2's columns:
+  - NAME ppl: token-level perplexity of the whole split, by a sliding window (below);
+  - NAME word ppl, NAME acc, for LAMBADA (a dataset whose meta.json has "examples", prepared by
+    `prepare.py lambada` or `lambada_standard`): each example's last word scored as
+    lm-evaluation-harness scores lambada_openai and lambada_standard, the numbers published for
+    LAMBADA and the paper's Lambada columns. word ppl = exp of minus the mean, over examples, of
+    the last word's log-likelihood given its context (summed over the word's tokens: per word,
+    not per token); acc = the share of examples whose every last-word token is the greedy choice
+    (teacher-forced). A context longer than the window keeps its last tokens;
+  - avg ppl: the mean of the ppl columns, LAMBADA's word ppl (the paper's Avg PPL).
+
+The sliding window scores every token exactly once, with as much left context as block_size
+allows. The targets are ids[1:]. Every window is L = min(block_size, len(ids) - 1) consecutive
+tokens ids[e-L:e], predicting ids[e-L+1 .. e]:
   - the first window ends at e = L and scores all of its targets, ids[1 .. L];
   - each next one ends `stride` tokens later, e = min(e_prev + stride, len(ids) - 1), and scores
     only its new targets ids[e_prev+1 .. e] (its last e - e_prev positions); its earlier
@@ -19,19 +38,25 @@ L = min(block_size, len(ids) - 1) consecutive tokens ids[e-L:e], predicting ids[
 A target ids[t] with t <= L sees all of ids[0:t]; a later one sees between block_size - stride
 + 1 and block_size tokens. stride = block_size gives non-overlapping windows (fast, less
 context); stride = 1 gives every target a full block_size of context (slowest).
---batch_size windows go through the model together: raise it for tiny models, lower it when
-the logits (batch_size x block_size x vocab_size floats) do not fit in memory.
+--batch_size windows (LAMBADA examples, harness requests) go through the model together: raise
+it for tiny models, lower it when the logits (batch_size x block_size x vocab_size floats) do
+not fit in memory.
 
-LAMBADA (a dataset whose meta.json has "examples"): the token-level perplexity above, and its
-last words scored as lm-evaluation-harness scores lambada_openai (the numbers published for
-LAMBADA, the paper's Table 2 among them):
-  - word ppl: exp of minus the mean, over examples, of the last word's log-likelihood given
-    its context (summed over the word's tokens: a per-word, not a per-token, perplexity);
-  - acc: an example is right when greedy prediction gets every token of the last word right
-    (teacher-forced over the word's tokens).
-Contexts longer than the window keep their last tokens.
+Tasks (--tasks, needs `pip install -r requirements-eval.txt`): any of the harness's tasks, by
+name; `paper` names the paper's nine (PAPER_TASKS); --include_path=DIR adds a folder of the
+harness's task YAML files (your own or local tasks). The table shows acc in % for each task
+(acc_norm, perplexity and the other metrics are in --json) and their mean, like Table 4; one
+--num_fewshot per run (the paper reports 0 and 5). The harness's perplexity tasks (wikitext, ...)
+are scored by the sliding window above: --stride=BLOCK_SIZE gives the harness's own
+non-overlapping windows. See docs/evaluation.md.
+
+--by_position=True adds, for each dataset, the mean loss at each position of the window over
+non-overlapping windows of block_size + 1 tokens (position t predicts token t + 1 from the
+t + 1 before it); `python plot.py positions --json=...` draws it with each run minus the first.
 """
 
+import difflib
+import functools
 import json
 import math
 import os
@@ -41,20 +66,32 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from common import (UserError, checkpoint_path, load_checkpoint, load_meta, model_from_checkpoint, open_split,
-                    parse_config, run_main, setup_device)
+from common import (Tokenizer, UserError, checkpoint_path, load_checkpoint, load_meta, model_from_checkpoint,
+                    model_from_gpt2, open_split, parse_config, run_main, setup_device)
 
 DEFAULTS = dict(
-    ckpt="out",                  # comma-separated checkpoint directories (each holds ckpt.pt)
-    datasets="wikitext,lambada",  # comma-separated dataset names under data_root (see prepare.py)
+    ckpt="out",                  # comma-separated checkpoint directories (each holds ckpt.pt) or GPT-2 names
+    datasets="",                 # comma-separated dataset names under data_root (see prepare.py): Table 2
+    tasks="",                    # comma-separated lm-evaluation-harness tasks, or `paper`: Table 4
+    num_fewshot=0,               # tasks: examples shown before each question (the paper: 0 and 5)
+    limit=0,                     # tasks: evaluate only the first `limit` examples of each; 0 = all
+    include_path="",             # tasks: a folder of extra task YAML files
+    by_position=False,           # datasets: also the loss at each position of the window
     data_root="data",
     stride=0,                    # sliding-window step in tokens; 0 = block_size // 2
-    batch_size=8,                # windows (or LAMBADA examples) per forward pass
+    batch_size=8,                # windows, LAMBADA examples or harness requests per forward pass
     max_tokens=0,                # evaluate only the first max_tokens tokens of each split; 0 = all
-    json="",                     # also write the results to this JSON file
+    json="",                     # also merge the results into this JSON file
     device="auto",
     dtype="auto",
 )
+
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+GPT2_META = {"tokenizer": "gpt2", "vocab_size": 50257}  # what a GPT-2 model reads, as a dataset's meta.json says it
+# The paper's Table 4, in its column order. Its one metric per task, averaged into "Avg Acc", is
+# the harness's acc (acc_norm is in the JSON too).
+PAPER_TASKS = ("lambada_openai", "arc_easy", "lambada_standard", "arc_challenge", "winogrande", "piqa", "hellaswag",
+               "sciq", "race")
 
 
 # ---------------------------------------------------------------- perplexity
@@ -94,38 +131,213 @@ def sliding_window_nll(model, ids, block_size, stride, batch_size, device, autoc
     return total, count
 
 
-# ---------------------------------------------------------------- LAMBADA
+# ---------------------------------------------------------------- continuations: LAMBADA, harness requests
 
 @torch.no_grad()
-def lambada_last_word(model, ids, examples, block_size, batch_size, device, autocast):
-    """(number right, summed negative log-likelihood of the last words) over the examples
-    [start, target_start, end], the last word being ids[target_start:end], each of its tokens
-    predicted from the context and the word's earlier tokens (teacher forcing). An example is
-    right when every one of those predictions' argmax is the word's token."""
-    if not examples:
-        return 0, 0.0
-    longest = max(end - target_start for _, target_start, end in examples)
+def score_continuations(model, pairs, block_size, batch_size, device, autocast):
+    """[(log-likelihood, is_greedy), ...] of each (context ids, continuation ids) pair of lists:
+    the summed log-probability of the continuation's tokens, each given everything before it,
+    and whether every one of them is the model's argmax there (teacher forcing). The input is
+    context + continuation minus its last token, cropped to its last block_size tokens: a long
+    context loses its start, the continuation keeps its whole window (it must fit in one)."""
+    longest = max((len(cont) for _, cont in pairs), default=0)
     if longest > block_size:
-        raise UserError(f"a LAMBADA last word has {longest} tokens, more than block_size={block_size}")
-    right, nll = 0, 0.0
-    for b in range(0, len(examples), batch_size):
-        batch = examples[b:b + batch_size]
-        # the input is context + last word minus its final token, cropped to its last block_size
-        inputs = [ids[max(start, end - 1 - block_size):end - 1] for start, _, end in batch]
+        raise UserError(f"a continuation to score has {longest} tokens, more than block_size={block_size}: "
+                        "use a model with a longer window, or a task with shorter answers")
+    # longest inputs first: a batch holds similar lengths, so little padding
+    order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))
+    results = [None] * len(pairs)
+    for b in range(0, len(order), batch_size):
+        batch = order[b:b + batch_size]
+        inputs = [(pairs[i][0] + pairs[i][1])[-(block_size + 1):-1] for i in batch]
         # right-padding is harmless: attention and context chunks are causal, so the padded
         # positions never change the logits of the real ones before them
-        T = max(len(x) for x in inputs)
-        x = torch.zeros(len(batch), T, dtype=torch.long)
-        for i, inp in enumerate(inputs):
-            x[i, :len(inp)] = inp
+        x = torch.zeros(len(batch), max(map(len, inputs)), dtype=torch.long)
+        for row, inp in enumerate(inputs):
+            x[row, :len(inp)] = torch.tensor(inp)
         with autocast:
             logits, _ = model(x.to(device), all_logits=True)
-        for i, (inp, (_, target_start, end)) in enumerate(zip(inputs, batch)):
-            n = end - target_start  # the last word's tokens are predicted at the input's last n positions
-            word_logits, word = logits[i, len(inp) - n:len(inp)].float().cpu(), ids[target_start:end]
-            right += bool((word_logits.argmax(dim=-1) == word).all())
-            nll += F.cross_entropy(word_logits, word, reduction="sum").item()
-    return right, nll
+        for row, (i, inp) in enumerate(zip(batch, inputs)):
+            cont = torch.tensor(pairs[i][1])
+            # the continuation's tokens are predicted at the input's last len(cont) positions
+            logprobs = F.log_softmax(logits[row, len(inp) - len(cont):len(inp)].float(), dim=-1).cpu()
+            results[i] = (logprobs.gather(1, cont[:, None]).sum().item(), bool((logprobs.argmax(-1) == cont).all()))
+    return results
+
+
+def lambada_last_word(model, ids, examples, block_size, batch_size, device, autocast):
+    """(number right, summed negative log-likelihood of the last words) over the examples
+    [start, target_start, end] of the 1-D LongTensor ids, the last word being
+    ids[target_start:end] and its context ids[start:target_start] (score_continuations)."""
+    pairs = [(ids[start:target_start].tolist(), ids[target_start:end].tolist())
+             for start, target_start, end in examples]
+    scores = score_continuations(model, pairs, block_size, batch_size, device, autocast)
+    return sum(greedy for _, greedy in scores), -sum(logprob for logprob, _ in scores)
+
+
+# ---------------------------------------------------------------- loss by position in the window
+
+@torch.no_grad()
+def loss_by_position(model, ids, block_size, batch_size, device, autocast):
+    """(mean loss at each position of the window as a list of block_size floats, number of
+    windows). The 1-D LongTensor ids is cut into non-overlapping windows of block_size + 1 tokens
+    ids[s:s + block_size + 1]; position t predicts the window's token t + 1 from its t + 1 first."""
+    n_windows = (len(ids) - 1) // block_size
+    if n_windows == 0:
+        raise UserError(f"--by_position needs at least block_size + 1 = {block_size + 1} tokens, the split has "
+                        f"{len(ids)}: raise --max_tokens (0 = all)")
+    total = torch.zeros(block_size)
+    for b in range(0, n_windows, batch_size):
+        starts = range(b * block_size, min(b + batch_size, n_windows) * block_size, block_size)
+        x = torch.stack([ids[s:s + block_size] for s in starts]).to(device)
+        y = torch.stack([ids[s + 1:s + block_size + 1] for s in starts]).to(device)
+        with autocast:
+            logits, _ = model(x, all_logits=True)
+        loss = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none")  # (B, block_size)
+        total += loss.sum(dim=0).cpu()
+    return (total / n_windows).tolist(), n_windows
+
+
+# ---------------------------------------------------------------- lm-evaluation-harness
+
+@functools.cache
+def harness_lm_class():
+    """HarnessLM, this repo's GPT as an lm-evaluation-harness model. Built at first use, so that
+    lm_eval is imported only when --tasks is used. The harness's TemplateLM turns each request's
+    text into token ids its own way (context and continuation encoded together, then split;
+    trailing spaces of the context moved to the continuation); the scoring is ours."""
+    try:
+        from lm_eval.api.model import TemplateLM
+    except ImportError:
+        raise UserError("--tasks needs lm-evaluation-harness: pip install -r requirements-eval.txt")
+
+    class HarnessLM(TemplateLM):
+
+        def __init__(self, model, tokenizer, name, stride, batch_size, device, autocast):
+            super().__init__()
+            self.model, self.tok, self.name = model, tokenizer, name
+            self.block_size = model.config.block_size
+            self.stride, self.batch_size = stride, batch_size
+            self._device, self.autocast = device, autocast
+
+        @property
+        def eot_token_id(self):
+            """<|endoftext|>: the harness's context for a text that has none (GPT-2 BPE only)."""
+            if self.tok.kind != "gpt2":
+                raise UserError(f"{self.name}: this task scores text with no context before it, and a character-level "
+                                "model has no <|endoftext|> to start from: evaluate a GPT-2 BPE checkpoint on it")
+            return self.tok.enc.eot_token
+
+        def tok_encode(self, string, add_special_tokens=None, **kwargs):
+            try:
+                return self.tok.encode(string)
+            except UserError as e:  # a character the model's vocabulary lacks
+                raise UserError(f"{self.name} cannot read this task: {e}; evaluate a GPT-2 BPE checkpoint on it, "
+                                "or a task written in the model's characters")
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm=False, **kwargs):
+            """[(log-likelihood, is_greedy)] of each request ((context, continuation), context ids,
+            continuation ids)."""
+            pairs = [(context, continuation) for _, context, continuation in requests]
+            return score_continuations(self.model, pairs, self.block_size, self.batch_size, self._device,
+                                       self.autocast)
+
+        def loglikelihood_rolling(self, requests, disable_tqdm=False):
+            """The log-likelihood of each request's text, every token scored once by eval.py's sliding
+            window, after <|endoftext|> (GPT-2 BPE; a character-level model scores all but the first)."""
+            prefix = [self.eot_token_id] if self.tok.kind == "gpt2" else []
+            out = []
+            for (text,) in [r.args for r in requests]:
+                ids = torch.tensor(prefix + self.tok_encode(text))
+                total, _ = sliding_window_nll(self.model, ids, self.block_size, self.stride, self.batch_size,
+                                              self._device, self.autocast)
+                out.append(-total)
+            return out
+
+        def generate_until(self, requests, disable_tqdm=False):
+            """Each request's (context, generation kwargs) -> the text model.generate (KV cache)
+            appends, cut before the first of the `until` strings; greedy unless do_sample."""
+            out = []
+            for context, kwargs in [r.args for r in requests]:
+                kwargs = dict(kwargs)
+                until = kwargs.pop("until", None) or []
+                until = [until] if isinstance(until, str) else list(until)
+                max_gen_toks = int(kwargs.pop("max_gen_toks", 256))
+                temperature = float(kwargs.pop("temperature", 1.0))
+                if not kwargs.pop("do_sample", False):
+                    temperature = 0.0  # greedy, as the harness's models decode unless a task samples
+                top_k = kwargs.pop("top_k", None)
+                if kwargs.pop("top_p", 1.0) not in (None, 1.0) or kwargs:
+                    raise UserError(f"generation_kwargs {sorted(kwargs) or ['top_p']} are not supported "
+                                    "(model.generate takes until, max_gen_toks, do_sample, temperature, top_k): "
+                                    "drop them from the task's YAML")
+                if self.tok.kind == "gpt2":
+                    until.append(self.tok.decode([self.eot_token_id]))
+                ids = self.tok_encode(context) if context else [self.eot_token_id]
+                # leave room for the answer in the window, as the harness's own models do, so that
+                # it decodes from one KV cache; a window too short for that slides (model.generate)
+                keep = self.block_size - max_gen_toks if max_gen_toks < self.block_size else self.block_size
+                ids = torch.tensor([ids[-keep:]], device=self._device)
+                with self.autocast:
+                    new = self.model.generate(ids, max_gen_toks, temperature=temperature, top_k=top_k,
+                                              vocab_size=self.tok.vocab_size)[0, ids.size(1):]
+                text = self.tok.decode(new.tolist())
+                for stop in until:
+                    text = text.split(stop)[0]
+                out.append(text)
+            return out
+
+    return HarnessLM
+
+
+@functools.cache
+def task_manager(include_path):
+    """The harness's index of its ~15,000 task files and include_path's: seconds to build, so
+    once per process."""
+    from lm_eval.tasks import TaskManager
+    if include_path and not os.path.isdir(include_path):
+        raise UserError(f"--include_path={include_path} is not a folder: give a folder of task YAML files")
+    return TaskManager(include_path=include_path or None)
+
+
+def resolve_tasks(spec, include_path):
+    """The task names in --tasks (`paper` stands for PAPER_TASKS), each one the harness knows."""
+    harness_lm_class()  # a missing lm_eval is reported first
+    names = []
+    for name in (t.strip() for t in spec.split(",") if t.strip()):
+        names += PAPER_TASKS if name == "paper" else [name]
+    known = set(task_manager(include_path).all_tasks)
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise UserError(f"unknown task '{name}'{hint}: list the harness's tasks with `lm-eval ls tasks`, "
+                            "or add your own task YAML with --include_path=DIR")
+    return list(dict.fromkeys(names))  # each once, in order
+
+
+def evaluate_tasks(lm, tasks, include_path, num_fewshot, limit, batch_size):
+    """{TASK: {"acc": ..., "acc_norm": ..., other metrics, "n": examples, "num_fewshot": ...}}
+    from lm_eval.simple_evaluate (its task loading, request building and metrics). A task
+    evaluated with shots is keyed TASK@Nshot, so that 0- and 5-shot results live side by side."""
+    import lm_eval
+    try:
+        out = lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=task_manager(include_path),
+                                      num_fewshot=num_fewshot, limit=limit or None, batch_size=batch_size,
+                                      log_samples=False)
+    except (ConnectionError, FileNotFoundError) as e:  # a dataset the harness cannot reach or find
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load the tasks' data ({why}): the harness downloads it from the Hugging Face "
+                        "hub, so check the network, or the task YAML's dataset_path and data_files")
+    results = {}
+    for task, counts in out["n-samples"].items():  # leaf tasks only, not groups
+        # the harness keys metrics "METRIC,FILTER" ("none": no filter); a stderr it did not compute is "N/A"
+        metrics = {key.removesuffix(",none"): value for key, value in out["results"][task].items()
+                   if "," in key and isinstance(value, (int, float))}
+        shots = out["n-shot"][task]
+        results[task if shots == 0 else f"{task}@{shots}shot"] = metrics | {"n": counts["effective"],
+                                                                            "num_fewshot": shots}
+    return results
 
 
 # ---------------------------------------------------------------- the script
@@ -147,11 +359,33 @@ def load_dataset(data_root, name, max_tokens):
     return torch.from_numpy(data.astype(np.int64)), split, meta
 
 
+def is_gpt2(spec):
+    """Whether --ckpt's entry names OpenAI's GPT-2 (a model name or a Hugging Face folder); a
+    train.py run directory of the same name wins."""
+    if spec.endswith(".pt") or os.path.isfile(os.path.join(spec, "ckpt.pt")):
+        return False
+    return spec in GPT2_NAMES or os.path.isfile(os.path.join(spec, "config.json"))
+
+
+def load_model(spec):
+    """(model on the CPU in eval mode, its tokenizer's meta, the row's name) of a train.py
+    checkpoint, or of GPT-2 (is_gpt2) as plain GPT-2: its weights, no context predictor."""
+    if is_gpt2(spec):
+        model, meta = model_from_gpt2(spec, {"n_ctx_layer": 0}), GPT2_META
+    else:
+        checkpoint = load_checkpoint(spec)
+        if "meta" not in checkpoint:
+            raise UserError(f"{spec}: the checkpoint does not say which tokenizer it uses (no 'meta'): "
+                            "train it again with train.py")
+        model, meta = model_from_checkpoint(checkpoint, spec), checkpoint["meta"]
+    n = model.param_breakdown()
+    # a row is named after the checkpoint's folder
+    path = os.path.normpath(os.path.dirname(spec) if spec.endswith(".pt") else spec)
+    return model.eval(), meta, f"{os.path.basename(path) or path} ({(n['token'] + n['predictor']) / 1e6:.4g}M)"
+
+
 def check_tokenizer(ckpt_meta, meta, ckpt_dir, name, vocab_size):
     """The checkpoint must read token ids the way the dataset wrote them."""
-    if ckpt_meta is None:
-        raise UserError(f"{ckpt_dir}: the checkpoint does not say which tokenizer it uses (no 'meta'): "
-                        "train it again with train.py")
     if ckpt_meta["tokenizer"] != meta["tokenizer"]:
         raise UserError(f"{ckpt_dir} uses the {ckpt_meta['tokenizer']} tokenizer but '{name}' is tokenized "
                         f"with {meta['tokenizer']}: evaluate on a dataset prepared with the model's tokenizer")
@@ -162,64 +396,134 @@ def check_tokenizer(ckpt_meta, meta, ckpt_dir, name, vocab_size):
         raise UserError(f"'{name}' has {meta['vocab_size']} token ids, more than the model's vocab_size={vocab_size}")
 
 
-def print_table(results, names, datasets):
-    """A row per checkpoint, a column per dataset (LAMBADA also its last-word ppl and accuracy),
-    then the mean token-level ppl."""
-    header = ["model"]
-    for d in datasets:
-        header += [f"{d} ppl"] + ([f"{d} word ppl", f"{d} acc"] if "acc" in results[0][d] else [])
-    header.append("avg ppl")
-    rows = []
-    for name, res in zip(names, results):
-        row = [name]
-        for d in datasets:
-            row.append(f"{res[d]['ppl']:.2f}")
-            if "acc" in res[d]:
-                row += [f"{res[d]['word_ppl']:.2f}", f"{100 * res[d]['acc']:.2f}%"]
-        row.append(f"{sum(res[d]['ppl'] for d in datasets) / len(datasets):.2f}")
-        rows.append(row)
+def print_rows(header, rows):
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     for r in [header] + rows:
         print(" | ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths))))
 
 
+def print_table2(results, names, datasets):
+    """The paper's Table 2: a row per checkpoint, a ppl column per dataset (word ppl and acc for
+    LAMBADA), their mean; then what each column is."""
+    lambada = [d for d in datasets if "word_ppl" in results[0][d]]
+    header, notes = ["model"], []
+    for d in datasets:
+        header += [f"{d} word ppl", f"{d} acc"] if d in lambada else [f"{d} ppl"]
+        notes.append(f"{d}: " + ("last-word perplexity (per word, as lm-evaluation-harness's lambada) and "
+                                 "accuracy (every last-word token greedy)" if d in lambada else
+                                 f"token-level perplexity of the {results[0][d]['split']} split, sliding window "
+                                 f"(stride {results[0][d]['stride']})"))
+    header.append("avg ppl")
+    rows = []
+    for name, res in zip(names, results):
+        cells = [[f"{res[d]['word_ppl']:.2f}", f"{100 * res[d]['acc']:.2f}%"] if d in lambada else
+                 [f"{res[d]['ppl']:.2f}"] for d in datasets]
+        paper_ppl = [res[d]["word_ppl" if d in lambada else "ppl"] for d in datasets]
+        rows.append([name] + sum(cells, []) + [f"{sum(paper_ppl) / len(paper_ppl):.2f}"])
+    print_rows(header, rows)
+    for note in notes + ["avg ppl: mean of the ppl columns, word ppl for LAMBADA (the paper's Avg PPL)"]:
+        print(f"  {note}")
+
+
+def print_table4(results, names, keys):
+    """The paper's Table 4: a row per checkpoint, a column per task (acc in %, or the task's
+    first metric where it has no acc), the mean of the acc columns; then what they are."""
+    first = results[0]
+    metric = {k: "acc" if "acc" in first[k] else next(m for m in first[k] if m not in ("n", "num_fewshot"))
+              for k in keys}
+    accs = [k for k in keys if metric[k] == "acc"]
+    header = ["model"] + [k if metric[k] == "acc" else f"{k} {metric[k]}" for k in keys] + ["avg acc"] * bool(accs)
+    rows = []
+    for name, res in zip(names, results):
+        row = [f"{100 * res[k]['acc']:.1f}" if metric[k] == "acc" else f"{res[k][metric[k]]:.4g}" for k in keys]
+        avg = [f"{100 * sum(res[k]['acc'] for k in accs) / len(accs):.1f}"] * bool(accs)
+        rows.append([name] + row + avg)
+    print_rows(header, rows)
+    shots = "/".join(str(s) for s in sorted({first[k]["num_fewshot"] for k in keys}))
+    print(f"  {shots}-shot, lm-evaluation-harness; examples per task: {', '.join(str(first[k]['n']) for k in keys)}")
+    print("  acc: % of examples whose right answer has the highest log-likelihood (acc_norm, per character, "
+          "is in --json);")
+    print("  LAMBADA: % of examples whose last word is the greedy choice; avg acc: mean of the acc columns")
+
+
+def print_positions(results, names, datasets):
+    """Mean loss by position in the window, in buckets of context length 1, 2-3, 4-7, ..."""
+    for d in datasets:
+        T = len(results[0][d]["loss_by_position"])
+        edges = [2 ** i for i in range(T.bit_length())] + [T + 1]
+        edges = sorted(set(min(e, T + 1) for e in edges))
+        buckets = list(zip(edges, edges[1:]))
+        header = [f"{d}: loss at context"] + [f"{a}" if b == a + 1 else f"{a}-{b - 1}" for a, b in buckets]
+        rows = [[name] + [f"{np.mean(res[d]['loss_by_position'][a - 1:b - 1]):.3f}" for a, b in buckets]
+                for name, res in zip(names, results)]
+        print_rows(header, rows)
+
+
+def merge_json(path, results):
+    """Merge {CKPT: {DATASET or TASK: {...}}} into the JSON file at path: what it holds for other
+    checkpoints, datasets and tasks is kept. Written to a temporary file, then renamed."""
+    merged = {}
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                merged = json.load(f)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot read --json={path} to merge into it ({type(e).__name__}): fix or move it")
+        if not isinstance(merged, dict):
+            raise UserError(f"--json={path} does not hold eval.py results (not a JSON object): fix or move it")
+    for ckpt, res in results.items():
+        merged.setdefault(ckpt, {}).update(res)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(merged, f, indent=2)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"cannot write --json={path}: {e.strerror}")
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def main():
     c = parse_config(DEFAULTS, sys.argv[1:])
-    ckpt_dirs = [d for d in c["ckpt"].split(",") if d]
+    ckpts = [d for d in c["ckpt"].split(",") if d]
     datasets = [d for d in c["datasets"].split(",") if d]
-    if not ckpt_dirs or not datasets:
-        raise UserError("name at least one checkpoint and one dataset: --ckpt=DIR[,DIR...] --datasets=NAME[,NAME...]")
-    if c["stride"] < 0 or c["batch_size"] < 1 or c["max_tokens"] < 0:
-        raise UserError("--stride must be >= 0 (0 = block_size // 2), --batch_size >= 1, --max_tokens >= 0")
+    if not ckpts or not (datasets or c["tasks"]):
+        raise UserError("name checkpoints and datasets or tasks: --ckpt=DIR[,DIR...] --datasets=NAME[,NAME...] "
+                        "and/or --tasks=TASK[,TASK...] (or --tasks=paper)")
+    if c["stride"] < 0 or c["batch_size"] < 1 or c["max_tokens"] < 0 or c["num_fewshot"] < 0 or c["limit"] < 0:
+        raise UserError("--stride must be >= 0 (0 = block_size // 2), --batch_size >= 1, --max_tokens, "
+                        "--num_fewshot and --limit >= 0")
+    if c["by_position"] and not datasets:
+        raise UserError("--by_position=True measures the loss on --datasets=NAME[,NAME...]: name at least one")
     device, _, _, autocast = setup_device(c["device"], c["dtype"])
 
-    # check every input before the long part starts (checkpoints are loaded one at a time later)
+    # check every input before the long part starts (models are loaded one at a time later)
     data = {name: load_dataset(c["data_root"], name, c["max_tokens"]) for name in datasets}
-    for d in ckpt_dirs:
-        checkpoint_path(d)
+    tasks = resolve_tasks(c["tasks"], c["include_path"]) if c["tasks"] else []
+    for spec in ckpts:
+        if not is_gpt2(spec):
+            checkpoint_path(spec)
 
     results, names = [], []
-    for ckpt_dir in ckpt_dirs:
-        checkpoint = load_checkpoint(ckpt_dir)
-        checkpoint.pop("optimizer", None)  # not needed here, and as big as the model twice over
+    for spec in ckpts:
+        model, ckpt_meta, name = load_model(spec)
         for d in datasets:
-            check_tokenizer(checkpoint.get("meta"), data[d][2], ckpt_dir, d, checkpoint["model_args"]["vocab_size"])
-        model = model_from_checkpoint(checkpoint, ckpt_dir).eval().to(device)
+            check_tokenizer(ckpt_meta, data[d][2], spec, d, model.config.vocab_size)
+        model.to(device)
+        names.append(name)
         block_size = model.config.block_size
         stride = c["stride"] or max(1, block_size // 2)
         if stride > block_size:
-            raise UserError(f"--stride={stride} is more than {ckpt_dir}'s block_size={block_size}: "
+            raise UserError(f"--stride={stride} is more than {spec}'s block_size={block_size}: "
                             "targets would be skipped; use a stride <= block_size")
-        n = model.param_breakdown()
-        # a row is named after the checkpoint's folder
-        path = os.path.normpath(os.path.dirname(ckpt_dir) if ckpt_dir.endswith(".pt") else ckpt_dir)
-        names.append(f"{os.path.basename(path) or path} ({(n['token'] + n['predictor']) / 1e6:.4g}M)")
         res = {}
         for d in datasets:
             ids, split, meta = data[d]
             total, count = sliding_window_nll(model, ids, block_size, stride, c["batch_size"], device, autocast)
-            res[d] = {"ppl": ppl(total / count), "tokens": count}
-            print(f"{names[-1]} on {d}/{split}: ppl {res[d]['ppl']:.3f} over {count:,} tokens "
+            res[d] = {"ppl": ppl(total / count), "tokens": count, "split": split, "stride": stride}
+            print(f"{name} on {d}/{split}: ppl {res[d]['ppl']:.3f} over {count:,} tokens "
                   f"(window {min(block_size, len(ids) - 1)}, stride {stride})", file=sys.stderr)
             if "examples" in meta:  # LAMBADA: its last words too
                 examples = [e for e in meta["examples"] if e[2] <= len(ids)]
@@ -229,18 +533,29 @@ def main():
                 right, nll = lambada_last_word(model, ids, examples, block_size, c["batch_size"], device, autocast)
                 res[d] |= {"word_ppl": ppl(nll / len(examples)), "acc": right / len(examples),
                            "examples": len(examples)}
-                print(f"{names[-1]} on {d}/{split}: last-word ppl {res[d]['word_ppl']:.3f}, accuracy "
+                print(f"{name} on {d}/{split}: last-word ppl {res[d]['word_ppl']:.3f}, accuracy "
                       f"{100 * res[d]['acc']:.2f}% over {len(examples):,} examples", file=sys.stderr)
+            if c["by_position"]:
+                res[d]["loss_by_position"], res[d]["position_windows"] = loss_by_position(
+                    model, ids, block_size, c["batch_size"], device, autocast)
+        if tasks:
+            lm = harness_lm_class()(model, Tokenizer(ckpt_meta), spec, stride, c["batch_size"], device, autocast)
+            for task, r in evaluate_tasks(lm, tasks, c["include_path"], c["num_fewshot"], c["limit"],
+                                          c["batch_size"]).items():
+                res[task] = r
+                print(f"{name} on {task}: " + ", ".join(f"{m} {v:.4g}" for m, v in r.items() if "stderr" not in m),
+                      file=sys.stderr)
         results.append(res)
-        del model, checkpoint
+        del model
 
-    print_table(results, names, datasets)
+    if datasets:
+        print_table2(results, names, datasets)
+    if c["by_position"]:
+        print_positions(results, names, datasets)
+    if tasks:
+        print_table4(results, names, [k for k in results[0] if k not in datasets])
     if c["json"]:
-        try:
-            with open(c["json"], "w") as f:
-                json.dump(dict(zip(ckpt_dirs, results)), f, indent=2)
-        except OSError as e:
-            raise UserError(f"cannot write --json={c['json']}: {e.strerror}")
+        merge_json(c["json"], dict(zip(ckpts, results)))
 
 
 if __name__ == "__main__":

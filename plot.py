@@ -9,9 +9,15 @@ The attention probabilities of one token layer (mean over heads) for a prompt, t
 side by side (the paper's Figure 6):
     python plot.py attention --ckpt=out-gpt2,out-contextlm --prompt="The new battery ..." [--layer=-1]
 
+The loss at each position of the window, from `eval.py --by_position=True --json=FILE`, and each
+run minus the first (list the GPT baseline first): does ContextLM's gain grow with context (the
+paper's Figure 5 question)?
+    python plot.py positions --json=positions.json [--dataset=openwebtext] [--labels=GPT-2,ContextLM]
+
 Layers count the token layers transformer.h (encoder, then decoder), negative from the end.
 """
 
+import json
 import math
 import os
 import sys
@@ -30,6 +36,14 @@ CURVES_DEFAULTS = dict(
     runs="",            # comma-separated out_dirs of train.py runs (each holds log.jsonl)
     labels="",          # legend entries, one per run; default: the directories' names
     out="curves.png",
+)
+
+POSITIONS_DEFAULTS = dict(
+    json="",            # eval.py --by_position=True --json=... output
+    dataset="",         # which of its datasets; default: the only one with loss_by_position
+    labels="",          # legend entries, one per run; default: the runs' names
+    bins=40,            # log-spaced bins of positions each curve is averaged over (0 = every position)
+    out="positions.png",
 )
 
 ATTENTION_DEFAULTS = dict(
@@ -76,6 +90,65 @@ def plot_curves(c):
     save_figure(fig, c["out"])
     print(f"wrote {c['out']}")
     return fig
+
+
+# ---------------------------------------------------------------- loss by position
+
+def position_bins(T, bins):
+    """[(first, last + 1), ...]: positions 0..T-1 cut into about `bins` log-spaced bins (a curve of
+    per-position means is noisy, and most positions are far from the start), or one per position."""
+    if bins <= 0 or bins >= T:
+        return [(t, t + 1) for t in range(T)]
+    edges = sorted(set(int(round(e)) for e in [T ** (i / bins) for i in range(bins + 1)]))
+    return list(zip([0] + edges[:-1], edges))
+
+
+def plot_positions(c):
+    if not c["json"]:
+        raise UserError("name the results: --json=FILE written by `python eval.py --by_position=True --json=FILE`")
+    try:
+        with open(c["json"]) as f:
+            results = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read --json={c['json']} ({type(e).__name__}): give a file eval.py wrote")
+    found = sorted({d for res in results.values() for d, r in res.items() if "loss_by_position" in r})
+    dataset = c["dataset"] or (found[0] if len(found) == 1 else "")
+    if dataset not in found:
+        raise UserError(f"--dataset={dataset or '?'}: choose one of the datasets with a loss by position in "
+                        f"{c['json']} ({', '.join(found) or 'none: run eval.py with --by_position=True'})")
+    runs = [run for run, res in results.items() if "loss_by_position" in res.get(dataset, {})]
+    if len(runs) < 2:
+        raise UserError(f"{c['json']} has a loss by position on {dataset} for one run only: evaluate two or more "
+                        "checkpoints together, the GPT baseline first")
+    labels = [label for label in c["labels"].split(",") if label] or \
+        [os.path.basename(os.path.normpath(r)) for r in runs]
+    if len(labels) != len(runs):
+        raise UserError(f"--labels has {len(labels)} entries for {len(runs)} runs ({', '.join(runs)}): "
+                        "give one label per run")
+    losses = [results[run][dataset]["loss_by_position"] for run in runs]
+    if len({len(loss) for loss in losses}) > 1:
+        raise UserError(f"the runs have different block sizes ({', '.join(str(len(x)) for x in losses)}): "
+                        "compare runs with the same window")
+    bins = position_bins(len(losses[0]), c["bins"])
+    x = [math.sqrt((a + 1) * b) for a, b in bins]  # tokens of context: position t sees t + 1
+    binned = [[sum(loss[a:b]) / (b - a) for a, b in bins] for loss in losses]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (y, label) in enumerate(zip(binned, labels)):  # a run has the same colour in both panels
+        left.plot(x, y, color=f"C{i}", label=label)
+        if i > 0:
+            right.plot(x, [a - b for a, b in zip(y, binned[0])], color=f"C{i}", label=f"{label} − {labels[0]}")
+    right.axhline(0.0, color="gray", lw=0.8)
+    left.set_ylabel(f"{dataset} loss (nats)")
+    right.set_ylabel(f"loss difference (nats), < 0: better than {labels[0]}")
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xlabel("tokens of context (position in the window + 1)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    windows = results[runs[0]][dataset].get("position_windows")
+    fig.suptitle(f"{dataset}: mean loss by position" + (f" over {windows:,} windows" if windows else ""), fontsize=10)
+    save_figure(fig, c["out"])
+    print(f"wrote {c['out']}")
 
 
 # ---------------------------------------------------------------- attention
@@ -163,7 +236,8 @@ def plot_attention(c):
 
 # ---------------------------------------------------------------- the script
 
-COMMANDS = {"curves": (plot_curves, CURVES_DEFAULTS), "attention": (plot_attention, ATTENTION_DEFAULTS)}
+COMMANDS = {"curves": (plot_curves, CURVES_DEFAULTS), "attention": (plot_attention, ATTENTION_DEFAULTS),
+            "positions": (plot_positions, POSITIONS_DEFAULTS)}
 
 
 def main(argv=None):

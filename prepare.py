@@ -8,6 +8,7 @@ where it has a test split) and a meta.json that says how to read them, in <data_
     python prepare.py openwebtext --num_proc=8        # Hugging Face, ~9B train tokens, hours
     python prepare.py wikitext                        # validation + test, for evaluation
     python prepare.py lambada                         # test, with each example's offsets
+    python prepare.py lambada_standard                # the same for the original LAMBADA
 
 Options are --key=value (see DEFAULTS below). --source replaces a dataset's input: a text file for
 shakespeare*, a Hugging Face name or a local dataset folder for the others (a folder of .jsonl,
@@ -267,27 +268,37 @@ def wikitext(config):
                     "source": config["source"] or "wikitext/wikitext-103-raw-v1"}
 
 
-def lambada(config):
-    """LAMBADA (OpenAI's version): the test examples' ids back to back (no <|endoftext|>) in
-    test.bin and val.bin, and in meta.json "examples": [start, target_start, end] for each, where
+def lambada_examples(config, hf_name, config_name):
+    """A LAMBADA test set: the examples' ids back to back (no <|endoftext|>) in test.bin and
+    val.bin, and in meta.json "examples": [start, target_start, end] for each, where
     ids[start:target_start] is the context and ids[target_start:end] the last word (with its
-    leading space), the text split at its last space."""
-    dset = load_hf(config["source"], "EleutherAI/lambada_openai", "default", "test", config["num_proc"])
+    leading spaces), the text split as lm-evaluation-harness splits it: at its last space, any
+    whitespace before that going with the last word."""
+    dset = load_hf(config["source"], hf_name, config_name, "test", config["num_proc"])
     check_text(dset)
     ids, examples = [], []
     for n, example in enumerate(dset["text"]):
-        i = example.rfind(" ")
-        if i <= 0:
+        context = example[:max(example.rfind(" "), 0)].rstrip()
+        if not context:
             raise UserError(f"lambada example {n} has no context before its last word: {example[:60]!r}")
         start = len(ids)
-        ids += bpe(example[:i])
+        ids += bpe(context)
         target_start = len(ids)
-        ids += bpe(example[i:])
+        ids += bpe(example[len(context):])
         examples.append([start, target_start, len(ids)])
     ids = np.array(ids, dtype=np.uint16)
     return {"val": ids, "test": ids}, {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB_SIZE,
-                                       "source": config["source"] or "EleutherAI/lambada_openai",
-                                       "examples": examples}
+                                       "source": config["source"] or hf_name, "examples": examples}
+
+
+def lambada(config):
+    """LAMBADA, OpenAI's version (the harness's lambada_openai, the usual one)."""
+    return lambada_examples(config, "EleutherAI/lambada_openai", "default")
+
+
+def lambada_standard(config):
+    """LAMBADA, the original release (the harness's lambada_standard)."""
+    return lambada_examples(config, "cimec/lambada", None)
 
 
 # each dataset, and the options it reads besides data_root
@@ -298,6 +309,7 @@ DATASETS = {
     "openwebtext": (openwebtext, ("source", "num_proc", "val_fraction", "seed")),
     "wikitext": (wikitext, ("source", "num_proc", "splits")),
     "lambada": (lambada, ("source", "num_proc")),
+    "lambada_standard": (lambada_standard, ("source", "num_proc")),
 }
 
 

@@ -109,6 +109,28 @@ def test_sliding_window_matches_direct_loop(n_ids, n_ctx_layer):
         assert abs(truncated - expected) > 1e-3
 
 
+@pytest.mark.parametrize("n_ctx_layer", [2, 0])
+def test_loss_by_position_matches_direct_loop(n_ctx_layer):
+    """Position t of each non-overlapping window ids[s:s + 9] predicts ids[s + t + 1] from exactly
+    ids[s:s + t + 1]; the tail that does not fill a window is left out."""
+    model = sharp(n_ctx_layer=n_ctx_layer)
+    ids = torch.randint(V, (30,), generator=torch.Generator().manual_seed(5))  # 3 windows of 8 + 1, 5 left over
+    expected = [sum(F.cross_entropy(last_logits(model, ids[s:s + t + 1])[None], ids[s + t + 1:s + t + 2]).item()
+                    for s in (0, 8, 16)) / 3 for t in range(8)]
+    for batch_size in (1, 2):
+        loss, n = eval_script.loss_by_position(model, ids, 8, batch_size, "cpu", NOCTX)
+        assert n == 3 and loss == pytest.approx(expected, rel=1e-5)
+    # the mean over positions is the perplexity of non-overlapping windows (stride = block_size)
+    total, count = eval_script.sliding_window_nll(model, ids[:25], 8, 8, 4, "cpu", NOCTX)
+    assert sum(loss) / 8 == pytest.approx(total / count, rel=1e-5)
+    # a planted off-by-one (position t scored against the token after its target) is far off
+    shifted = [sum(F.cross_entropy(last_logits(model, ids[s:s + t + 1])[None], ids[s + t + 2:s + t + 3]).item()
+                   for s in (0, 8, 16)) / 3 for t in range(8)]
+    assert max(abs(a - b) for a, b in zip(loss, shifted)) > 0.5
+    with pytest.raises(UserError, match="block_size \\+ 1 = 9 tokens"):
+        eval_script.loss_by_position(model, ids[:8], 8, 2, "cpu", NOCTX)
+
+
 # ---------------------------------------------------------------- 2. LAMBADA last words
 
 def lambada_examples(model):
@@ -245,16 +267,22 @@ def test_eval_script_table_and_json(sharp_setup, tmp_path):
     assert "acc" not in results["tiny"] and results["tinylambada"]["acc"] == pytest.approx(1 / 3)
     _, nll = reference_last_word(model, lambada_ids, lambada_examples(model)[1], 8)
     assert results["tinylambada"]["word_ppl"] == pytest.approx(math.exp(nll / 3), rel=1e-5)
-    header, row = proc.stdout.strip().splitlines()
+    # Table 2 as the paper lays it out: one ppl column per dataset, LAMBADA's being its per-word
+    # last-word ppl (its token-level ppl stays in the JSON), and their mean; then one line per column
+    header, row, *notes = proc.stdout.strip().splitlines()
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     assert header.split(" | ")[0].strip() == "model" and header.split(" | ")[-1] == "avg ppl"
-    assert [c.strip() for c in header.split(" | ")[1:-1]] == ["tiny ppl", "tinylambada ppl", "tinylambada word ppl",
-                                                             "tinylambada acc"]
+    assert [c.strip() for c in header.split(" | ")[1:-1]] == ["tiny ppl", "tinylambada word ppl", "tinylambada acc"]
     cells = [c.strip() for c in row.split(" | ")]
     assert cells[0] == f"sharp-ctx ({n_params:.4g}M)"
-    assert float(cells[3]) == pytest.approx(results["tinylambada"]["word_ppl"], abs=0.006) and cells[4] == "33.33%"
-    avg = (results["tiny"]["ppl"] + results["tinylambada"]["ppl"]) / 2
+    assert float(cells[1]) == pytest.approx(results["tiny"]["ppl"], abs=0.006)
+    assert float(cells[2]) == pytest.approx(results["tinylambada"]["word_ppl"], abs=0.006) and cells[3] == "33.33%"
+    avg = (results["tiny"]["ppl"] + results["tinylambada"]["word_ppl"]) / 2
     assert float(cells[-1]) == pytest.approx(avg, abs=0.006)
+    assert abs(avg - (results["tiny"]["ppl"] + results["tinylambada"]["ppl"]) / 2) > 0.01  # not the token-level mix
+    assert [n.split(":")[0].strip() for n in notes] == ["tiny", "tinylambada", "avg ppl"]
+    assert "token-level perplexity of the val split, sliding window (stride 3)" in notes[0]
+    assert "per word" in notes[1] and "word ppl for LAMBADA" in notes[2]
 
 
 def test_eval_errors(sharp_setup, tmp_path, capsys):
@@ -366,6 +394,30 @@ def test_plot_attention(runs, tmp_path):
         assert ax.get_title().startswith(f"{os.path.basename(run)}: token layer 0 of 0..1 ({kind})")
 
 
+def test_plot_positions(runs, char_data, tmp_path):
+    """eval.py --by_position on the two tiny runs (GPT-2 first), then plot.py positions. The mean
+    loss over positions is the perplexity of non-overlapping windows of the same tokens."""
+    ctx, gpt = runs
+    out = tmp_path / "positions.json"
+    proc = run_script("eval.py", f"--ckpt={gpt},{ctx}", "--datasets=shakespeare_char", f"--data_root={char_data}",
+                      "--by_position=True", "--max_tokens=641", "--stride=16", "--device=cpu", f"--json={out}")
+    results = json.loads(out.read_text())
+    assert list(results) == [gpt, ctx]
+    for run in (gpt, ctx):
+        r = results[run]["shakespeare_char"]
+        assert len(r["loss_by_position"]) == 16 and r["position_windows"] == 40  # (641 - 1) / 16
+        assert math.exp(sum(r["loss_by_position"]) / 16) == pytest.approx(r["ppl"], rel=1e-5)
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("shakespeare_char: loss at context"))
+    assert [c.strip() for c in header.split(" | ")[1:]] == ["1", "2-3", "4-7", "8-15", "16"]  # tokens of context
+    png = tmp_path / "positions.png"
+    run_script("plot.py", "positions", f"--json={out}", "--labels=GPT-2,ContextLM", f"--out={png}")
+    assert is_png(png)
+    assert plot.position_bins(16, 40) == [(t, t + 1) for t in range(16)]
+    bins = plot.position_bins(1024, 40)  # log-spaced, covering every position once
+    assert bins[0] == (0, 1) and bins[-1][1] == 1024 and all(a < b == c for (a, b), (c, _) in zip(bins, bins[1:]))
+    assert len(bins) < 40 and bins[-1][1] - bins[-1][0] > 100
+
+
 def test_attention_weights_reproduce_the_layer_output():
     model = sharp(n_layer=3, n_enc_layer=1, block_size=16)
     idx = torch.randint(V, (2, 13), generator=torch.Generator().manual_seed(3))
@@ -405,8 +457,14 @@ def test_resolve_layer_and_plot_errors(runs, tmp_path, capsys):
         (["attention", f"--ckpt={tmp_path}", "--prompt=hi"], "python train.py"),
         (["attention", f"--ckpt={runs[0]}", "--prompt=hi", "--layer=5"], "out of range"),
         (["attention", f"--ckpt={runs[0]}"], "--prompt=TEXT"),
-        (["histogram"], "python plot.py {curves,attention}"),
+        (["histogram"], "python plot.py {curves,attention,positions}"),
+        (["positions"], "--json=FILE written by `python eval.py --by_position=True"),
+        (["positions", f"--json={tmp_path / 'none.json'}"], "give a file eval.py wrote"),
+        (["positions", f"--json={tmp_path / 'one.json'}"], "for one run only: evaluate two or more checkpoints"),
+        (["positions", f"--json={tmp_path / 'ppl.json'}"], "none: run eval.py with --by_position=True"),
     ]
+    (tmp_path / "one.json").write_text(json.dumps({"gpt": {"owt": {"loss_by_position": [3.0, 2.0]}}}))
+    (tmp_path / "ppl.json").write_text(json.dumps({"gpt": {"owt": {"ppl": 20.0}}}))
     for args, fix in cases:
         assert run_in_process(plot.main, *args) == 1
         err = capsys.readouterr().err.strip()
