@@ -67,7 +67,7 @@ import torch
 from torch.nn import functional as F
 
 from common import (Tokenizer, UserError, checkpoint_path, load_checkpoint, load_meta, model_from_checkpoint,
-                    model_from_gpt2, open_split, parse_config, run_main, setup_device)
+                    model_from_hf, open_split, parse_config, run_main, setup_device)
 
 DEFAULTS = dict(
     ckpt="out",                  # comma-separated checkpoint directories (each holds ckpt.pt) or GPT-2 names
@@ -371,7 +371,7 @@ def load_model(spec):
     """(model on the CPU in eval mode, its tokenizer's meta, the row's name) of a train.py
     checkpoint, or of GPT-2 (is_gpt2) as plain GPT-2: its weights, no context predictor."""
     if is_gpt2(spec):
-        model, meta = model_from_gpt2(spec, {"n_ctx_layer": 0}), GPT2_META
+        model, meta = model_from_hf(spec, {"n_ctx_layer": 0}), GPT2_META
     else:
         checkpoint = load_checkpoint(spec)
         if "meta" not in checkpoint:
