@@ -186,13 +186,39 @@ def get_batch(data, offsets, block_size, device):
     return x.to(device), y.to(device)
 
 
+PYTHIA_TOKENIZER = "EleutherAI/pythia-160m"  # where the GPT-NeoX BPE is read from: every Pythia size shares it
+
+
+def neox_tokenizer(path):
+    """The GPT-NeoX BPE of Pythia, a `tokenizers.Tokenizer` read from tokenizer.json in a Hugging
+    Face repository (downloaded once into the hub cache) or a local folder: the file and the
+    library GPT-NeoX itself tokenized the Pile with. Needs no PyTorch (prepare.py uses it)."""
+    try:
+        import tokenizers  # optional dependency (transformers installs it), only needed here
+    except ImportError:
+        raise UserError("the neox tokenizer needs the tokenizers package: pip install tokenizers")
+    try:
+        if os.path.isdir(path):
+            file = os.path.join(path, "tokenizer.json")
+        else:
+            from huggingface_hub import hf_hub_download
+            file = hf_hub_download(path, "tokenizer.json")
+        return tokenizers.Tokenizer.from_file(file)
+    except Exception as e:  # no such folder or file, not in the cache while offline, unreadable JSON
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load the neox tokenizer from '{path}' ({why}): give a Hugging Face "
+                        "repository like EleutherAI/pythia-160m or a folder holding its tokenizer.json")
+
+
 class Tokenizer:
     """Text <-> token ids, as described by a dataset's meta.json: characters, GPT-2 BPE, or the
     GPT-NeoX BPE of Pythia ("neox", from the Hugging Face repository or local folder named by
-    "tokenizer_path")."""
+    "tokenizer_path"). vocab_size: how many ids it has; eot_token: the id of <|endoftext|>
+    (None for characters)."""
 
     def __init__(self, meta):
         self.kind = meta["tokenizer"]
+        self.eot_token = None
         if self.kind == "char":
             self.chars = meta["chars"]
             self.stoi = {ch: i for i, ch in enumerate(self.chars)}
@@ -201,17 +227,11 @@ class Tokenizer:
             import tiktoken
             self.enc = tiktoken.get_encoding("gpt2")
             self.vocab_size = self.enc.n_vocab  # 50257; the model pads its vocabulary to 50304
+            self.eot_token = self.enc.eot_token
         elif self.kind == "neox":
-            path = meta.get("tokenizer_path", "EleutherAI/pythia-160m")  # every Pythia size shares it
-            try:
-                from transformers import AutoTokenizer  # optional dependency, only needed here
-            except ImportError:
-                raise UserError("the neox tokenizer needs transformers: pip install transformers")
-            try:
-                self.enc = AutoTokenizer.from_pretrained(path)
-            except (OSError, ValueError) as e:
-                raise UserError(f"cannot load the neox tokenizer from '{path}': {str(e).strip().splitlines()[0]}")
-            self.vocab_size = len(self.enc)  # with its special tokens; Pythia's models pad to 50304
+            self.enc = neox_tokenizer(meta.get("tokenizer_path", PYTHIA_TOKENIZER))
+            self.vocab_size = self.enc.get_vocab_size(with_added_tokens=True)  # 50277; Pythia pads to 50304
+            self.eot_token = self.enc.token_to_id("<|endoftext|>")
         else:
             raise UserError(f"unknown tokenizer '{self.kind}' in meta.json (expected char, gpt2 or neox)")
 
@@ -219,7 +239,7 @@ class Tokenizer:
         if self.kind == "gpt2":
             return self.enc.encode(text, allowed_special={"<|endoftext|>"})
         if self.kind == "neox":  # no BOS/EOS added; "<|endoftext|>" in the text is its special token
-            return self.enc.encode(text, add_special_tokens=False)
+            return self.enc.encode(text, add_special_tokens=False).ids
         unknown = sorted(set(text) - set(self.stoi))
         if unknown:
             raise UserError(f"characters {''.join(unknown)!r} are not in this model's character vocabulary")
@@ -228,8 +248,8 @@ class Tokenizer:
     def decode(self, ids):
         if self.kind == "gpt2":
             return self.enc.decode(ids)
-        if self.kind == "neox":  # exactly the text: no clean-up of spaces before punctuation
-            return self.enc.decode(ids, clean_up_tokenization_spaces=False)
+        if self.kind == "neox":  # exactly the text, special tokens included
+            return self.enc.decode(ids, skip_special_tokens=False)
         return "".join(self.chars[i] for i in ids)
 
 

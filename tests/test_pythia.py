@@ -3,7 +3,8 @@ n_ctx_layer=0 the model is Hugging Face's GPTNeoXForCausalLM (weights loaded fro
 the Pythia repositories' format, or by Pythia name from a hub cache); ContextLM on it is causal,
 its predictor rotates chunk j at its first token's position j*w, and KV-cache decoding equals the
 full forward, past block_size too; GPT-2 checkpoints written before the backbone existed still
-load, sample and resume; the NeoX tokenizer loads and round-trips. Tiny models, CPU, offline."""
+load, sample and resume; the NeoX tokenizer loads and round-trips (prepare.py's NeoX and Pile
+paths: tests/test_prepare.py). Tiny models, CPU, offline."""
 
 import json
 import math
@@ -12,13 +13,13 @@ import shutil
 
 import pytest
 import torch
-from conftest import sharp_model
+from conftest import (NEOX, assert_one_line_error, cli, hub_cache, make_pythia_folder, read_log, run_train,
+                      sharp_model, tiny_args)
 
 import common
 import model as model_module
 import sample
 from model import GPT, GPTConfig
-from test_train import assert_one_line_error, cli, read_log, run_train, tiny_args
 
 # Pythia's block (EleutherAI/pythia-*/config.json), the GPTConfig fields that say so
 PYTHIA = dict(rotary_pct=0.25, rotary_base=10000.0, parallel_residual=True, tie_embeddings=False,
@@ -39,42 +40,6 @@ def full_last_logits(model, idx):
 
 
 # ---------------------------------------------------------------- 1. exactly Pythia, through from_pretrained
-
-NEOX = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-            max_position_embeddings=32)
-
-
-def make_pythia_folder(path, rotary_pct=0.25, parallel=True, tie=False, seed=0):
-    """A local Hugging Face GPT-NeoX folder laid out like the Pythia repositories: config.json with
-    their field names (rotary_pct, rotary_emb_base), the head saved as embed_out, and the buffers
-    their checkpoints carry (attention masks, RoPE frequencies). The tiny random model's weights are
-    spread wide (std 0.2, LayerNorm gains ~1) so that logits differ far above the tolerance.
-    Returns the Hugging Face model."""
-    from safetensors.torch import load_file, save_file
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-    torch.manual_seed(seed)
-    hf = GPTNeoXForCausalLM(GPTNeoXConfig(**NEOX, rotary_pct=rotary_pct, rotary_emb_base=10000,
-                                          use_parallel_residual=parallel, tie_word_embeddings=tie)).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            norm = "layernorm" in name or "layer_norm" in name
-            p.copy_((1.0 if norm and name.endswith("weight") else 0.0) + (0.1 if norm else 0.2) * torch.randn_like(p))
-    hf.save_pretrained(path)
-    config = dict(architectures=["GPTNeoXForCausalLM"], bos_token_id=0, eos_token_id=0, hidden_act="gelu",
-                  initializer_range=0.02, layer_norm_eps=1e-5, model_type="gpt_neox", rotary_emb_base=10000,
-                  rotary_pct=rotary_pct, tie_word_embeddings=tie, torch_dtype="float32", use_cache=True,
-                  use_parallel_residual=parallel, **NEOX)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(config, f)
-    weights = load_file(os.path.join(path, "model.safetensors"))
-    assert tie or "embed_out.weight" in weights  # transformers writes the Pythia head name
-    for i in range(NEOX["num_hidden_layers"]):
-        weights[f"gpt_neox.layers.{i}.attention.bias"] = torch.ones(1, 1, 32, 32, dtype=torch.bool).tril()
-        weights[f"gpt_neox.layers.{i}.attention.masked_bias"] = torch.tensor(-1e9)
-        weights[f"gpt_neox.layers.{i}.attention.rotary_emb.inv_freq"] = torch.ones(2)
-    save_file(weights, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
-    return hf
-
 
 @pytest.fixture(scope="module")
 def pythia_dir(tmp_path_factory):
@@ -153,14 +118,8 @@ def test_contextlm_from_pythia_keeps_token_pathway(pythia_dir, n_enc):
 def test_pythia_names_load_from_the_hub_cache(pythia_dir, monkeypatch, tmp_path):
     """'pythia-70m' and 'EleutherAI/pythia-70m' name the same Hugging Face repository: with a
     (tiny) copy of it in an offline hub cache, both load it, and give its logits."""
-    import huggingface_hub.constants
     path, hf = pythia_dir
-    repo = tmp_path / "models--EleutherAI--pythia-70m"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("0" * 40)
-    shutil.copytree(path, repo / "snapshots" / ("0" * 40))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    hub_cache(tmp_path, monkeypatch, "EleutherAI/pythia-70m", path)
     idx = torch.randint(0, 96, (2, 20), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = hf(idx).logits
@@ -423,49 +382,36 @@ def test_gpt2_checkpoint_from_before_loads_samples_and_resumes(char_data, tmp_pa
 
 # ---------------------------------------------------------------- 5. the NeoX tokenizer
 
-@pytest.fixture(scope="module")
-def neox_tokenizer_dir(tmp_path_factory):
-    """A byte-level BPE trained here with `tokenizers`, saved as the Pythia repositories hold
-    theirs: tokenizer.json and a tokenizer_config.json naming GPTNeoXTokenizer."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    text = ["First Citizen: Before we proceed any further, hear me speak.", "All: Speak, speak."] * 20
-    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|padding|>"],
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    path = tmp_path_factory.mktemp("neox_tokenizer")
-    tok.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps(dict(
-        tokenizer_class="GPTNeoXTokenizer", add_prefix_space=False, bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>", unk_token="<|endoftext|>")))
-    return path
-
-
 def test_neox_tokenizer_round_trips(neox_tokenizer_dir):
-    """common.Tokenizer({'tokenizer': 'neox', 'tokenizer_path': folder}) loads the folder through
-    transformers: text round-trips exactly (spaces before punctuation, newlines, characters it
-    never saw as bytes), no BOS or EOS is added, '<|endoftext|>' is its one special token, and
-    vocab_size is the tokenizer's."""
+    """common.Tokenizer({'tokenizer': 'neox', 'tokenizer_path': folder}) reads the folder's
+    tokenizer.json: text round-trips exactly (spaces before punctuation, runs of spaces, newlines,
+    characters it never saw as bytes), no BOS or EOS is added, '<|endoftext|>' is its special
+    token, vocab_size counts the added tokens; and its ids are those transformers' AutoTokenizer
+    gives for the same folder (the tokenizer Hugging Face users load for Pythia)."""
+    from transformers import AutoTokenizer
     tok = common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(neox_tokenizer_dir)})
-    assert tok.vocab_size == len(tok.enc) <= 300
-    for text in ("Before we proceed, hear me speak.", "  Speak ,speak .\n\nCafé ünïcode ✓", "x"):
+    hf = AutoTokenizer.from_pretrained(str(neox_tokenizer_dir))
+    assert tok.vocab_size == len(hf) == 302 and tok.eot_token == 0
+    texts = ("Before we proceed, hear me speak.", "  Speak ,speak .\n\nCafé ünïcode ✓", "x", "a    b  c   d",
+             "speak.<|endoftext|>All")
+    for text in texts:
         ids = tok.encode(text)
         assert tok.decode(ids) == text and max(ids) < tok.vocab_size
+        assert ids == hf.encode(text, add_special_tokens=False)
     assert len(tok.encode("First Citizen: speak.")) < len("First Citizen: speak.")  # merges apply
-    eot = tok.enc.convert_tokens_to_ids("<|endoftext|>")
-    assert tok.encode("speak.<|endoftext|>All") == tok.encode("speak.") + [eot] + tok.encode("All")
+    assert tok.encode("a    b") == tok.encode("a") + [hf.convert_tokens_to_ids(" " * 4)] + tok.encode("b")
+    assert tok.encode("speak.<|endoftext|>All") == tok.encode("speak.") + [tok.eot_token] + tok.encode("All")
 
 
 def test_neox_tokenizer_errors(tmp_path, monkeypatch):
-    """A folder that is not there, and transformers not installed, are one-line UserErrors that
-    name the fix."""
-    with pytest.raises(common.UserError, match="cannot load the neox tokenizer from .*no_such_folder") as e:
-        common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(tmp_path / "no_such_folder")})
-    assert "\n" not in str(e.value)
-    monkeypatch.setitem(__import__("sys").modules, "transformers", None)  # as if not installed
-    with pytest.raises(common.UserError, match="pip install transformers"):
+    """A folder that is not there, one without tokenizer.json, and tokenizers not installed, are
+    one-line UserErrors that name the fix."""
+    for path in (tmp_path / "no_such_folder", tmp_path):
+        with pytest.raises(common.UserError, match=f"cannot load the neox tokenizer from '{path}'") as e:
+            common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(path)})
+        assert "\n" not in str(e.value)
+    monkeypatch.setitem(__import__("sys").modules, "tokenizers", None)  # as if not installed
+    with pytest.raises(common.UserError, match="pip install tokenizers"):
         common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(tmp_path)})
     with pytest.raises(common.UserError, match="expected char, gpt2 or neox"):
         common.Tokenizer({"tokenizer": "sentencepiece"})
@@ -517,3 +463,4 @@ def test_invalid_pythia_fields_raise_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32, **{field: value})
     GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32, rotary_pct=0.125)  # 2 dims: fine
+
