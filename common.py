@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import types
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
@@ -115,6 +115,24 @@ def model_variants(c):
     return {"gpt": dict(n_layer=L, n_ctx_layer=0, chunk_size=w, n_enc_layer=0),
             "contextlm": dict(n_layer=L, n_ctx_layer=P, chunk_size=w, n_enc_layer=c["n_enc_layer"]),
             f"gpt+{P}L": dict(n_layer=L + P, n_ctx_layer=0, chunk_size=w, n_enc_layer=0)}
+
+
+# The Transformer blocks the study runs on: GPTConfig's backbone fields, set all at once by
+# bench.py's and compare.py's --backbone (docs/pythia.md). bias is not among them: train.py's
+# GPT-2 recipe has none, Pythia has them (its configs say bias = True).
+BACKBONES = {
+    "gpt2": dict(rotary_pct=0.0, rotary_base=10000.0, parallel_residual=False, tie_embeddings=True,
+                 gelu_approximate="tanh", layer_norm_eps=1e-5),
+    "pythia": dict(rotary_pct=0.25, rotary_base=10000.0, parallel_residual=True, tie_embeddings=False,
+                   gelu_approximate="none", layer_norm_eps=1e-5),
+}
+
+
+def backbone_fields(name):
+    """The GPTConfig fields of the backbone called name (a key of BACKBONES)."""
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone '{name}': use one of {', '.join(BACKBONES)}")
+    return dict(BACKBONES[name])
 
 
 # ---------------------------------------------------------------- devices and precision
@@ -299,17 +317,37 @@ def load_checkpoint(path, device="cpu"):
     return checkpoint
 
 
-def model_from_hf(name_or_dir, override_args):
-    """GPT.from_pretrained (GPT-2 or Pythia weights), with the usual failures (no transformers,
-    no weights, weights that do not fit) as one line."""
-    from model import GPT
+@contextmanager
+def hf_errors(name_or_dir):
+    """Loading Hugging Face weights: the usual failures (no transformers, no weights, weights
+    that do not fit) become one line."""
     try:
-        return GPT.from_pretrained(name_or_dir, override_args)
+        yield
     except ImportError:
         raise UserError(f"init_from={name_or_dir} needs transformers: pip install transformers")
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load GPT-2 weights or Pythia (GPT-NeoX) weights '{name_or_dir}': "
                         f"{str(e).strip().splitlines()[0]}")
+
+
+def model_from_hf(name_or_dir, override_args):
+    """GPT.from_pretrained (GPT-2 or Pythia weights), failures as one line."""
+    from model import GPT
+    with hf_errors(name_or_dir):
+        return GPT.from_pretrained(name_or_dir, override_args)
+
+
+def pretrained_tokenizer(name_or_dir):
+    """meta.json's description of the tokenizer a Hugging Face model (GPT.from_pretrained's
+    name_or_dir) reads: GPT-2's BPE for a GPT-2, for a GPT-NeoX (Pythia) the BPE in its own
+    repository or folder."""
+    from model import hf_architecture
+    with hf_errors(name_or_dir):
+        name, arch = hf_architecture(name_or_dir)
+    if arch not in ("gpt2", "gpt_neox"):
+        raise UserError(f"{name_or_dir} holds a model of type {arch!r}: use GPT-2 ('gpt2' models) or "
+                        "Pythia ('gpt_neox' models) weights")
+    return {"tokenizer": "gpt2"} if arch == "gpt2" else {"tokenizer": "neox", "tokenizer_path": name}
 
 
 def checkpoint_tokenizer(checkpoint, path="checkpoint"):
