@@ -7,8 +7,11 @@ shape, then decoding speed with the KV cache against full recompute.
     python bench.py --quick                 # config/bench_quick.py: a tiny shape, a minute at most on a CPU
     python bench.py --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --batch_size=32
     python bench.py --shape=gpt2-xl --interleave=False   # three XL models do not fit on one GPU together
+    python bench.py --shape=pythia-160m                  # on Pythia's block (rotary, parallel, untied head)
+    python bench.py --quick --backbone=pythia            # the tiny shape on Pythia's block
 
-The three models are the study's (common.model_variants, as compare.py trains them), of one shape:
+The three models are the study's (common.model_variants, as compare.py trains them), of one shape
+and one block (--backbone: GPT-2's, or Pythia's GPT-NeoX block; common.BACKBONES):
     gpt                GPT-2 with the same n_layer token layers (n_ctx_layer=0): the baseline
     contextlm          the same token layers plus an n_ctx_layer-layer context predictor
     gpt+{P}L           GPT-2 with n_layer + n_ctx_layer layers (P = n_ctx_layer): as many
@@ -34,13 +37,14 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from common import (UserError, expand_quick, model_variants, parse_config, peak_flops, run_main,  # noqa: E402
-                    save_figure, setup_device)
+from common import (UserError, backbone_fields, expand_quick, model_variants, parse_config, peak_flops,  # noqa: E402
+                    run_main, save_figure, setup_device)
 from model import GPT, GPTConfig  # noqa: E402
 
 DEFAULTS = dict(
     # shape: a name; each of the six keys after it that is not 0 overrides the named shape
-    shape="gpt2",            # gpt2, gpt2-medium, gpt2-large, gpt2-xl, or tiny (what --quick uses)
+    shape="gpt2",            # gpt2, gpt2-medium, gpt2-large, gpt2-xl, pythia-70m ... pythia-1.4b, or tiny (--quick's)
+    backbone="",             # the block, gpt2 or pythia (common.BACKBONES); '' = the shape's
     n_layer=0,               # token layers of gpt and contextlm
     n_head=0,
     n_embd=0,
@@ -78,6 +82,18 @@ SHAPES = {  # GPT-2's sizes (vocabulary padded to a multiple of 64), a batch for
     "gpt2-large":  dict(n_layer=36, n_head=20, n_embd=1280, block_size=1024, vocab_size=50304, batch_size=4),
     "gpt2-xl":     dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50304, batch_size=2),
     "tiny":        dict(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=512, batch_size=8),
+    # Pythia's sizes on its block (vocabulary 50304, 2048 positions); batches of about as many
+    # tokens as the GPT-2 shape of the same size, not measured (1b, 1.4b: --interleave=False, as XL)
+    "pythia-70m":  dict(n_layer=6, n_head=8, n_embd=512, block_size=2048, vocab_size=50304, batch_size=8,
+                        backbone="pythia"),
+    "pythia-160m": dict(n_layer=12, n_head=12, n_embd=768, block_size=2048, vocab_size=50304, batch_size=6,
+                        backbone="pythia"),
+    "pythia-410m": dict(n_layer=24, n_head=16, n_embd=1024, block_size=2048, vocab_size=50304, batch_size=4,
+                        backbone="pythia"),
+    "pythia-1b":   dict(n_layer=16, n_head=8, n_embd=2048, block_size=2048, vocab_size=50304, batch_size=2,
+                        backbone="pythia"),
+    "pythia-1.4b": dict(n_layer=24, n_head=16, n_embd=2048, block_size=2048, vocab_size=50304, batch_size=1,
+                        backbone="pythia"),
 }
 
 DECODERS = ("gpt", "contextlm")  # the parameter-matched GPT decodes like gpt, only deeper
@@ -88,7 +104,10 @@ def resolve(config):
     c = dict(config)
     if c["shape"] not in SHAPES:
         raise UserError(f"unknown shape '{c['shape']}': use one of {', '.join(SHAPES)}")
-    for key, value in SHAPES[c["shape"]].items():
+    shape = dict(SHAPES[c["shape"]])
+    c["backbone"] = c["backbone"] or shape.pop("backbone", "gpt2")
+    backbone_fields(c["backbone"])  # an unknown name stops here
+    for key, value in shape.items():
         if c[key] == 0:
             c[key] = value
     for key in (*SHAPES["tiny"], "chunk_size", "train_rounds", "steps_per_round", "gen_batch_size",
@@ -121,7 +140,7 @@ def resolve(config):
 def model_args_of(c):
     """GPTConfig arguments of the three models (common.model_variants), by name, in c's shape."""
     shared = dict(block_size=c["block_size"], vocab_size=c["vocab_size"], n_head=c["n_head"],
-                  n_embd=c["n_embd"], bias=c["bias"], dropout=0.0)
+                  n_embd=c["n_embd"], bias=c["bias"], dropout=0.0) | backbone_fields(c["backbone"])
     return {name: shared | fields for name, fields in model_variants(c).items()}
 
 
@@ -359,8 +378,9 @@ def run_bench(config):
     torch.backends.cudnn.allow_tf32 = True
     variants = model_args_of(vars(c))
     shape_name = c.shape if all(getattr(c, key) == value for key, value in SHAPES[c.shape].items()) else "custom"
-    progress(f"{shape_name}: {c.n_layer} layers, {c.n_head} heads, {c.n_embd} dims, block {c.block_size}, "
-             f"batch {c.batch_size}, vocab {c.vocab_size} on {device} ({dtype}{', compiled' if use_compile else ''})")
+    progress(f"{shape_name}: {c.backbone} block, {c.n_layer} layers, {c.n_head} heads, {c.n_embd} dims, "
+             f"block {c.block_size}, batch {c.batch_size}, vocab {c.vocab_size} on {device} "
+             f"({dtype}{', compiled' if use_compile else ''})")
     t0 = time.time()
     training = bench_training(c, variants, device, dtype, autocast, use_compile)
     decoding = bench_decoding(c, variants, device, autocast)
@@ -387,7 +407,8 @@ def run_bench(config):
 def markdown(results):
     """The results as markdown: training and decoding tables, then the targets."""
     s = results["shape"]
-    out = [f"## Training: {s['name']} shape ({s['n_layer']} layers, {s['n_head']} heads, {s['n_embd']} dims), "
+    out = [f"## Training: {s['name']} shape ({results['settings']['backbone']} block, {s['n_layer']} layers, "
+           f"{s['n_head']} heads, {s['n_embd']} dims), "
            f"batch {s['batch_size']} x {s['block_size']} tokens, {results['dtype']}"
            f"{', compiled' if results['compile'] else ''}, on {results['device']}",
            "",
@@ -439,8 +460,8 @@ def plot(results, path):
     decode_ax.set_title(f"greedy decoding, batch {results['settings']['gen_batch_size']}")
     decode_ax.legend()
     s = results["shape"]
-    fig.suptitle(f"{s['name']} shape ({s['n_layer']}/{s['n_head']}/{s['n_embd']}) on {results['device']}, "
-                 f"{results['dtype']}")
+    fig.suptitle(f"{s['name']} shape ({results['settings']['backbone']} block, {s['n_layer']}/{s['n_head']}/"
+                 f"{s['n_embd']}) on {results['device']}, {results['dtype']}")
     save_figure(fig, path)
 
 

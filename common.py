@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import types
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
@@ -117,6 +117,24 @@ def model_variants(c):
             f"gpt+{P}L": dict(n_layer=L + P, n_ctx_layer=0, chunk_size=w, n_enc_layer=0)}
 
 
+# The Transformer blocks the study runs on: GPTConfig's backbone fields, set all at once by
+# bench.py's and compare.py's --backbone (docs/pythia.md). bias is not among them: train.py's
+# GPT-2 recipe has none, Pythia has them (its configs say bias = True).
+BACKBONES = {
+    "gpt2": dict(rotary_pct=0.0, rotary_base=10000.0, parallel_residual=False, tie_embeddings=True,
+                 gelu_approximate="tanh", layer_norm_eps=1e-5),
+    "pythia": dict(rotary_pct=0.25, rotary_base=10000.0, parallel_residual=True, tie_embeddings=False,
+                   gelu_approximate="none", layer_norm_eps=1e-5),
+}
+
+
+def backbone_fields(name):
+    """The GPTConfig fields of the backbone called name (a key of BACKBONES)."""
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone '{name}': use one of {', '.join(BACKBONES)}")
+    return dict(BACKBONES[name])
+
+
 # ---------------------------------------------------------------- devices and precision
 
 def setup_device(device="auto", dtype="auto"):
@@ -186,13 +204,39 @@ def get_batch(data, offsets, block_size, device):
     return x.to(device), y.to(device)
 
 
+PYTHIA_TOKENIZER = "EleutherAI/pythia-160m"  # where the GPT-NeoX BPE is read from: every Pythia size shares it
+
+
+def neox_tokenizer(path):
+    """The GPT-NeoX BPE of Pythia, a `tokenizers.Tokenizer` read from tokenizer.json in a Hugging
+    Face repository (downloaded once into the hub cache) or a local folder: the file and the
+    library GPT-NeoX itself tokenized the Pile with. Needs no PyTorch (prepare.py uses it)."""
+    try:
+        import tokenizers  # optional dependency (transformers installs it), only needed here
+    except ImportError:
+        raise UserError("the neox tokenizer needs the tokenizers package: pip install tokenizers")
+    try:
+        if os.path.isdir(path):
+            file = os.path.join(path, "tokenizer.json")
+        else:
+            from huggingface_hub import hf_hub_download
+            file = hf_hub_download(path, "tokenizer.json")
+        return tokenizers.Tokenizer.from_file(file)
+    except Exception as e:  # no such folder or file, not in the cache while offline, unreadable JSON
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load the neox tokenizer from '{path}' ({why}): give a Hugging Face "
+                        "repository like EleutherAI/pythia-160m or a folder holding its tokenizer.json")
+
+
 class Tokenizer:
     """Text <-> token ids, as described by a dataset's meta.json: characters, GPT-2 BPE, or the
     GPT-NeoX BPE of Pythia ("neox", from the Hugging Face repository or local folder named by
-    "tokenizer_path")."""
+    "tokenizer_path"). vocab_size: how many ids it has; eot_token: the id of <|endoftext|>
+    (None for characters)."""
 
     def __init__(self, meta):
         self.kind = meta["tokenizer"]
+        self.eot_token = None
         if self.kind == "char":
             self.chars = meta["chars"]
             self.stoi = {ch: i for i, ch in enumerate(self.chars)}
@@ -201,17 +245,11 @@ class Tokenizer:
             import tiktoken
             self.enc = tiktoken.get_encoding("gpt2")
             self.vocab_size = self.enc.n_vocab  # 50257; the model pads its vocabulary to 50304
+            self.eot_token = self.enc.eot_token
         elif self.kind == "neox":
-            path = meta.get("tokenizer_path", "EleutherAI/pythia-160m")  # every Pythia size shares it
-            try:
-                from transformers import AutoTokenizer  # optional dependency, only needed here
-            except ImportError:
-                raise UserError("the neox tokenizer needs transformers: pip install transformers")
-            try:
-                self.enc = AutoTokenizer.from_pretrained(path)
-            except (OSError, ValueError) as e:
-                raise UserError(f"cannot load the neox tokenizer from '{path}': {str(e).strip().splitlines()[0]}")
-            self.vocab_size = len(self.enc)  # with its special tokens; Pythia's models pad to 50304
+            self.enc = neox_tokenizer(meta.get("tokenizer_path", PYTHIA_TOKENIZER))
+            self.vocab_size = self.enc.get_vocab_size(with_added_tokens=True)  # 50277; Pythia pads to 50304
+            self.eot_token = self.enc.token_to_id("<|endoftext|>")
         else:
             raise UserError(f"unknown tokenizer '{self.kind}' in meta.json (expected char, gpt2 or neox)")
 
@@ -219,7 +257,7 @@ class Tokenizer:
         if self.kind == "gpt2":
             return self.enc.encode(text, allowed_special={"<|endoftext|>"})
         if self.kind == "neox":  # no BOS/EOS added; "<|endoftext|>" in the text is its special token
-            return self.enc.encode(text, add_special_tokens=False)
+            return self.enc.encode(text, add_special_tokens=False).ids
         unknown = sorted(set(text) - set(self.stoi))
         if unknown:
             raise UserError(f"characters {''.join(unknown)!r} are not in this model's character vocabulary")
@@ -228,8 +266,8 @@ class Tokenizer:
     def decode(self, ids):
         if self.kind == "gpt2":
             return self.enc.decode(ids)
-        if self.kind == "neox":  # exactly the text: no clean-up of spaces before punctuation
-            return self.enc.decode(ids, clean_up_tokenization_spaces=False)
+        if self.kind == "neox":  # exactly the text, special tokens included
+            return self.enc.decode(ids, skip_special_tokens=False)
         return "".join(self.chars[i] for i in ids)
 
 
@@ -279,17 +317,37 @@ def load_checkpoint(path, device="cpu"):
     return checkpoint
 
 
-def model_from_hf(name_or_dir, override_args):
-    """GPT.from_pretrained (GPT-2 or Pythia weights), with the usual failures (no transformers,
-    no weights, weights that do not fit) as one line."""
-    from model import GPT
+@contextmanager
+def hf_errors(name_or_dir):
+    """Loading Hugging Face weights: the usual failures (no transformers, no weights, weights
+    that do not fit) become one line."""
     try:
-        return GPT.from_pretrained(name_or_dir, override_args)
+        yield
     except ImportError:
         raise UserError(f"init_from={name_or_dir} needs transformers: pip install transformers")
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load GPT-2 weights or Pythia (GPT-NeoX) weights '{name_or_dir}': "
                         f"{str(e).strip().splitlines()[0]}")
+
+
+def model_from_hf(name_or_dir, override_args):
+    """GPT.from_pretrained (GPT-2 or Pythia weights), failures as one line."""
+    from model import GPT
+    with hf_errors(name_or_dir):
+        return GPT.from_pretrained(name_or_dir, override_args)
+
+
+def pretrained_tokenizer(name_or_dir):
+    """meta.json's description of the tokenizer a Hugging Face model (GPT.from_pretrained's
+    name_or_dir) reads: GPT-2's BPE for a GPT-2, for a GPT-NeoX (Pythia) the BPE in its own
+    repository or folder."""
+    from model import hf_architecture
+    with hf_errors(name_or_dir):
+        name, arch = hf_architecture(name_or_dir)
+    if arch not in ("gpt2", "gpt_neox"):
+        raise UserError(f"{name_or_dir} holds a model of type {arch!r}: use GPT-2 ('gpt2' models) or "
+                        "Pythia ('gpt_neox' models) weights")
+    return {"tokenizer": "gpt2"} if arch == "gpt2" else {"tokenizer": "neox", "tokenizer_path": name}
 
 
 def checkpoint_tokenizer(checkpoint, path="checkpoint"):

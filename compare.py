@@ -7,6 +7,7 @@ with the same data, schedule and token budget over several seeds, and tabulates 
     python compare.py --ablation=True                   # chunk size x token-encoder depth (paper's Figure 4)
     python compare.py --dataset=shakespeare --seeds=5   # GPT-2 BPE instead of characters, 5 seeds
     python compare.py config/compare_owt.py             # the paper's Table 2 comparison (GPUs)
+    python compare.py --backbone=pythia                 # the default study on Pythia's block
 
 The arms (common.model_variants, the three models bench.py measures) differ only in model
 fields; everything else (batches, optimizer, schedule, budget, evaluation) is shared. Within a
@@ -19,7 +20,8 @@ drawn so far, which is checked across arms.
                as contextlm
 
 Configuration: the training keys of train.py (shared by every arm; the arms' model fields are
-derived from n_layer, n_ctx_layer, chunk_size, n_enc_layer) plus the study keys below. Without
+derived from n_layer, n_ctx_layer, chunk_size, n_enc_layer) plus the study keys below; --backbone
+sets the block of every arm at once (GPT-2's, or Pythia's: rotary, parallel, untied head). Without
 a config file, config/compare_shakespeare_char.py is used; `--quick` means config/compare_quick.py
 in its place. Each run lives in out_dir/<arm>-s<seed>/ (train.py's log.jsonl, ckpt.pt, train.log
 and run.json); a run already finished with the same config is not trained again, so an
@@ -43,8 +45,8 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 import train  # noqa: E402
-from common import (CONFIG_DIR, UserError, expand_quick, load_meta, model_variants, parse_config,  # noqa: E402
-                    read_log, run_main, save_figure)
+from common import (CONFIG_DIR, UserError, backbone_fields, expand_quick, load_meta, model_variants,  # noqa: E402
+                    parse_config, read_log, run_main, save_figure)
 
 DEFAULT_STUDY = os.path.join(CONFIG_DIR, "compare_shakespeare_char.py")  # when argv names no config file
 UNTIMED_ITERS = 10  # tokens/s leaves out the first iterations (allocation, compilation)
@@ -56,6 +58,7 @@ DEFAULTS = {k: v for k, v in train.DEFAULTS.items() if k not in ("init_from", "e
     lr_decay_iters=0,             # 0: decay over the whole run (= max_iters)
     seed=1337,                    # the first seed; seed s also seeds the batch sampler of every arm
     seeds=3,                      # runs per arm, seeds seed, seed + 1, ...
+    backbone="",                  # gpt2 or pythia: sets the block's fields (common.BACKBONES); '' = as configured
     ablation=False,               # train the chunk-size x encoder-depth grid instead of the three arms
     chunk_sizes=[2, 4, 8, 16],    # the ablation's chunk sizes; encoder depths are 0 and n_layer // 2
     fresh=False,                  # train again runs that are already finished
@@ -288,6 +291,8 @@ def study_config(argv):
     if all(a.startswith("--") for a in argv):  # no config file: the default study
         argv = [DEFAULT_STUDY] + argv
     c = parse_config(DEFAULTS, argv)
+    if c["backbone"]:  # all the arms on that block: its fields replace the configured ones
+        c |= backbone_fields(c["backbone"])
     if c["seeds"] < 1:
         raise UserError(f"seeds={c['seeds']}: train at least one seed per arm")
     load_meta(c["data_root"], c["dataset"])  # a missing dataset fails now, not after the first run
@@ -339,7 +344,8 @@ def main(argv=None):
         return
 
     check_same_batches(runs, seeds)
-    title = f"{'ablation' if c['ablation'] else 'next-context prediction'}, {c['dataset']}"
+    title = f"{'ablation' if c['ablation'] else 'next-context prediction'}, {c['dataset']}" + \
+        (f", {c['backbone']} block" if c["backbone"] else "")
     summary = summarize(arms, runs, seeds)
     stem = os.path.join(c["out_dir"], "ablation" if c["ablation"] else "results")
     table = markdown(c, summary, seeds, title)

@@ -343,11 +343,8 @@ class GPT(nn.Module):
         allowed = {"dropout", "chunk_size", "n_ctx_layer", "n_enc_layer"}
         if set(override_args) - allowed:
             raise ValueError(f"from_pretrained can only override {sorted(allowed)}, got {sorted(override_args)}")
-        # optional dependency, only needed here
-        from transformers import GPT2LMHeadModel, GPTNeoXForCausalLM, PretrainedConfig
-        if name_or_dir.startswith("pythia-"):  # Pythia's short names, like GPT-2's 'gpt2-medium'
-            name_or_dir = f"EleutherAI/{name_or_dir}"
-        arch = PretrainedConfig.get_config_dict(name_or_dir)[0].get("model_type")
+        from transformers import GPT2LMHeadModel, GPTNeoXForCausalLM  # optional dependency, only needed here
+        name_or_dir, arch = hf_architecture(name_or_dir)
         hf_class = {"gpt2": GPT2LMHeadModel, "gpt_neox": GPTNeoXForCausalLM}.get(arch)
         if hf_class is None:
             raise ValueError(f"{name_or_dir} holds a model of type {arch!r}; from_pretrained loads "
@@ -484,6 +481,16 @@ def sample_next(logits, temperature=1.0, top_k=None):
 # ---------------------------------------------------------------- pretrained weights
 # A Hugging Face model -> (GPTConfig fields, its state_dict in this file's names), for
 # GPT.from_pretrained.
+
+def hf_architecture(name_or_dir):
+    """(the Hugging Face repository or folder, its config.json's model_type) of from_pretrained's
+    name_or_dir: Pythia's short names ('pythia-160m', like GPT-2's 'gpt2-medium') stand for
+    EleutherAI/pythia-...; 'gpt2' is GPT-2, 'gpt_neox' Pythia."""
+    from transformers import PretrainedConfig
+    if name_or_dir.startswith("pythia-"):
+        name_or_dir = f"EleutherAI/{name_or_dir}"
+    return name_or_dir, PretrainedConfig.get_config_dict(name_or_dir)[0].get("model_type")
+
 
 def gpt2_weights(hf):
     """GPT2LMHeadModel: the same names as ours; its Linear weights are stored as Conv1D, i.e.

@@ -9,15 +9,26 @@ where it has a test split) and a meta.json that says how to read them, in <data_
     python prepare.py wikitext                        # validation + test, for evaluation
     python prepare.py lambada                         # test, with each example's offsets
     python prepare.py lambada_standard                # the same for the original LAMBADA
+    python prepare.py pile --num_proc=16              # the Pile in Pythia's NeoX BPE, for Pythia
+    python prepare.py pile --splits=val,test          # only what evaluation reads
+    python prepare.py wikitext --tokenizer=neox       # in Pythia's BPE, into data/wikitext_neox/
 
 Options are --key=value (see DEFAULTS below). --source replaces a dataset's input: a text file for
 shakespeare*, a Hugging Face name or a local dataset folder for the others (a folder of .jsonl,
-.parquet, ... files with a "text" column, named after their split: train.jsonl, test.jsonl).
+.parquet, ... files with a "text" column, named after their split: train.jsonl, test.jsonl; for
+pile, laid out as the Pile is: train/00.jsonl.zst ..., val.jsonl.zst, test.jsonl.zst).
+
+Tokenizers: every dataset but shakespeare_char is BPE, in GPT-2's (tiktoken) or, with
+--tokenizer=neox, the GPT-NeoX BPE of Pythia (tokenizer.json of --tokenizer_path: a Hugging Face
+repository or a local folder). pile is neox by default. A dataset in a tokenizer other than its
+own goes to NAME_<tokenizer>/ (wikitext_neox, lambada_neox, pile_gpt2), so both copies coexist.
 
 Everything is written into a temporary sibling folder that is renamed into place at the end, so
-an interrupted run never leaves a folder that looks complete. meta.json holds: dataset,
-tokenizer ("char" or "gpt2"), vocab_size, source, <split>_tokens for each split written, and
-chars (char), eot_token (where <|endoftext|> follows each document), examples (lambada).
+an interrupted run never leaves a folder that looks complete (the Hugging Face datasets, pile
+and openwebtext, also keep what they downloaded and tokenized in the Hugging Face cache, so a
+second run picks up where the first stopped). meta.json holds: dataset, tokenizer ("char", "gpt2"
+or "neox"), vocab_size, source, <split>_tokens for each split written, and chars (char),
+tokenizer_path (neox), eot_token (where <|endoftext|> follows each document), examples (lambada).
 """
 
 import difflib
@@ -30,7 +41,7 @@ import sys
 
 import numpy as np
 
-from common import UserError, parse_config, run_main
+from common import PYTHIA_TOKENIZER, UserError, neox_tokenizer, parse_config, run_main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -38,34 +49,63 @@ DEFAULTS = dict(
     data_root="data",          # outputs go to <data_root>/<NAME>/
     source="",                 # replace the input: a text file, a Hugging Face name or a local dataset folder
     files="",                  # text: comma-separated .txt files or folders (all *.txt in them, recursively)
-    splits="validation,test",  # wikitext: which of train, validation, test to write
+    splits="",                 # wikitext, pile: which of train, val, test ('' = wikitext: val,test; pile: all)
+    tokenizer="",              # BPE datasets: gpt2 or neox ('' = the dataset's own: neox for pile, else gpt2)
+    tokenizer_path=PYTHIA_TOKENIZER,  # neox: a Hugging Face repository or local folder with its tokenizer.json
     num_proc=8,                # worker processes for Hugging Face datasets (load, tokenize)
     val_fraction=0.0005,       # openwebtext: the share of documents held out as val
     seed=2357,                 # openwebtext: the seed of that shuffled split
 )
 
-GPT2_VOCAB_SIZE = 50257  # the trainer pads it to a multiple of 64 itself
-
 
 # ---------------------------------------------------------------- shared pieces
 
+GPT2 = ("gpt2", None)  # a BPE as bpe_encoder() takes it: (kind, tokenizer_path)
+
+
 @functools.cache
-def gpt2():
-    import tiktoken
-    return tiktoken.get_encoding("gpt2")
+def bpe_encoder(kind, path):
+    """(encode: text -> ids, reading special-token text in it as plain text, the id of
+    <|endoftext|>, how many ids) of GPT-2's BPE or the NeoX BPE at path. Cached per process:
+    each worker of a Hugging Face map loads its own."""
+    if kind == "gpt2":
+        import tiktoken
+        enc = tiktoken.get_encoding("gpt2")
+        return enc.encode_ordinary, enc.eot_token, enc.n_vocab
+    tok = neox_tokenizer(path)  # common.Tokenizer's, so that sample.py and eval.py read the same ids
+    tok.encode_special_tokens = True
+    return (lambda text: tok.encode(text, add_special_tokens=False).ids), tok.token_to_id("<|endoftext|>"), \
+        tok.get_vocab_size(with_added_tokens=True)
 
 
-def bpe(text, eot=False):
-    """GPT-2 BPE ids of text (special tokens in it are plain text), + <|endoftext|> if eot."""
-    ids = gpt2().encode_ordinary(text)
+def bpe(text, tok=GPT2, eot=False):
+    """BPE ids of text (special tokens in it are plain text), + <|endoftext|> if eot."""
+    encode, eot_token, _ = bpe_encoder(*tok)
+    ids = encode(text)
     if eot:
-        ids.append(gpt2().eot_token)
+        ids.append(eot_token)
     return ids
 
 
-def bpe_batch(batch, eot):
+def bpe_meta(tok, eot=False):
+    """What meta.json says of the BPE tok: tokenizer, tokenizer_path (neox), vocab_size, and
+    eot_token if <|endoftext|> follows each document."""
+    _, eot_token, n_vocab = bpe_encoder(*tok)
+    if n_vocab > 2 ** 16:
+        raise UserError(f"the tokenizer at {tok[1]} has {n_vocab} ids: token ids are stored as uint16 "
+                        "(at most 65536); use a smaller vocabulary")
+    meta = {"tokenizer": tok[0]} | ({"tokenizer_path": tok[1]} if tok[0] == "neox" else {})
+    return meta | {"vocab_size": n_vocab} | ({"eot_token": eot_token} if eot else {})
+
+
+def chosen_bpe(config):
+    """The BPE config asks for, as bpe() takes it (main() has resolved --tokenizer)."""
+    return (config["tokenizer"], config["tokenizer_path"] if config["tokenizer"] == "neox" else None)
+
+
+def bpe_batch(batch, tok, eot):
     """Dataset.map function: the "text" column of a batch to ids and their lengths."""
-    ids = [bpe(text, eot) for text in batch["text"]]
+    ids = [bpe(text, tok, eot) for text in batch["text"]]
     return {"ids": ids, "len": [len(x) for x in ids]}
 
 
@@ -74,28 +114,34 @@ def check_text(dset):
         raise UserError(f"the dataset has no 'text' column (it has {', '.join(dset.column_names)}): fix --source")
 
 
-def tokenize(dset, eot, num_proc, desc):
+def tokenize(dset, tok, eot, num_proc, desc):
     """A Hugging Face dataset with a "text" column -> one with "ids" and "len" (nanoGPT's map)."""
     check_text(dset)
-    return dset.map(bpe_batch, batched=True, fn_kwargs={"eot": eot}, remove_columns=dset.column_names,
-                    num_proc=num_proc if num_proc > 1 else None, desc=desc)
+    import datasets
+    # ids kept as uint16 in the cache too: a quarter of the disk of the default int64
+    features = datasets.Features({"ids": datasets.Sequence(datasets.Value("uint16")), "len": datasets.Value("int64")})
+    return dset.map(bpe_batch, batched=True, fn_kwargs={"tok": tok, "eot": eot}, remove_columns=dset.column_names,
+                    features=features, num_proc=num_proc if num_proc > 1 else None, desc=desc)
 
 
-def load_hf(source, name, config_name, split, num_proc):
+def load_hf(source, name, config_name, split, num_proc, data_files=None):
     """split (a name or a list of names) of the Hugging Face dataset `name`, or of a local
-    dataset folder given as `source`, read the way load_dataset(folder) reads it."""
+    dataset folder given as `source`, read the way load_dataset(folder) reads it. data_files:
+    {split: files} to read instead of what load_dataset would find (paths in the folder, or
+    patterns in `name`'s repository): only these are downloaded."""
     if source and os.path.isfile(source):
         raise UserError(f"--source={source} is a file: put it in a folder, named after its split "
                         "(train.jsonl, validation.jsonl or test.jsonl), and give the folder")
     if source.startswith((".", "/", "~")) and not os.path.exists(source):
         raise UserError(f"--source={source} not found: give an existing folder or a Hugging Face name")
     if os.path.isdir(source):
-        args = (source,)  # a local folder: its files, by split
+        args = ("json",) if data_files else (source,)  # a local folder: the files given, or its files by split
     else:
         args = (source or name,) + ((config_name,) if config_name else ())
     import datasets
     try:
-        return datasets.load_dataset(*args, split=split, num_proc=num_proc if num_proc > 1 else None)
+        return datasets.load_dataset(*args, data_files=data_files, split=split,
+                                     num_proc=num_proc if num_proc > 1 else None)
     except Exception as e:  # not found, offline, unknown split, unreadable files: all input problems
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot load {source or name} ({why}): check --source, --splits and the network")
@@ -195,10 +241,12 @@ def shakespeare_char(config):
 
 
 def shakespeare(config):
-    """Tiny Shakespeare in GPT-2 BPE, the same 90/10 split by characters."""
+    """Tiny Shakespeare in BPE, the same 90/10 split by characters."""
+    tok = chosen_bpe(config)
+    meta = bpe_meta(tok)
     data, source = shakespeare_text(config)
     train, val = split_90_10(data)
-    return {"train": bpe(train), "val": bpe(val)}, {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB_SIZE, "source": source}
+    return {"train": bpe(train, tok), "val": bpe(val, tok)}, meta | {"source": source}
 
 
 def text(config):
@@ -219,15 +267,16 @@ def text(config):
             files.append(path)
         else:
             raise UserError(f"--files: {path} not found (give existing files or folders, comma-separated)")
-    docs = [bpe(read_text(f), eot=True) for f in files]
+    tok = chosen_bpe(config)
+    meta = bpe_meta(tok, eot=True)
+    docs = [bpe(read_text(f), tok, eot=True) for f in files]
     if len(docs) >= 10:
         train, val = split_90_10(docs)
         splits = {"train": [i for d in train for i in d], "val": [i for d in val for i in d]}
     else:
         train, val = split_90_10([i for d in docs for i in d])
         splits = {"train": train, "val": val}
-    return splits, {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB_SIZE, "eot_token": gpt2().eot_token,
-                    "source": config["files"]}
+    return splits, meta | {"source": config["files"]}
 
 
 def openwebtext(config):
@@ -235,6 +284,8 @@ def openwebtext(config):
     each document is followed by <|endoftext|>."""
     if not 0 < config["val_fraction"] < 1:
         raise UserError(f"--val_fraction={config['val_fraction']}: must be between 0 and 1")
+    tok = chosen_bpe(config)
+    meta = bpe_meta(tok, eot=True)
     dataset = load_hf(config["source"], "openwebtext", None, "train", config["num_proc"])
     # owt by default only contains the 'train' split, so create a test split
     try:
@@ -242,30 +293,36 @@ def openwebtext(config):
     except ValueError as e:
         raise UserError(f"cannot hold out --val_fraction={config['val_fraction']} of {len(dataset)} documents ({e})")
     split_dataset["val"] = split_dataset.pop("test")  # rename the test split to val
-    splits = {split: tokenize(dset, True, config["num_proc"], f"tokenizing {split}")
+    splits = {split: tokenize(dset, tok, True, config["num_proc"], f"tokenizing {split}")
               for split, dset in split_dataset.items()}
-    return splits, {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB_SIZE, "eot_token": gpt2().eot_token,
-                    "source": config["source"] or "openwebtext"}
+    return splits, meta | {"source": config["source"] or "openwebtext"}
 
 
-WIKITEXT_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # ours -> Hugging Face's
+SPLITS = {"train": "train", "val": "validation", "test": "test"}  # ours -> Hugging Face's
+
+
+def wanted_splits(text):
+    """Our names of the splits in --splits (a comma-separated subset of train, val or
+    validation, test), in that order."""
+    wanted = {"val" if s.strip() == "validation" else s.strip() for s in text.split(",") if s.strip()}
+    if not wanted or not wanted <= set(SPLITS):
+        raise UserError(f"--splits={text}: give a comma-separated subset of train, val, test")
+    return [s for s in SPLITS if s in wanted]
 
 
 def wikitext(config):
     """WikiText-103 (raw): each split's lines joined as in the raw files (each row keeps its
-    newline), GPT-2 BPE, no <|endoftext|>. Only the splits in --splits (by default the
-    validation and test splits, for evaluation; add train to train on it)."""
-    wanted = {"validation" if s.strip() == "val" else s.strip() for s in config["splits"].split(",") if s.strip()}
-    if not wanted or not wanted <= set(WIKITEXT_SPLITS.values()):
-        raise UserError(f"--splits={config['splits']}: give a comma-separated subset of train, validation, test")
-    order = [ours for ours, theirs in WIKITEXT_SPLITS.items() if theirs in wanted]
-    parts = load_hf(config["source"], "wikitext", "wikitext-103-raw-v1", [WIKITEXT_SPLITS[s] for s in order],
+    newline), in BPE, no <|endoftext|>. Only the splits in --splits (by default the validation
+    and test splits, for evaluation; add train to train on it)."""
+    order = wanted_splits(config["splits"] or "val,test")
+    tok = chosen_bpe(config)
+    meta = bpe_meta(tok)
+    parts = load_hf(config["source"], "wikitext", "wikitext-103-raw-v1", [SPLITS[s] for s in order],
                     config["num_proc"])
     # tokenizing line by line gives the ids of the joined text: every row ends with its newline
-    splits = {split: tokenize(dset, False, config["num_proc"], f"tokenizing {split}")
+    splits = {split: tokenize(dset, tok, False, config["num_proc"], f"tokenizing {split}")
               for split, dset in zip(order, parts)}
-    return splits, {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB_SIZE,
-                    "source": config["source"] or "wikitext/wikitext-103-raw-v1"}
+    return splits, meta | {"source": config["source"] or "wikitext/wikitext-103-raw-v1"}
 
 
 def lambada_examples(config, hf_name, config_name):
@@ -274,6 +331,8 @@ def lambada_examples(config, hf_name, config_name):
     ids[start:target_start] is the context and ids[target_start:end] the last word (with its
     leading spaces), the text split as lm-evaluation-harness splits it: at its last space, any
     whitespace before that going with the last word."""
+    tok = chosen_bpe(config)
+    meta = bpe_meta(tok)
     dset = load_hf(config["source"], hf_name, config_name, "test", config["num_proc"])
     check_text(dset)
     ids, examples = [], []
@@ -282,13 +341,12 @@ def lambada_examples(config, hf_name, config_name):
         if not context:
             raise UserError(f"lambada example {n} has no context before its last word: {example[:60]!r}")
         start = len(ids)
-        ids += bpe(context)
+        ids += bpe(context, tok)
         target_start = len(ids)
-        ids += bpe(example[len(context):])
+        ids += bpe(example[len(context):], tok)
         examples.append([start, target_start, len(ids)])
     ids = np.array(ids, dtype=np.uint16)
-    return {"val": ids, "test": ids}, {"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB_SIZE,
-                                       "source": config["source"] or hf_name, "examples": examples}
+    return {"val": ids, "test": ids}, meta | {"source": config["source"] or hf_name, "examples": examples}
 
 
 def lambada(config):
@@ -301,15 +359,59 @@ def lambada_standard(config):
     return lambada_examples(config, "cimec/lambada", None)
 
 
-# each dataset, and the options it reads besides data_root
+PILE = "monology/pile-uncopyrighted"  # the Pile less Books3, BookCorpus2, OpenSubtitles, YTSubtitles, OWT2
+# its files, as the Pile itself was served: a local --source folder is laid out the same way
+PILE_FILES = {"train": "train/*.jsonl.zst", "validation": "val.jsonl.zst", "test": "test.jsonl.zst"}
+JSON_FILES = (".jsonl", ".json", ".jsonl.zst", ".json.zst")
+
+
+def pile_files(folder, split):
+    """The files of one of our splits in a local folder laid out like the Pile: <split>.jsonl.zst
+    or a <split>/ folder of them (also .jsonl, .json, .json.zst; val may be called validation)."""
+    names = ("val", "validation") if split == "val" else (split,)
+    found = sorted(f for name in names for pattern in (f"{name}.*", os.path.join(name, "*"))
+                   for f in glob.glob(os.path.join(folder, pattern)) if f.endswith(JSON_FILES))
+    if not found:
+        raise UserError(f"--source={folder} has no {split} files: lay it out like the Pile (train/00.jsonl.zst "
+                        f"..., val.jsonl.zst, test.jsonl.zst; or .jsonl, .json), or leave {split} out of --splits")
+    return found
+
+
+def pile(config):
+    """The Pile that Pythia was trained on, less its copyrighted subsets (PILE, or --source: a
+    local folder laid out like the Pile, or another Hugging Face name), each document followed by
+    <|endoftext|>, in the order its files hold them. --splits: which of train, val and test
+    (all three by default; val and test alone are what evaluation reads, and download little)."""
+    order = wanted_splits(config["splits"] or "train,val,test")
+    tok = chosen_bpe(config)
+    meta = bpe_meta(tok, eot=True)
+    source = config["source"]
+    if os.path.isdir(source):
+        data_files = {SPLITS[s]: pile_files(source, s) for s in order}
+    else:  # PILE: only the files of the splits asked for; another name: whatever it holds
+        data_files = None if source else {SPLITS[s]: [PILE_FILES[SPLITS[s]]] for s in order}
+    if data_files and any(f.endswith(".zst") for files in data_files.values() for f in files):
+        try:
+            import zstandard  # noqa: F401  the Pile's files are zstd-compressed JSON lines
+        except ImportError:
+            raise UserError("the Pile's .jsonl.zst files need zstandard: pip install zstandard")
+    parts = load_hf(source, PILE, None, [SPLITS[s] for s in order], config["num_proc"], data_files)
+    splits = {split: tokenize(dset, tok, True, config["num_proc"], f"tokenizing {split}")
+              for split, dset in zip(order, parts)}
+    return splits, meta | {"source": source or PILE}
+
+
+BPE_OPTIONS = ("tokenizer", "tokenizer_path")
+# each dataset: what reads it, the options it takes besides data_root, and its own tokenizer
 DATASETS = {
-    "shakespeare_char": (shakespeare_char, ("source",)),
-    "shakespeare": (shakespeare, ("source",)),
-    "text": (text, ("files",)),
-    "openwebtext": (openwebtext, ("source", "num_proc", "val_fraction", "seed")),
-    "wikitext": (wikitext, ("source", "num_proc", "splits")),
-    "lambada": (lambada, ("source", "num_proc")),
-    "lambada_standard": (lambada_standard, ("source", "num_proc")),
+    "shakespeare_char": (shakespeare_char, ("source",), "char"),
+    "shakespeare": (shakespeare, ("source",) + BPE_OPTIONS, "gpt2"),
+    "text": (text, ("files",) + BPE_OPTIONS, "gpt2"),
+    "openwebtext": (openwebtext, ("source", "num_proc", "val_fraction", "seed") + BPE_OPTIONS, "gpt2"),
+    "wikitext": (wikitext, ("source", "num_proc", "splits") + BPE_OPTIONS, "gpt2"),
+    "lambada": (lambada, ("source", "num_proc") + BPE_OPTIONS, "gpt2"),
+    "lambada_standard": (lambada_standard, ("source", "num_proc") + BPE_OPTIONS, "gpt2"),
+    "pile": (pile, ("source", "num_proc", "splits") + BPE_OPTIONS, "neox"),
 }
 
 
@@ -328,12 +430,21 @@ def main(argv=None):
         raise UserError(f"unknown dataset '{name}': {hint}choose one of {names}")
     config = parse_config(DEFAULTS, argv)
     config["source"] = os.path.expanduser(config["source"])
-    prepare, options = DATASETS[name]
+    prepare, options, own_tokenizer = DATASETS[name]
     stray = [k for k in config if config[k] != DEFAULTS[k] and k not in ("data_root",) + options]
     if stray:
         raise UserError(f"--{stray[0]} does not apply to {name} (its options: data_root, {', '.join(options)})")
+    # the BPE: the dataset's own, or another one written next to it, as NAME_<tokenizer>/
+    config["tokenizer"] = config["tokenizer"] or own_tokenizer
+    if "tokenizer" in options and config["tokenizer"] not in ("gpt2", "neox"):
+        raise UserError(f"--tokenizer={config['tokenizer']}: use gpt2 or neox")
+    if config["tokenizer_path"] != DEFAULTS["tokenizer_path"] and config["tokenizer"] != "neox":
+        raise UserError("--tokenizer_path applies to the neox tokenizer: add --tokenizer=neox")
+    path = os.path.expanduser(config["tokenizer_path"])
+    config["tokenizer_path"] = os.path.abspath(path) if os.path.isdir(path) else path  # meta.json works from anywhere
     splits, meta = prepare(config)
-    save(config["data_root"], name, splits, meta)
+    save(config["data_root"], name if config["tokenizer"] == own_tokenizer else f"{name}_{config['tokenizer']}",
+         splits, meta)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """
-Sample from a trained ContextLM (or a GPT-2) with KV-cache decoding.
+Sample from a trained ContextLM (or a GPT-2 or Pythia) with KV-cache decoding.
 
     python sample.py                                          # the most recent ./out*/ckpt.pt
     python sample.py --out_dir=out-shakespeare-char
     python sample.py --out_dir=out-contextlm-owt --start="The meaning of life is" --num_samples=3
     python sample.py --out_dir=out-contextlm-owt --start=FILE:prompt.txt --temperature=0
     python sample.py --init_from=gpt2-xl --start="Hello"      # OpenAI's weights (needs transformers)
-    python sample.py --init_from=path/to/hf-gpt2-dir          # a local Hugging Face GPT-2 folder
+    python sample.py --init_from=pythia-160m --start="Hello"  # EleutherAI's, with Pythia's tokenizer
+    python sample.py --init_from=path/to/hf-dir               # a local Hugging Face GPT-2 or Pythia folder
 """
 
 import glob
@@ -17,10 +18,10 @@ import time
 import torch
 
 from common import (Tokenizer, UserError, checkpoint_tokenizer, load_checkpoint, model_from_checkpoint,
-                    model_from_hf, parse_config, run_main, setup_device)
+                    model_from_hf, parse_config, pretrained_tokenizer, run_main, setup_device)
 
 DEFAULTS = dict(
-    init_from="resume",   # 'resume' (out_dir/ckpt.pt), a GPT-2 name, or a local Hugging Face directory
+    init_from="resume",   # 'resume' (out_dir/ckpt.pt), a GPT-2 or Pythia name, or a local Hugging Face folder
     out_dir="",           # '' = the most recently written ./out*/ckpt.pt (where train.py's runs go)
     start="\n",           # the prompt, or FILE:path to read it from a file
     num_samples=3,        # sampled together, as one batch
@@ -52,15 +53,15 @@ def latest_run():
 
 def load_model(init_from, out_dir, device):
     """(model, tokenizer) from a train.py checkpoint (out_dir's, or with out_dir '' the most
-    recent one) or from GPT-2 weights."""
+    recent one) or from GPT-2 or Pythia weights, with the tokenizer they were trained with."""
     if init_from == "resume":
         out_dir = out_dir or latest_run()
         checkpoint = load_checkpoint(out_dir)
         model = model_from_checkpoint(checkpoint, out_dir)
         tokenizer = checkpoint_tokenizer(checkpoint, out_dir)
     else:
-        model = model_from_hf(init_from, {"n_ctx_layer": 0})  # OpenAI's GPT-2 has no predictor
-        tokenizer = Tokenizer({"tokenizer": "gpt2"})
+        tokenizer = Tokenizer(pretrained_tokenizer(init_from))
+        model = model_from_hf(init_from, {"n_ctx_layer": 0})  # GPT-2 and Pythia have no predictor
     return model.eval().to(device), tokenizer
 
 
@@ -93,7 +94,7 @@ def main():
     ids = tokenizer.encode(prompt)
     x = torch.tensor([ids] * c["num_samples"], dtype=torch.long, device=device)
     t0 = time.time()
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), autocast:  # only the tokenizer's ids: BPE models pad their vocabulary to 50304
         y = model.generate(x, c["max_new_tokens"], temperature=c["temperature"], top_k=c["top_k"],
                            vocab_size=tokenizer.vocab_size)
     if str(device).startswith("cuda"):

@@ -1,5 +1,5 @@
 """
-Train ContextLM, or with --n_ctx_layer=0 the plain GPT-2 baseline, with the same script.
+Train ContextLM, or with --n_ctx_layer=0 the plain GPT-2 (or Pythia) baseline, with the same script.
 
 With no config file, train.py trains the paper's ContextLM-Base (Table 1) exactly as
 config/train_contextlm_owt.py does: GPT-2 124M plus a 2-layer context predictor on OpenWebText
@@ -7,9 +7,11 @@ config/train_contextlm_owt.py does: GPT-2 124M plus a 2-layer context predictor 
 
 Single process (a laptop, one GPU):
     python train.py config/train_shakespeare_char.py                 # a small model, on a CPU
+    python train.py config/train_pythia_shakespeare_char.py          # the same on Pythia's block
     python train.py --batch_size=8 --gradient_accumulation_steps=64  # ContextLM-Base on one GPU
 DDP on one node with 8 GPUs:
     torchrun --standalone --nproc_per_node=8 train.py                # ContextLM-Base
+    torchrun --standalone --nproc_per_node=8 train.py config/train_contextlm_pythia_160m.py  # on the Pile
 DDP on 2 nodes (run on each, with --node_rank=0 on the master at IP 123.456.123.456):
     torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123.456 \
         --master_port=1234 train.py config/train_contextlm_owt.py
@@ -17,7 +19,8 @@ DDP on 2 nodes (run on each, with --node_rank=0 on the master at IP 123.456.123.
 
 Configuration: the defaults below, then config files, then --key=value overrides, in order.
 train() tells a run top to bottom: processes and device, data, the model and optimizer (new,
-resumed, or from GPT-2's weights), then the loop: evaluate and checkpoint, step, log, stop on a signal.
+resumed, or from GPT-2's or Pythia's weights), then the loop: evaluate and checkpoint, step, log,
+stop on a signal.
 """
 
 import gc
@@ -29,15 +32,16 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import (MODEL_KEYS, UserError, get_batch, load_checkpoint, load_meta, model_from_checkpoint,
-                    model_from_hf, open_split, parse_config, peak_flops, run_main, save_checkpoint, setup_device)
+from common import (MODEL_KEYS, Tokenizer, UserError, get_batch, load_checkpoint, load_meta, model_from_checkpoint,
+                    model_from_hf, open_split, parse_config, peak_flops, pretrained_tokenizer, run_main,
+                    save_checkpoint, setup_device)
 from model import GPT, GPTConfig
 
 # The paper's ContextLM-Base run (Table 1). config/train_contextlm_owt.py says the same with its
@@ -50,7 +54,7 @@ DEFAULTS = dict(
     eval_iters=200,
     eval_only=False,              # evaluate once and exit
     always_save_checkpoint=True,  # else only when val loss improves
-    init_from="scratch",          # 'scratch', 'resume' (from out_dir/ckpt.pt) or 'gpt2*'
+    init_from="scratch",          # 'scratch', 'resume' (out_dir/ckpt.pt), GPT-2 or Pythia weights (docs/pythia.md)
     wandb_log=False,
     wandb_project="contextlm",
     wandb_run_name="run",
@@ -69,6 +73,12 @@ DEFAULTS = dict(
     chunk_size=4,
     n_ctx_layer=2,
     n_enc_layer=0,
+    rotary_pct=0.0,               # share of each head RoPE turns; 0 = learned positions (GPT-2), Pythia 0.25
+    rotary_base=10000.0,          # RoPE's base
+    parallel_residual=False,      # attention and MLP side by side, as GPT-NeoX (Pythia)
+    tie_embeddings=True,          # lm_head shares wte's matrix (GPT-2); Pythia's is its own
+    gelu_approximate="tanh",      # 'tanh' (GPT-2) or 'none': exact GELU (Pythia)
+    layer_norm_eps=1e-5,          # LayerNorm's epsilon (both)
     # AdamW
     learning_rate=1e-3,
     max_iters=17166,              # 17,166 x 524,288 = 9.0B tokens
@@ -227,9 +237,11 @@ def load_data(c):
 def build_model(c, meta, ckpt_path):
     """(model on the CPU, the checkpoint it was resumed from or None), as c.init_from says:
     'scratch', 'resume' (ckpt_path, whose training state is checked, with the architecture of the
-    config) or a GPT-2 ('gpt2', ..., 'gpt2-xl')."""
-    # GPT-2's 50257 BPE ids are padded to 50304, a multiple of 64, for faster matmuls
-    vocab_size = 50304 if meta["tokenizer"] == "gpt2" else meta["vocab_size"]
+    config) or pretrained weights: GPT-2 ('gpt2', ..., 'gpt2-xl'), Pythia ('pythia-70m', ...,
+    'pythia-1.4b', 'EleutherAI/pythia-...') or a local Hugging Face folder of either."""
+    # BPE vocabularies are padded up to a multiple of 64 for faster matmuls: GPT-2's 50257 ids and
+    # the NeoX tokenizer's 50277 both become 50304, the size of Pythia's own embedding
+    vocab_size = -(-meta["vocab_size"] // 64) * 64 if meta["tokenizer"] in ("gpt2", "neox") else meta["vocab_size"]
     model_args = {k: getattr(c, k) for k in MODEL_KEYS if hasattr(c, k)} | {"vocab_size": vocab_size}
     try:
         if c.init_from == "scratch":
@@ -240,24 +252,49 @@ def build_model(c, meta, ckpt_path):
             if missing:
                 raise UserError(f"{ckpt_path} has no training state ({', '.join(missing)} missing): it can be "
                                 "sampled and evaluated, not resumed; start a new run with --init_from=scratch")
-            mismatch = [f"{k}={checkpoint['model_args'][k]!r} (config says {v!r})" for k, v in model_args.items()
-                        if k != "dropout" and checkpoint["model_args"].get(k) != v]
+            # a field GPTConfig gained after the checkpoint was written has its default there, as
+            # model_from_checkpoint builds it (a GPT-2 checkpoint from before the Pythia fields)
+            saved = {f.name: f.default for f in fields(GPTConfig)} | checkpoint["model_args"]
+            mismatch = [f"{k}={saved[k]!r} (config says {v!r})" for k, v in model_args.items()
+                        if k != "dropout" and saved[k] != v]
             if mismatch:
                 raise UserError(f"{ckpt_path} was trained with {', '.join(mismatch)}: resume with the same config")
             checkpoint["model_args"]["dropout"] = c.dropout  # the one model field a resume may change
             return model_from_checkpoint(checkpoint, ckpt_path), checkpoint
-        if c.init_from.startswith("gpt2"):
-            if meta["tokenizer"] != "gpt2":
-                raise UserError(f"init_from={c.init_from} needs a GPT-2 BPE dataset, "
-                                f"'{c.dataset}' is {meta['tokenizer']}")
+        if c.init_from.startswith(("gpt2", "pythia-", "EleutherAI/pythia-")) or \
+                os.path.isfile(os.path.join(c.init_from, "config.json")):  # a Hugging Face folder
+            check_pretrained_tokenizer(c.init_from, meta, c.dataset)
             override = {k: getattr(c, k) for k in ("dropout", "chunk_size", "n_ctx_layer", "n_enc_layer")}
             model = model_from_hf(c.init_from, override)
+            if meta["vocab_size"] > model.config.vocab_size:
+                raise UserError(f"'{c.dataset}' has {meta['vocab_size']} token ids, more than the "
+                                f"vocab_size={model.config.vocab_size} of {c.init_from}")
             if c.block_size < model.config.block_size:
                 model.crop_block_size(c.block_size)
             return model, None
     except ValueError as e:  # an invalid model configuration
         raise UserError(f"invalid model configuration: {e}")
-    raise UserError(f"init_from={c.init_from!r}: use scratch, resume, or a GPT-2 name like gpt2-medium")
+    raise UserError(f"init_from={c.init_from!r}: use scratch, resume, a GPT-2 or Pythia name like gpt2-medium "
+                    "or pythia-160m, or a local Hugging Face folder")
+
+
+# how to prepare a dataset in each BPE, for the error below
+PREPARE_HINT = {"gpt2": "`python prepare.py openwebtext` (or shakespeare, wikitext, ...)",
+                "neox": "`python prepare.py pile` (or NAME --tokenizer=neox)"}
+
+
+def check_pretrained_tokenizer(init_from, meta, dataset):
+    """Pretrained weights read token ids as their own tokenizer wrote them: the dataset must be in
+    the same one. GPT-2 weights need a GPT-2 BPE dataset; Pythia (GPT-NeoX) weights a neox
+    dataset whose vocabulary is that of the tokenizer in the weights' repository or folder."""
+    wanted = pretrained_tokenizer(init_from)
+    if meta["tokenizer"] != wanted["tokenizer"]:
+        raise UserError(f"init_from={init_from} reads {wanted['tokenizer']} token ids, but '{dataset}' is tokenized "
+                        f"with {meta['tokenizer']}: prepare a dataset with {PREPARE_HINT[wanted['tokenizer']]}")
+    vocabularies = [Tokenizer(m).enc.get_vocab(with_added_tokens=True) for m in (meta, wanted) if m["tokenizer"] == "neox"]
+    if vocabularies and vocabularies[0] != vocabularies[1]:
+        raise UserError(f"'{dataset}' was tokenized with the neox tokenizer of {meta.get('tokenizer_path')}, not "
+                        f"with {init_from}'s own: prepare it with --tokenizer_path={wanted['tokenizer_path']}")
 
 
 def build_or_resume(c, p, meta, ckpt_path, tokens_per_iter):

@@ -6,7 +6,10 @@ mode with a throwaway cache, one torch thread (all autouse); char_data, a prepar
 Helpers: run_script() runs a repo script as a subprocess, cli() an entry script's main() in this
 process, assert_one_line_error() checks a failure's message; TINY, tiny_args() and run_train()
 make tiny train.py runs, read_log() and weights() read what they wrote; sharp_model() is a tiny
-model with well-spread logits. Repo modules are imported inside the helpers, when used."""
+model with well-spread logits. Pythia (docs/pythia.md): make_pythia_folder() writes a tiny Hugging
+Face GPT-NeoX folder in the Pythia repositories' format, hub_cache() puts one in an offline hub
+cache under a repository name, the neox_tokenizer_dir fixture is a small GPT-NeoX-style BPE.
+Repo modules are imported inside the helpers, when used."""
 
 import hashlib
 import json
@@ -180,3 +183,82 @@ def char_data(tmp_path_factory):
     data_root = str(tmp_path_factory.mktemp("data"))
     prepare.main(["shakespeare_char", f"--data_root={data_root}"])
     return data_root
+
+
+# ---------------------------------------------------------------- Pythia (GPT-NeoX) weights and tokenizer
+
+NEOX = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+            max_position_embeddings=32)
+
+
+def make_pythia_folder(path, rotary_pct=0.25, parallel=True, tie=False, seed=0, vocab_size=NEOX["vocab_size"],
+                       tokenizer=None):
+    """A local Hugging Face GPT-NeoX folder laid out like the Pythia repositories: config.json with
+    their field names (rotary_pct, rotary_emb_base), the head saved as embed_out, and the buffers
+    their checkpoints carry (attention masks, RoPE frequencies). The tiny random model's weights are
+    spread wide (std 0.2, LayerNorm gains ~1) so that logits differ far above the tolerance.
+    tokenizer: a folder whose tokenizer files are copied in, as the repositories hold theirs.
+    Returns the Hugging Face model."""
+    import torch
+    from safetensors.torch import load_file, save_file
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    shape = NEOX | dict(vocab_size=vocab_size)
+    torch.manual_seed(seed)
+    hf = GPTNeoXForCausalLM(GPTNeoXConfig(**shape, rotary_pct=rotary_pct, rotary_emb_base=10000,
+                                          use_parallel_residual=parallel, tie_word_embeddings=tie)).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            norm = "layernorm" in name or "layer_norm" in name
+            p.copy_((1.0 if norm and name.endswith("weight") else 0.0) + (0.1 if norm else 0.2) * torch.randn_like(p))
+    hf.save_pretrained(path)
+    config = dict(architectures=["GPTNeoXForCausalLM"], bos_token_id=0, eos_token_id=0, hidden_act="gelu",
+                  initializer_range=0.02, layer_norm_eps=1e-5, model_type="gpt_neox", rotary_emb_base=10000,
+                  rotary_pct=rotary_pct, tie_word_embeddings=tie, torch_dtype="float32", use_cache=True,
+                  use_parallel_residual=parallel, **shape)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f)
+    weights = load_file(os.path.join(path, "model.safetensors"))
+    assert tie or "embed_out.weight" in weights  # transformers writes the Pythia head name
+    for i in range(NEOX["num_hidden_layers"]):
+        weights[f"gpt_neox.layers.{i}.attention.bias"] = torch.ones(1, 1, 32, 32, dtype=torch.bool).tril()
+        weights[f"gpt_neox.layers.{i}.attention.masked_bias"] = torch.tensor(-1e9)
+        weights[f"gpt_neox.layers.{i}.attention.rotary_emb.inv_freq"] = torch.ones(2)
+    save_file(weights, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
+    for name in os.listdir(tokenizer) if tokenizer else ():
+        shutil.copy(os.path.join(tokenizer, name), os.path.join(path, name))
+    return hf
+
+
+def hub_cache(cache_dir, monkeypatch, repo, folder):
+    """An offline Hugging Face hub cache in cache_dir that holds a copy of folder as the main
+    revision of repository `repo` (like 'EleutherAI/pythia-70m'), in effect until the test ends."""
+    import huggingface_hub.constants
+    entry = os.path.join(cache_dir, "models--" + repo.replace("/", "--"))
+    os.makedirs(os.path.join(entry, "refs"))
+    with open(os.path.join(entry, "refs", "main"), "w") as f:
+        f.write("0" * 40)
+    shutil.copytree(folder, os.path.join(entry, "snapshots", "0" * 40))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache_dir))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture(scope="session")
+def neox_tokenizer_dir(tmp_path_factory):
+    """A byte-level BPE trained here with `tokenizers`, built and saved as the Pythia repositories
+    hold theirs: tokenizer.json (NFC, byte-level, <|endoftext|> = 0 and <|padding|> special, runs
+    of spaces as added tokens) and a tokenizer_config.json naming GPTNeoXTokenizer. 302 ids."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    text = ["First Citizen: Before we proceed any further, hear me speak.", "All: Speak, speak."] * 20
+    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|padding|>"],
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.add_tokens([AddedToken(" " * n, normalized=True) for n in (4, 2)])  # GPT-NeoX's whitespace tokens
+    path = tmp_path_factory.mktemp("neox_tokenizer")
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps(dict(
+        tokenizer_class="GPTNeoXTokenizer", add_prefix_space=False, bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>", unk_token="<|endoftext|>")))
+    return path

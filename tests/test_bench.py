@@ -1,6 +1,7 @@
 """bench.py on a minute shape: the JSON's schema, the plot, the markdown on stdout, the bare
-`--quick` flag (config/bench_quick.py), the three models shared with compare.py, and bad input.
-No timing assertions: only that every figure is there and sane."""
+`--quick` flag (config/bench_quick.py), the three models shared with compare.py, bad input, and
+Pythia's shapes and block (--backbone). No timing assertions: only that every figure is there and
+sane."""
 
 import json
 import math
@@ -8,11 +9,12 @@ import os
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import bench  # noqa: E402
-from common import UserError, expand_quick, parse_config  # noqa: E402
+from common import BACKBONES, UserError, expand_quick, parse_config  # noqa: E402
 from conftest import run_script  # noqa: E402
 
 # Overrides put after --quick: they must win over its preset. A shape small enough for seconds,
@@ -143,3 +145,42 @@ def test_bad_input_is_one_line():
     proc = run_script("bench.py", "--shape=gpt3", check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: unknown shape 'gpt3'")
+
+
+# ---------------------------------------------------------------- Pythia's block (issue 15)
+
+def test_pythia_shapes_and_backbone():
+    """--shape=pythia-<size> is Pythia's size (2048 positions, vocabulary 50304) on its block, and
+    its gpt has Pythia's published parameter count; --backbone puts any shape on either block
+    (common.BACKBONES, as compare.py's --backbone); an unknown one is refused."""
+    from model import GPT, GPTConfig
+    c = bench.resolve(parse_config(bench.DEFAULTS, ["--shape=pythia-70m"]))
+    assert (c["backbone"], c["n_layer"], c["n_head"], c["n_embd"], c["block_size"], c["vocab_size"]) == \
+        ("pythia", 6, 8, 512, 2048, 50304)
+    args = bench.model_args_of(c)
+    assert all({k: a[k] for k in BACKBONES["pythia"]} == BACKBONES["pythia"] for a in args.values())
+    with torch.device("meta"):
+        assert GPT(GPTConfig(**args["gpt"] | dict(bias=True))).param_breakdown()["token"] == 70_426_624
+    assert bench.resolve(parse_config(bench.DEFAULTS, ["--shape=pythia-70m", "--backbone=gpt2"]))["backbone"] == "gpt2"
+    assert bench.resolve(parse_config(bench.DEFAULTS, expand_quick(["--quick"], "bench")))["backbone"] == "gpt2"
+    with pytest.raises(UserError, match="unknown backbone 'neox'"):
+        bench.resolve(parse_config(bench.DEFAULTS, ["--backbone=neox"]))
+
+
+def test_quick_run_on_pythias_block(monkeypatch):
+    """`bench.py --quick --backbone=pythia` on the minute shape (in this process, memory measured
+    here too): the three models measured are Pythia-block models, each with the parameters of
+    that model built directly (untied head, no position table), and decoding is timed."""
+    from model import GPT, GPTConfig
+    monkeypatch.setattr(bench, "in_fresh_process", lambda fn, *args: fn(*args))
+    argv = expand_quick(["--quick", *MINUTE, "--backbone=pythia", "--train_rounds=1", "--gen_rounds=1"], "bench")
+    results = bench.run_bench(parse_config(bench.DEFAULTS, argv))
+    assert results["settings"]["backbone"] == "pythia" and list(results["training"]) == MODELS
+    args = bench.model_args_of(results["settings"])
+    for name, row in results["training"].items():
+        model = GPT(GPTConfig(**args[name]))
+        assert "wpe" not in model.transformer and model.lm_head.weight is not model.transformer.wte.weight
+        assert (row["params_token"], row["params_predictor"]) == tuple(model.param_breakdown().values())
+        assert positive(row["tokens_per_sec"])
+    assert len(results["decoding"]) == 4 and all(positive(r["cache_tokens_per_sec"]) for r in results["decoding"])
+    assert "pythia block" in bench.markdown(results)

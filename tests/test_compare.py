@@ -15,7 +15,7 @@ from conftest import run_script
 
 import compare
 import train
-from common import UserError, read_log
+from common import BACKBONES, UserError, load_checkpoint, read_log
 
 ARMS = ("gpt", "contextlm", "gpt+2L")
 
@@ -181,3 +181,23 @@ def test_bad_study_is_refused_before_training(char_data, tmp_path, args, message
     with pytest.raises(UserError, match=message):
         compare.main(quick_args(char_data, tmp_path / "out", *args))
     assert not (tmp_path / "out").exists()
+
+
+def test_quick_study_on_pythias_block(char_data, tmp_path, capsys):
+    """`compare.py --quick --backbone=pythia`: every arm trains on Pythia's block (common.BACKBONES,
+    as bench.py's --backbone), which the runs' configs and checkpoints show (no position table,
+    an untied head), and the table says so."""
+    compare.main(quick_args(char_data, tmp_path, "--backbone=pythia", "--max_iters=4", "--eval_interval=2",
+                            "--always_save_checkpoint=True"))
+    assert "pythia block" in (tmp_path / "results.md").read_text()
+    seed = json.loads((tmp_path / "results.json").read_text())["seeds"][0]
+    for arm in ARMS:
+        run = tmp_path / f"{arm}-s{seed}"
+        config = json.loads((run / "run.json").read_text())["config"]
+        assert {k: config[k] for k in BACKBONES["pythia"]} == BACKBONES["pythia"]
+        ckpt = load_checkpoint(str(run))
+        assert {k: ckpt["model_args"][k] for k in BACKBONES["pythia"]} == BACKBONES["pythia"]
+        assert "transformer.wpe.weight" not in ckpt["model"]
+        assert not torch.equal(ckpt["model"]["lm_head.weight"], ckpt["model"]["transformer.wte.weight"])
+    with pytest.raises(UserError, match="unknown backbone"):
+        compare.study_config(quick_args(char_data, tmp_path, "--backbone=llama"))

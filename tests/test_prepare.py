@@ -1,7 +1,9 @@
 """prepare.py, offline on CPU: every dataset's code path on the shipped Tiny Shakespeare or on
 tiny local stand-ins for the Hugging Face datasets; uint16 files that match meta.json and decode
 back to their text; one-line errors; an interrupted run that leaves nothing half-written; and
-no PyTorch loaded to do any of it."""
+no PyTorch loaded to do any of it. The GPT-NeoX BPE of Pythia and the Pile (issue 15): pile from a
+local folder laid out like the Pile (.jsonl and .jsonl.zst), the files it asks the hub for, the
+NeoX copies of wikitext and lambada next to the GPT-2 ones, with a small BPE built in the tests."""
 
 import json
 import os
@@ -237,15 +239,20 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch, char_data, previo
     splits_of(data_root, "shakespeare_char")
 
 
-def test_prepare_does_not_import_torch(tmp_path):
+def test_prepare_does_not_import_torch(tmp_path, neox_tokenizer_dir):
     """Preparing data needs no PyTorch: importing prepare.py, and preparing shakespeare_char with
-    it, leave torch unloaded (a module-level `import torch` in common.py or prepare.py fails here)."""
+    it, leave torch unloaded (a module-level `import torch` in common.py or prepare.py fails here);
+    so does the NeoX BPE, through a Hugging Face dataset (pile)."""
+    write_jsonl(tmp_path / "pile" / "train.jsonl", ["a train document"])
     code = ("import sys, prepare; assert 'torch' not in sys.modules, 'import prepare loaded torch'; "
             f"prepare.main(['shakespeare_char', '--data_root={tmp_path}']); "
-            "assert 'torch' not in sys.modules, 'preparing shakespeare_char loaded torch'")
+            "assert 'torch' not in sys.modules, 'preparing shakespeare_char loaded torch'; "
+            f"prepare.main(['pile', '--data_root={tmp_path}', '--source={tmp_path / 'pile'}', '--splits=train', "
+            f"'--tokenizer_path={neox_tokenizer_dir}', '--num_proc=1']); "
+            "assert 'torch' not in sys.modules, 'preparing pile in the neox tokenizer loaded torch'")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "train: 1,003,854 tokens" in proc.stdout
+    assert "train: 1,003,854 tokens" in proc.stdout and "neox tokenizer" in proc.stdout
 
 
 def test_model_keys_are_the_model_config_fields():
@@ -253,3 +260,127 @@ def test_model_keys_are_the_model_config_fields():
     it must name GPTConfig's fields, in their order."""
     from model import GPTConfig
     assert MODEL_KEYS == tuple(GPTConfig.__dataclass_fields__)
+
+
+# ---------------------------------------------------------------- the NeoX BPE and the Pile
+
+PILE_DOCS = {  # file in a local folder laid out like the Pile -> its documents
+    "train/00.jsonl": ["The first shard's first document.\n\nIt has two paragraphs.", "Speak, speak.    Four spaces."],
+    "train/01.jsonl.zst": ["A document that writes <|endoftext|> as text.", "Café ünïcode ✓"],
+    "val.jsonl.zst": ["First Citizen: Before we proceed any further, hear me speak."],
+    "test.jsonl": ["All: Speak, speak.", "  indented"],
+}
+
+
+def write_pile(folder):
+    """PILE_DOCS as JSON lines with the Pile's fields (text, meta); .zst files compressed."""
+    for name, docs in PILE_DOCS.items():
+        data = "".join(json.dumps({"text": d, "meta": {"pile_set_name": "Pile-CC"}}) + "\n" for d in docs).encode()
+        if name.endswith(".zst"):
+            data = pytest.importorskip("zstandard").ZstdCompressor().compress(data)
+        os.makedirs(os.path.dirname(folder / name), exist_ok=True)
+        (folder / name).write_bytes(data)
+
+
+def test_pile_local_folder(tmp_path, neox_tokenizer_dir):
+    """`prepare.py pile --source=<folder laid out like the Pile>` through the CLI with 2 worker
+    processes: train/ (a .jsonl and a .jsonl.zst shard, in order), val.jsonl.zst and test.jsonl in
+    the NeoX BPE; each document followed by <|endoftext|> (id 0) and nowhere else (its text as
+    text); the ids are what transformers' tokenizer gives for each document; meta.json says which
+    tokenizer, by absolute path, so sample.py and eval.py find it from anywhere."""
+    write_pile(tmp_path / "pile")
+    proc = run_script("prepare.py", "pile", f"--data_root={tmp_path / 'data'}", f"--source={tmp_path / 'pile'}",
+                      f"--tokenizer_path={neox_tokenizer_dir}", "--num_proc=2")
+    assert "wrote" in proc.stdout and os.listdir(tmp_path / "data") == ["pile"]
+    meta = load_meta(tmp_path / "data", "pile")
+    assert meta["tokenizer"] == "neox" and meta["tokenizer_path"] == str(neox_tokenizer_dir)
+    assert meta["vocab_size"] == 302 and meta["eot_token"] == 0 and meta["source"] == str(tmp_path / "pile")
+    ids = splits_of(tmp_path / "data", "pile")
+    from transformers import AutoTokenizer
+    hf = AutoTokenizer.from_pretrained(str(neox_tokenizer_dir), split_special_tokens=True)
+    tok = Tokenizer(meta)
+    for split, files in (("train", ["train/00.jsonl", "train/01.jsonl.zst"]), ("val", ["val.jsonl.zst"]),
+                         ("test", ["test.jsonl"])):
+        docs = [d for f in files for d in PILE_DOCS[f]]
+        assert ids[split].tolist() == [i for d in docs for i in hf.encode(d, add_special_tokens=False) + [0]]
+        assert (ids[split] == 0).sum() == len(docs) and tok.decode(ids[split].tolist()) == "".join(d + EOT for d in docs)
+
+
+def test_pile_asks_the_hub_for_the_splits_it_writes(tmp_path, neox_tokenizer_dir, monkeypatch):
+    """By default pile reads monology/pile-uncopyrighted, and only the files of the splits asked
+    for (the Pile's val.jsonl.zst and test.jsonl.zst for --splits=val,test: no train shard is
+    downloaded to evaluate). load_dataset is stood in for by local documents."""
+    import datasets
+    seen = []
+
+    def load_dataset(*args, **kwargs):
+        seen.append((args, kwargs))
+        return [datasets.Dataset.from_dict({"text": [f"{split} document."], "meta": [{}]}) for split in kwargs["split"]]
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    meta = prep(tmp_path, "pile", splits="val,test", tokenizer_path=neox_tokenizer_dir, num_proc=1)
+    [(args, kwargs)] = seen
+    assert args == ("monology/pile-uncopyrighted",) and kwargs["split"] == ["validation", "test"]
+    assert kwargs["data_files"] == {"validation": ["val.jsonl.zst"], "test": ["test.jsonl.zst"]}
+    assert meta["source"] == "monology/pile-uncopyrighted" and set(splits_of(tmp_path, "pile")) == {"val", "test"}
+    assert Tokenizer(meta).decode(splits_of(tmp_path, "pile")["test"].tolist()) == "test document." + EOT
+
+
+def test_neox_copies_sit_next_to_the_gpt2_ones(tmp_path, neox_tokenizer_dir):
+    """wikitext and lambada with --tokenizer=neox go to wikitext_neox/ and lambada_neox/, next to
+    the GPT-2 copies, with the same layout: wikitext's ids are the joined text's in the NeoX BPE
+    (as transformers' tokenizer gives them), lambada's offsets split each example at its last word."""
+    for split, rows in WIKI.items():
+        write_jsonl(tmp_path / "wt" / f"{split}.jsonl", rows)
+    texts = ["The cat sat on the mat and then the dog came in", "Speak, speak.  First Citizen"]
+    write_jsonl(tmp_path / "lambada" / "test.jsonl", texts)
+    data_root = tmp_path / "data"
+    neox = {"tokenizer": "neox", "tokenizer_path": neox_tokenizer_dir}
+    for name, source in (("wikitext", tmp_path / "wt"), ("lambada", tmp_path / "lambada")):
+        prep(data_root, name, source=source, num_proc=1)
+        prepare.main([name, f"--data_root={data_root}", f"--source={source}", "--num_proc=1",
+                      *(f"--{k}={v}" for k, v in neox.items())])
+    assert sorted(os.listdir(data_root)) == ["lambada", "lambada_neox", "wikitext", "wikitext_neox"]
+    assert load_meta(data_root, "wikitext")["tokenizer"] == "gpt2"
+    meta = load_meta(data_root, "wikitext_neox")
+    assert (meta["dataset"], meta["tokenizer"], meta["vocab_size"]) == ("wikitext_neox", "neox", 302)
+    from transformers import AutoTokenizer
+    hf = AutoTokenizer.from_pretrained(str(neox_tokenizer_dir))
+    ids = splits_of(data_root, "wikitext_neox")
+    for split, theirs in (("val", "validation"), ("test", "test")):
+        assert ids[split].tolist() == hf.encode("".join(WIKI[theirs]), add_special_tokens=False)
+    meta = load_meta(data_root, "lambada_neox")
+    test = splits_of(data_root, "lambada_neox")["test"].tolist()
+    tok = Tokenizer(meta)
+    for (start, target_start, end), text in zip(meta["examples"], texts):
+        i = text.rindex(" ")
+        assert tok.decode(test[start:target_start]) == text[:i] and tok.decode(test[target_start:end]) == text[i:]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["shakespeare_char", "--tokenizer=neox"], "--tokenizer does not apply to shakespeare_char"),
+    (["shakespeare", "--tokenizer=bpe"], "--tokenizer=bpe: use gpt2 or neox"),
+    (["shakespeare", "--tokenizer_path=somewhere"], "--tokenizer_path applies to the neox tokenizer"),
+    (["shakespeare", "--tokenizer=neox", "--tokenizer_path=./nowhere"], "cannot load the neox tokenizer from './nowhere'"),
+    (["pile", "--splits=train,dev"], "--splits=train,dev: give a comma-separated subset of train, val, test"),
+])
+def test_bad_tokenizer_input(tmp_path, capsys, args, message):
+    data_root = tmp_path / "data"
+    with pytest.raises(SystemExit) as exit:
+        run_main(lambda: prepare.main(args + [f"--data_root={data_root}"]))
+    err = capsys.readouterr().err
+    assert exit.value.code == 1 and err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert not data_root.exists() or os.listdir(data_root) == []
+
+
+def test_pile_folder_without_a_split_and_too_large_vocabularies(tmp_path, neox_tokenizer_dir, monkeypatch):
+    """A local Pile folder lacking a split asked for names the layout; a tokenizer whose ids do
+    not fit in uint16 is refused before anything is written."""
+    write_jsonl(tmp_path / "pile" / "train" / "00.jsonl", ["only a train shard"])
+    with pytest.raises(UserError, match="has no val files: lay it out like the Pile"):
+        prep(tmp_path / "data", "pile", source=tmp_path / "pile", tokenizer_path=neox_tokenizer_dir)
+    prep(tmp_path / "data", "pile", source=tmp_path / "pile", tokenizer_path=neox_tokenizer_dir, splits="train")
+    monkeypatch.setattr(prepare, "bpe_encoder", lambda kind, path: (None, 0, 70_000))
+    with pytest.raises(UserError, match="70000 ids: token ids are stored as uint16"):
+        prep(tmp_path / "data2", "shakespeare", tokenizer="neox", tokenizer_path=neox_tokenizer_dir)
+    assert not (tmp_path / "data2").exists()

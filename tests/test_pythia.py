@@ -3,22 +3,30 @@ n_ctx_layer=0 the model is Hugging Face's GPTNeoXForCausalLM (weights loaded fro
 the Pythia repositories' format, or by Pythia name from a hub cache); ContextLM on it is causal,
 its predictor rotates chunk j at its first token's position j*w, and KV-cache decoding equals the
 full forward, past block_size too; GPT-2 checkpoints written before the backbone existed still
-load, sample and resume; the NeoX tokenizer loads and round-trips. Tiny models, CPU, offline."""
+load, sample and resume; the NeoX tokenizer loads and round-trips. train.py starts from Pythia
+weights on a dataset in their tokenizer (and refuses any other), sample.py samples Pythia by name
+or folder with its tokenizer and never its padding ids, the Pythia configs are Pythia's recipe,
+and the small Pythia-shaped Shakespeare config trains. (prepare.py's NeoX and Pile paths:
+tests/test_prepare.py; bench.py and compare.py on the backbone: their own tests.) Tiny models,
+CPU, offline."""
 
 import json
 import math
 import os
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import sharp_model
+from conftest import (NEOX, ROOT, assert_one_line_error, cli, hub_cache, make_pythia_folder, read_log, run_train,
+                      sharp_model, tiny_args)
+from torch.nn import functional as F
 
 import common
 import model as model_module
 import sample
+import train
 from model import GPT, GPTConfig
-from test_train import assert_one_line_error, cli, read_log, run_train, tiny_args
 
 # Pythia's block (EleutherAI/pythia-*/config.json), the GPTConfig fields that say so
 PYTHIA = dict(rotary_pct=0.25, rotary_base=10000.0, parallel_residual=True, tie_embeddings=False,
@@ -39,42 +47,6 @@ def full_last_logits(model, idx):
 
 
 # ---------------------------------------------------------------- 1. exactly Pythia, through from_pretrained
-
-NEOX = dict(vocab_size=96, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
-            max_position_embeddings=32)
-
-
-def make_pythia_folder(path, rotary_pct=0.25, parallel=True, tie=False, seed=0):
-    """A local Hugging Face GPT-NeoX folder laid out like the Pythia repositories: config.json with
-    their field names (rotary_pct, rotary_emb_base), the head saved as embed_out, and the buffers
-    their checkpoints carry (attention masks, RoPE frequencies). The tiny random model's weights are
-    spread wide (std 0.2, LayerNorm gains ~1) so that logits differ far above the tolerance.
-    Returns the Hugging Face model."""
-    from safetensors.torch import load_file, save_file
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-    torch.manual_seed(seed)
-    hf = GPTNeoXForCausalLM(GPTNeoXConfig(**NEOX, rotary_pct=rotary_pct, rotary_emb_base=10000,
-                                          use_parallel_residual=parallel, tie_word_embeddings=tie)).eval()
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            norm = "layernorm" in name or "layer_norm" in name
-            p.copy_((1.0 if norm and name.endswith("weight") else 0.0) + (0.1 if norm else 0.2) * torch.randn_like(p))
-    hf.save_pretrained(path)
-    config = dict(architectures=["GPTNeoXForCausalLM"], bos_token_id=0, eos_token_id=0, hidden_act="gelu",
-                  initializer_range=0.02, layer_norm_eps=1e-5, model_type="gpt_neox", rotary_emb_base=10000,
-                  rotary_pct=rotary_pct, tie_word_embeddings=tie, torch_dtype="float32", use_cache=True,
-                  use_parallel_residual=parallel, **NEOX)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(config, f)
-    weights = load_file(os.path.join(path, "model.safetensors"))
-    assert tie or "embed_out.weight" in weights  # transformers writes the Pythia head name
-    for i in range(NEOX["num_hidden_layers"]):
-        weights[f"gpt_neox.layers.{i}.attention.bias"] = torch.ones(1, 1, 32, 32, dtype=torch.bool).tril()
-        weights[f"gpt_neox.layers.{i}.attention.masked_bias"] = torch.tensor(-1e9)
-        weights[f"gpt_neox.layers.{i}.attention.rotary_emb.inv_freq"] = torch.ones(2)
-    save_file(weights, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
-    return hf
-
 
 @pytest.fixture(scope="module")
 def pythia_dir(tmp_path_factory):
@@ -153,14 +125,8 @@ def test_contextlm_from_pythia_keeps_token_pathway(pythia_dir, n_enc):
 def test_pythia_names_load_from_the_hub_cache(pythia_dir, monkeypatch, tmp_path):
     """'pythia-70m' and 'EleutherAI/pythia-70m' name the same Hugging Face repository: with a
     (tiny) copy of it in an offline hub cache, both load it, and give its logits."""
-    import huggingface_hub.constants
     path, hf = pythia_dir
-    repo = tmp_path / "models--EleutherAI--pythia-70m"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("0" * 40)
-    shutil.copytree(path, repo / "snapshots" / ("0" * 40))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    hub_cache(tmp_path, monkeypatch, "EleutherAI/pythia-70m", path)
     idx = torch.randint(0, 96, (2, 20), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = hf(idx).logits
@@ -423,49 +389,36 @@ def test_gpt2_checkpoint_from_before_loads_samples_and_resumes(char_data, tmp_pa
 
 # ---------------------------------------------------------------- 5. the NeoX tokenizer
 
-@pytest.fixture(scope="module")
-def neox_tokenizer_dir(tmp_path_factory):
-    """A byte-level BPE trained here with `tokenizers`, saved as the Pythia repositories hold
-    theirs: tokenizer.json and a tokenizer_config.json naming GPTNeoXTokenizer."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    text = ["First Citizen: Before we proceed any further, hear me speak.", "All: Speak, speak."] * 20
-    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|padding|>"],
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    path = tmp_path_factory.mktemp("neox_tokenizer")
-    tok.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps(dict(
-        tokenizer_class="GPTNeoXTokenizer", add_prefix_space=False, bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>", unk_token="<|endoftext|>")))
-    return path
-
-
 def test_neox_tokenizer_round_trips(neox_tokenizer_dir):
-    """common.Tokenizer({'tokenizer': 'neox', 'tokenizer_path': folder}) loads the folder through
-    transformers: text round-trips exactly (spaces before punctuation, newlines, characters it
-    never saw as bytes), no BOS or EOS is added, '<|endoftext|>' is its one special token, and
-    vocab_size is the tokenizer's."""
+    """common.Tokenizer({'tokenizer': 'neox', 'tokenizer_path': folder}) reads the folder's
+    tokenizer.json: text round-trips exactly (spaces before punctuation, runs of spaces, newlines,
+    characters it never saw as bytes), no BOS or EOS is added, '<|endoftext|>' is its special
+    token, vocab_size counts the added tokens; and its ids are those transformers' AutoTokenizer
+    gives for the same folder (the tokenizer Hugging Face users load for Pythia)."""
+    from transformers import AutoTokenizer
     tok = common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(neox_tokenizer_dir)})
-    assert tok.vocab_size == len(tok.enc) <= 300
-    for text in ("Before we proceed, hear me speak.", "  Speak ,speak .\n\nCafé ünïcode ✓", "x"):
+    hf = AutoTokenizer.from_pretrained(str(neox_tokenizer_dir))
+    assert tok.vocab_size == len(hf) == 302 and tok.eot_token == 0
+    texts = ("Before we proceed, hear me speak.", "  Speak ,speak .\n\nCafé ünïcode ✓", "x", "a    b  c   d",
+             "speak.<|endoftext|>All")
+    for text in texts:
         ids = tok.encode(text)
         assert tok.decode(ids) == text and max(ids) < tok.vocab_size
+        assert ids == hf.encode(text, add_special_tokens=False)
     assert len(tok.encode("First Citizen: speak.")) < len("First Citizen: speak.")  # merges apply
-    eot = tok.enc.convert_tokens_to_ids("<|endoftext|>")
-    assert tok.encode("speak.<|endoftext|>All") == tok.encode("speak.") + [eot] + tok.encode("All")
+    assert tok.encode("a    b") == tok.encode("a") + [hf.convert_tokens_to_ids(" " * 4)] + tok.encode("b")
+    assert tok.encode("speak.<|endoftext|>All") == tok.encode("speak.") + [tok.eot_token] + tok.encode("All")
 
 
 def test_neox_tokenizer_errors(tmp_path, monkeypatch):
-    """A folder that is not there, and transformers not installed, are one-line UserErrors that
-    name the fix."""
-    with pytest.raises(common.UserError, match="cannot load the neox tokenizer from .*no_such_folder") as e:
-        common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(tmp_path / "no_such_folder")})
-    assert "\n" not in str(e.value)
-    monkeypatch.setitem(__import__("sys").modules, "transformers", None)  # as if not installed
-    with pytest.raises(common.UserError, match="pip install transformers"):
+    """A folder that is not there, one without tokenizer.json, and tokenizers not installed, are
+    one-line UserErrors that name the fix."""
+    for path in (tmp_path / "no_such_folder", tmp_path):
+        with pytest.raises(common.UserError, match=f"cannot load the neox tokenizer from '{path}'") as e:
+            common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(path)})
+        assert "\n" not in str(e.value)
+    monkeypatch.setitem(__import__("sys").modules, "tokenizers", None)  # as if not installed
+    with pytest.raises(common.UserError, match="pip install tokenizers"):
         common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(tmp_path)})
     with pytest.raises(common.UserError, match="expected char, gpt2 or neox"):
         common.Tokenizer({"tokenizer": "sentencepiece"})
@@ -517,3 +470,204 @@ def test_invalid_pythia_fields_raise_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32, **{field: value})
     GPTConfig(block_size=16, vocab_size=64, n_layer=2, n_head=2, n_embd=32, rotary_pct=0.125)  # 2 dims: fine
+
+
+def test_backbones_are_gpt2_and_pythia():
+    """common.BACKBONES, what --backbone sets in bench.py and compare.py: 'gpt2' is GPTConfig's
+    defaults, 'pythia' the block from_pretrained builds from a Pythia folder (the PYTHIA fields
+    above, checked against Hugging Face there)."""
+    defaults = GPTConfig()
+    assert common.BACKBONES["gpt2"] == {k: getattr(defaults, k) for k in common.BACKBONES["gpt2"]}
+    assert common.BACKBONES["pythia"] == {k: PYTHIA[k] for k in common.BACKBONES["pythia"]}
+    assert set(common.BACKBONES["pythia"]) == set(NEW_FIELDS)
+    with pytest.raises(common.UserError, match="unknown backbone 'neox': use one of gpt2, pythia"):
+        common.backbone_fields("neox")
+
+
+# ---------------------------------------------------------------- 6. train.py and sample.py from Pythia weights
+
+@pytest.fixture(scope="module")
+def neox_data(neox_tokenizer_dir, tmp_path_factory):
+    """A data_root holding shakespeare_neox: tiny Shakespeare's first 20,000 characters in the
+    test's NeoX BPE (prepare.py shakespeare --tokenizer=neox)."""
+    import prepare
+    root = tmp_path_factory.mktemp("neox_data")
+    with open(os.path.join(ROOT, "data", "tinyshakespeare.txt")) as f:
+        (root / "shakespeare.txt").write_text(f.read()[:20000])
+    prepare.main(["shakespeare", f"--data_root={root}", f"--source={root / 'shakespeare.txt'}", "--tokenizer=neox",
+                  f"--tokenizer_path={neox_tokenizer_dir}"])
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def pythia_tok_dir(neox_tokenizer_dir, tmp_path_factory):
+    """A Pythia-format folder that holds its tokenizer, as the Pythia repositories do, and whose
+    vocabulary pads the tokenizer's 302 ids to 320, as Pythia's 50304 pads 50277; (path, its
+    Hugging Face model)."""
+    path = tmp_path_factory.mktemp("pythia_tok")
+    return path, make_pythia_folder(path, vocab_size=320, tokenizer=neox_tokenizer_dir)
+
+
+def pythia_args(data_root, out_dir, **overrides):
+    """tiny_args on the NeoX dataset, whose shape (2 layers, 2 heads, 32 wide, block 32) is the
+    test Pythia folder's: a run from it resumes with these settings and Pythia's block."""
+    fields = common.BACKBONES["pythia"] | dict(bias=True, dataset="shakespeare_neox")
+    return tiny_args(data_root, out_dir, **(fields | overrides))
+
+
+def test_train_from_pythia_weights(neox_data, pythia_tok_dir, tmp_path):
+    """train.py --init_from=<a local Pythia folder> on a dataset in its tokenizer: with
+    n_ctx_layer=0 the val loss it reports is the Hugging Face model's mean cross-entropy on the
+    same batches (1e-5), so the weights, the tokenizer's ids and the padded vocabulary (302 ids ->
+    320, the folder's) all line up; a ContextLM from it trains, and resumes under Pythia's block."""
+    path, hf = pythia_tok_dir
+    summary = run_train(pythia_args(neox_data, tmp_path / "gpt", init_from=path, n_ctx_layer=0, eval_only=True,
+                                    eval_iters=3))
+    val = common.open_split(neox_data, "shakespeare_neox", "val")
+    gen, losses = torch.Generator().manual_seed(0), []  # train.estimate_loss's batches
+    with torch.no_grad():
+        for _ in range(3):
+            x, y = common.get_batch(val, torch.randint(len(val) - 32, (4,), generator=gen), 32, "cpu")
+            losses.append(F.cross_entropy(hf(x).logits.flatten(0, 1), y.flatten()).item())
+    assert summary["val_loss"] == pytest.approx(sum(losses) / 3, abs=1e-5)
+    assert summary["params"]["predictor"] == 0
+
+    run_train(pythia_args(neox_data, tmp_path / "clm", init_from=path, max_iters=2, eval_interval=2))
+    ckpt = common.load_checkpoint(str(tmp_path / "clm"))
+    assert ckpt["model_args"]["vocab_size"] == 320 and ckpt["model_args"]["n_ctx_layer"] == 2
+    assert {k: ckpt["model_args"][k] for k in common.BACKBONES["pythia"]} == common.BACKBONES["pythia"]
+    run_train(pythia_args(neox_data, tmp_path / "clm", init_from="resume", max_iters=4, eval_interval=2))
+    assert [r["iter"] for r in common.read_log(tmp_path / "clm")[1]] == [0, 2, 4]  # the last row an iteration
+
+
+def test_pretrained_weights_need_their_tokenizer(neox_data, char_data, pythia_tok_dir, pythia_dir, tmp_path, capsys):
+    """Weights read ids as their tokenizer wrote them: Pythia weights on a char dataset, on a NeoX
+    dataset of another vocabulary (two ids swapped), GPT-2 weights on a NeoX dataset, Pythia
+    weights whose folder has no tokenizer to check against, and a name that is none of these:
+    each one line naming the fix, before any training."""
+    path, _ = pythia_tok_dir
+    other = tmp_path / "other"
+    shutil.copytree(path, other)
+    tokenizer = json.loads((other / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[40:42]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (other / "tokenizer.json").write_text(json.dumps(tokenizer))
+    gpt2 = tmp_path / "gpt2"  # only config.json is read before the refusal
+    gpt2.mkdir()
+    (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    cases = [(char_data, "shakespeare_char", path, ("reads neox token ids", "'shakespeare_char' is tokenized with char",
+                                                    "python prepare.py pile")),
+             (neox_data, "shakespeare_neox", other, ("not with", "own: prepare it with --tokenizer_path=")),
+             (neox_data, "shakespeare_neox", gpt2, ("reads gpt2 token ids", "python prepare.py openwebtext")),
+             (neox_data, "shakespeare_neox", pythia_dir[0], ("cannot load the neox tokenizer from",)),
+             (neox_data, "shakespeare_neox", "pythia", ("use scratch, resume, a GPT-2 or Pythia name",))]
+    for data_root, dataset, init_from, needles in cases:
+        status, _, err = cli(capsys, train, *tiny_args(data_root, tmp_path / "out", dataset=dataset,
+                                                       init_from=init_from, max_iters=1))
+        assert_one_line_error(status, err, *needles)
+    assert not os.path.exists(tmp_path / "out" / "ckpt.pt")
+
+
+SEPARATOR = "\n---------------\n"  # what sample.py prints after each sample
+
+
+def test_sample_pythia_by_name_with_its_tokenizer(pythia_tok_dir, monkeypatch, tmp_path, capsys):
+    """sample.py --init_from=pythia-160m, from an offline hub cache holding a tiny copy of the
+    repository: the text is the Hugging Face model's greedy continuation over the tokenizer's
+    ids, decoded by the tokenizer of that same repository."""
+    path, hf = pythia_tok_dir
+    hub_cache(tmp_path, monkeypatch, "EleutherAI/pythia-160m", path)
+    prompt = "First Citizen:"
+    status, out, err = cli(capsys, sample, "--init_from=pythia-160m", f"--start={prompt}", "--temperature=0",
+                           "--num_samples=1", "--max_new_tokens=8", "--device=cpu")
+    assert status == 0, err
+    tok = common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(path)})
+    ids = tok.encode(prompt)
+    with torch.no_grad():
+        for _ in range(8):
+            ids.append(hf(torch.tensor([ids])).logits[0, -1, :tok.vocab_size].argmax().item())
+    assert out.split(SEPARATOR)[0] == tok.decode(ids) and len(ids) > len(tok.encode(prompt))
+
+
+def test_sample_local_pythia_folder_never_emits_padding_ids(pythia_tok_dir, tmp_path, capsys):
+    """The folder's vocabulary is padded past the tokenizer's ids (320 > 302), as Pythia's 50304
+    pads 50277. Made to win outright here (the final LayerNorm keeps feature 0 only, two padding
+    rows of the head get +-100 there, so greedy decoding would pick one whatever the sign), the
+    padding ids are still never sampled: sample.py keeps to the tokenizer's ids."""
+    from safetensors.torch import load_file, save_file
+    path, _ = pythia_tok_dir
+    edited = tmp_path / "edited"
+    shutil.copytree(path, edited)
+    weights = load_file(edited / "model.safetensors")
+    weights["gpt_neox.final_layer_norm.weight"].zero_()[0] = 1.0
+    weights["gpt_neox.final_layer_norm.bias"].zero_()
+    weights["embed_out.weight"][302:304, 0] = torch.tensor([100.0, -100.0])
+    save_file(weights, edited / "model.safetensors", metadata={"format": "pt"})
+    model = GPT.from_pretrained(str(edited), dict(n_ctx_layer=0)).eval()
+    prompt = "All: Speak"
+    tok = common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(edited)})
+    with torch.no_grad():  # the plant works: unrestricted, greedy decoding picks a padding id
+        assert model(torch.tensor([tok.encode(prompt)]))[0][0, -1].argmax() >= 302
+    status, out, err = cli(capsys, sample, f"--init_from={edited}", f"--start={prompt}", "--temperature=0",
+                           "--num_samples=2", "--max_new_tokens=6", "--device=cpu")
+    assert status == 0, err
+    texts = out.split(SEPARATOR)
+    assert len(texts) == 3 and all(t.startswith(prompt) and len(t) > len(prompt) for t in texts[:2])
+
+
+# ---------------------------------------------------------------- 7. the Pythia configs
+
+# the learning rates of EleutherAI/pythia's models/<size>/pythia-<size>.yml
+PYTHIA_LR = {"70m": 1e-3, "160m": 6e-4, "410m": 3e-4, "1b": 2.5e-4, "1.4b": 2e-4}
+
+
+@pytest.mark.parametrize("size", PYTHIA_LR)
+def test_pythia_configs_are_pythias_recipe(size):
+    """config/train_contextlm_pythia_<size>.py is ContextLM (2-layer predictor, w=4) on Pythia-<size>
+    trained with Pythia's published recipe: 1024 sequences of 2048 tokens a step (divisible over
+    8 GPUs), 143,000 steps, 1% warm-up, cosine to 10%, the size's learning rate, weight decay 0.1,
+    betas (0.9, 0.95), clipping 1.0, on the Pile. With --n_ctx_layer=0, the model train.py builds
+    on the Pile's meta.json (NeoX BPE, 50277 ids) is Pythia-<size>: vocabulary 50304 and the
+    published parameter count."""
+    path = os.path.join(ROOT, "config", f"train_contextlm_pythia_{size}.py")
+    c = common.parse_config(train.DEFAULTS, [path])
+    n_layer, n_head, n_embd, total, _ = PYTHIA_SIZES[size]
+    assert (c["n_layer"], c["n_head"], c["n_embd"], c["block_size"], c["dataset"]) == (n_layer, n_head, n_embd, 2048,
+                                                                                       "pile")
+    assert {k: c[k] for k in common.BACKBONES["pythia"]} == common.BACKBONES["pythia"] and c["bias"] is True
+    assert (c["n_ctx_layer"], c["chunk_size"], c["n_enc_layer"], c["dropout"]) == (2, 4, 0, 0.0)
+    assert c["batch_size"] * c["gradient_accumulation_steps"] == 1024 and c["gradient_accumulation_steps"] % 8 == 0
+    assert c["max_iters"] == c["lr_decay_iters"] == 143000 and c["warmup_iters"] == 1430 and c["decay_lr"]
+    assert c["learning_rate"] == PYTHIA_LR[size] and c["min_lr"] == pytest.approx(c["learning_rate"] / 10)
+    assert (c["weight_decay"], c["beta1"], c["beta2"], c["grad_clip"]) == (0.1, 0.9, 0.95, 1.0)
+    assert (c["out_dir"], c["init_from"]) == (f"out-contextlm-pythia-{size}", "scratch")
+    baseline = SimpleNamespace(**common.parse_config(train.DEFAULTS, [path, "--n_ctx_layer=0"]))
+    with torch.device("meta"):
+        model, _ = train.build_model(baseline, {"tokenizer": "neox", "vocab_size": 50277}, None)
+    assert model.config.vocab_size == 50304 and model.param_breakdown() == {"token": total, "predictor": 0}
+
+
+@pytest.mark.parametrize("tokenizer,ids,padded", [("gpt2", 50257, 50304), ("neox", 50277, 50304), ("neox", 302, 320),
+                                                  ("char", 65, 65)])
+def test_bpe_vocabularies_are_padded_to_64(tokenizer, ids, padded):
+    """train.py pads a BPE vocabulary up to a multiple of 64 (GPT-2's and Pythia's both become
+    50304); a character vocabulary is kept as it is."""
+    c = SimpleNamespace(**(train.DEFAULTS | dict(n_layer=1, n_head=1, n_embd=8, block_size=8, n_ctx_layer=0)))
+    model, _ = train.build_model(c, {"tokenizer": tokenizer, "vocab_size": ids}, None)
+    assert model.config.vocab_size == model.lm_head.weight.size(0) == padded
+
+
+def test_small_pythia_config_trains(char_data, tmp_path):
+    """config/train_pythia_shakespeare_char.py end to end, cut to 20 steps of 8 sequences: the val
+    loss falls well below its start (4.19 -> 3.30 here), and what it trained is Pythia's block (no
+    position table, its own head)."""
+    config = os.path.join(ROOT, "config", "train_pythia_shakespeare_char.py")
+    run_train([config, f"--data_root={char_data}", f"--out_dir={tmp_path}", "--max_iters=20", "--batch_size=8",
+               "--eval_interval=10", "--eval_iters=4", "--always_save_checkpoint=True"])
+    evals = read_log(tmp_path)[1]
+    assert [r["iter"] for r in evals] == [0, 10, 20] and evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
+    ckpt = common.load_checkpoint(str(tmp_path))
+    assert {k: ckpt["model_args"][k] for k in common.BACKBONES["pythia"]} == common.BACKBONES["pythia"]
+    assert "transformer.wpe.weight" not in ckpt["model"]
+    assert not torch.equal(ckpt["model"]["lm_head.weight"], ckpt["model"]["transformer.wte.weight"])
