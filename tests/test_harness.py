@@ -348,7 +348,7 @@ def test_table2_lambada_is_the_harness_lambada(name, harness_task, tmp_path, mon
 
     monkeypatch.setattr(prepare, "load_hf", load_hf)
     with pytest.raises(KeyboardInterrupt):
-        prepare.DATASETS[name][0](dict(prepare.DEFAULTS))
+        prepare.DATASETS[name][0](dict(prepare.DEFAULTS, tokenizer="gpt2"))
     assert seen == [(config["dataset_path"], config["dataset_name"], config["test_split"])]
     monkeypatch.undo()
 
