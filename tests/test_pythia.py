@@ -423,26 +423,6 @@ def test_gpt2_checkpoint_from_before_loads_samples_and_resumes(char_data, tmp_pa
 
 # ---------------------------------------------------------------- 5. the NeoX tokenizer
 
-@pytest.fixture(scope="module")
-def neox_tokenizer_dir(tmp_path_factory):
-    """A byte-level BPE trained here with `tokenizers`, saved as the Pythia repositories hold
-    theirs: tokenizer.json and a tokenizer_config.json naming GPTNeoXTokenizer."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    text = ["First Citizen: Before we proceed any further, hear me speak.", "All: Speak, speak."] * 20
-    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|padding|>"],
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    path = tmp_path_factory.mktemp("neox_tokenizer")
-    tok.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps(dict(
-        tokenizer_class="GPTNeoXTokenizer", add_prefix_space=False, bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>", unk_token="<|endoftext|>")))
-    return path
-
-
 def test_neox_tokenizer_round_trips(neox_tokenizer_dir):
     """common.Tokenizer({'tokenizer': 'neox', 'tokenizer_path': folder}) loads the folder through
     transformers: text round-trips exactly (spaces before punctuation, newlines, characters it
