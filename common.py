@@ -1,7 +1,8 @@
 """
 What every entry script shares: one-line errors, configuration (defaults -> config/*.py ->
 --key=value, and --quick), the study's model variants, devices and precision, datasets and
-tokenizers, batches, checkpoints, run logs, figures.
+tokenizers, batches, instruction data (the Alpaca template, batches of examples), checkpoints,
+run logs, figures.
 """
 
 import ast
@@ -194,11 +195,26 @@ def open_split(data_root, dataset, split):
     return np.memmap(path, dtype=np.uint16, mode="r")
 
 
-def get_batch(data, offsets, block_size, device):
-    """Inputs and next-token targets, (len(offsets), block_size) each, from those offsets."""
+def sample_offsets(data, block_size, shape, generator):
+    """Where the rows of a batch begin, a LongTensor of `shape` drawn with `generator`: anywhere a
+    whole row fits in text (a uint16 memmap), at the start of an example in instruction data
+    (Examples), so that a response is never seen without its prompt."""
     import torch
-    rows = torch.stack([torch.from_numpy(data[i:i + block_size + 1].astype(np.int64)) for i in offsets.tolist()])
-    x, y = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()  # one read per row: targets are inputs shifted
+    if isinstance(data, Examples):
+        starts = torch.from_numpy(data.bounds[:, 0])
+        return starts[torch.randint(len(starts), shape, generator=generator)]
+    return torch.randint(len(data) - block_size, shape, generator=generator)
+
+
+def get_batch(data, offsets, block_size, device):
+    """Inputs and next-token targets, (len(offsets), block_size) each, from those offsets. In
+    instruction data (Examples) every target but the response of the row's own example is -1."""
+    import torch
+    if isinstance(data, Examples):
+        x, y = data.batch(offsets.numpy(), block_size)
+    else:
+        rows = torch.stack([torch.from_numpy(data[i:i + block_size + 1].astype(np.int64)) for i in offsets.tolist()])
+        x, y = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()  # one read per row: targets are inputs shifted
     if str(device).startswith("cuda"):  # pinned memory lets the copy overlap with compute
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
@@ -263,12 +279,97 @@ class Tokenizer:
             raise UserError(f"characters {''.join(unknown)!r} are not in this model's character vocabulary")
         return [self.stoi[ch] for ch in text]
 
+    def encode_ordinary(self, text):
+        """Like encode, but the text of a special token ("<|endoftext|>") stays plain text: for
+        data, whose end-of-text tokens are placed by the code, never by what the text says."""
+        if self.kind == "gpt2":
+            return self.enc.encode_ordinary(text)
+        if self.kind == "neox":
+            self.enc.encode_special_tokens = True  # tokenizers' switch: special-token text is plain text
+            try:
+                return self.enc.encode(text, add_special_tokens=False).ids
+            finally:
+                self.enc.encode_special_tokens = False
+        return self.encode(text)
+
     def decode(self, ids):
         if self.kind == "gpt2":
             return self.enc.decode(ids)
         if self.kind == "neox":  # exactly the text, special tokens included
             return self.enc.decode(ids, skip_special_tokens=False)
         return "".join(self.chars[i] for i in ids)
+
+
+# ---------------------------------------------------------------- instruction data
+# prepare.py alpaca writes it, train.py fine-tunes on it, sample.py prompts in its template.
+
+# The Alpaca prompt (Stanford Alpaca's template, as in the "text" column of tatsu-lab/alpaca):
+# the response follows "### Response:\n" directly, then the end-of-text token.
+ALPACA_INTRO = ("Below is an instruction that describes a task. "
+                "Write a response that appropriately completes the request.\n\n")
+ALPACA_INTRO_INPUT = ("Below is an instruction that describes a task, paired with an input that provides "
+                      "further context. Write a response that appropriately completes the request.\n\n")
+TEMPLATES = ("alpaca",)  # the values of meta.json's "template" and of sample.py's --template
+
+
+def alpaca_prompt(instruction, input="", intro=True):
+    """The Alpaca prompt of an instruction and its input ("" for none), up to where the response
+    begins. intro=False leaves out the opening sentence: a follow-up turn of a conversation."""
+    if input:
+        return (f"{ALPACA_INTRO_INPUT if intro else ''}### Instruction:\n{instruction}\n\n"
+                f"### Input:\n{input}\n\n### Response:\n")
+    return f"{ALPACA_INTRO if intro else ''}### Instruction:\n{instruction}\n\n### Response:\n"
+
+
+class Examples:
+    """One split of instruction data, as train.py draws batches from it: the examples back to back
+    in ids (a uint16 memmap), and bounds (n, 3) int64, a row (start, target_start, end) per
+    example: its prompt is ids[start:target_start], its response and end-of-text token
+    ids[target_start:end], the only tokens trained on. A batch row begins at an example's start
+    (position 0, as when sampling) and counts that example's response alone: the tokens after it
+    (the next example, or padding past the split's end) cannot change a causal model's
+    predictions before them. left_out, cut: how many examples open_examples left out (their
+    prompt fills a row) and how many of the rest are longer than a row (their end is not seen)."""
+
+    def __init__(self, ids, bounds, left_out=0, cut=0):
+        self.ids, self.bounds, self.left_out, self.cut = ids, bounds, left_out, cut
+
+    def __len__(self):
+        return len(self.ids)
+
+    def batch(self, offsets, block_size):
+        """(x, y) LongTensors (B, block_size) of the rows beginning at offsets (B,), example
+        starts: y is -1 except on the tokens of the row's own response (and end-of-text)."""
+        import torch
+        T = block_size
+        rows = np.zeros((len(offsets), T + 1), dtype=np.int64)  # zeros past the split's end: never targets
+        for r, o in enumerate(offsets):
+            row = self.ids[o:o + T + 1]
+            rows[r, :len(row)] = row
+        _, target_start, end = self.bounds[np.searchsorted(self.bounds[:, 0], offsets)].T  # (B,) each
+        pos = offsets[:, None] + 1 + np.arange(T)  # (B, T): where in ids each target is
+        counted = (pos >= target_start[:, None]) & (pos < end[:, None])
+        x = np.ascontiguousarray(rows[:, :-1])
+        y = np.where(counted, rows[:, 1:], -1)  # -1: the ignore index of the model's loss
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def open_examples(data_root, dataset, split, block_size):
+    """A split of instruction data (prepare.py alpaca: <split>.bin and <split>.examples.npy) as
+    Examples, without those whose prompt is block_size tokens or more: no response token would
+    be a target of a row of block_size."""
+    ids = open_split(data_root, dataset, split)
+    path = os.path.join(dataset_dir(data_root, dataset), f"{split}.examples.npy")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} is missing: run `python prepare.py {dataset}` again")
+    bounds = np.load(path, allow_pickle=False)
+    fits = bounds[:, 1] - bounds[:, 0] <= block_size  # the first response token is a row's last target, or earlier
+    if not fits.any():
+        raise UserError(f"every prompt in the {split} split of '{dataset}' is longer than block_size={block_size}: "
+                        "raise --block_size")
+    bounds = bounds[fits]
+    cut = int((bounds[:, 2] - bounds[:, 0] > block_size + 1).sum())  # a row holds block_size + 1 tokens
+    return Examples(ids, bounds, left_out=int((~fits).sum()), cut=cut)
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -222,11 +222,11 @@ def harness_lm_class():
 
         @property
         def eot_token_id(self):
-            """<|endoftext|>: the harness's context for a text that has none (GPT-2 BPE only)."""
-            if self.tok.kind != "gpt2":
+            """<|endoftext|>: the harness's context for a text that has none (BPE tokenizers only)."""
+            if self.tok.eot_token is None:
                 raise UserError(f"{self.name}: this task scores text with no context before it, and a character-level "
                                 "model has no <|endoftext|> to start from: evaluate a GPT-2 BPE checkpoint on it")
-            return self.tok.enc.eot_token
+            return self.tok.eot_token
 
         def tok_encode(self, string, add_special_tokens=None, **kwargs):
             try:
@@ -245,7 +245,7 @@ def harness_lm_class():
         def loglikelihood_rolling(self, requests, disable_tqdm=False):
             """The log-likelihood of each request's text, every token scored once by eval.py's sliding
             window, after <|endoftext|> (GPT-2 BPE; a character-level model scores all but the first)."""
-            prefix = [self.eot_token_id] if self.tok.kind == "gpt2" else []
+            prefix = [] if self.tok.eot_token is None else [self.eot_token_id]
             out = []
             for (text,) in [r.args for r in requests]:
                 ids = torch.tensor(prefix + self.tok_encode(text))
@@ -271,7 +271,7 @@ def harness_lm_class():
                     raise UserError(f"generation_kwargs {sorted(kwargs) or ['top_p']} are not supported "
                                     "(model.generate takes until, max_gen_toks, do_sample, temperature, top_k): "
                                     "drop them from the task's YAML")
-                if self.tok.kind == "gpt2":
+                if self.tok.eot_token is not None:
                     until.append(self.tok.decode([self.eot_token_id]))
                 ids = self.tok_encode(context) if context else [self.eot_token_id]
                 # leave room for the answer in the window, as the harness's own models do, so that
@@ -280,7 +280,8 @@ def harness_lm_class():
                 ids = torch.tensor([ids[-keep:]], device=self._device)
                 with self.autocast:
                     new = self.model.generate(ids, max_gen_toks, temperature=temperature, top_k=top_k,
-                                              vocab_size=self.tok.vocab_size)[0, ids.size(1):]
+                                              vocab_size=self.tok.vocab_size,
+                                              stop_token=self.tok.eot_token)[0, ids.size(1):]
                 text = self.tok.decode(new.tolist())
                 for stop in until:
                     text = text.split(stop)[0]

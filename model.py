@@ -412,15 +412,19 @@ class GPT(nn.Module):
         return self.lm_head(x)
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True, vocab_size=None):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True, vocab_size=None,
+                 stop_token=None):
         """Append max_new_tokens tokens to idx (B, T) and return it. temperature=0 is greedy;
-        vocab_size keeps sampling to the tokenizer's ids (the model's vocabulary may be padded).
+        vocab_size keeps sampling to the tokenizer's ids (the model's vocabulary may be padded);
+        stop_token (an end-of-text id) ends generation early, once every row has produced it: a
+        row's tokens after its first stop_token are what it sampled while the others went on.
         Past block_size each step conditions on the last block_size tokens, like nanoGPT, and the
         window is prefilled again: with learned positions every position shifts; with rotary ones
         the cached keys would keep their relative positions, but a deeper layer's key depends on
         every token that was in the window, and the chunk grid starts at the window's first token,
         so a slid cache is not the forward over the new window (docs/pythia.md)."""
         state = None
+        stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
         for _ in range(max_new_tokens):
             if not use_cache:
                 logits, _ = self(idx[:, -self.config.block_size:])
@@ -430,6 +434,10 @@ class GPT(nn.Module):
                 logits = self.decode_step(idx[:, -1:], state)
             idx_next = sample_next(logits[:, -1, :vocab_size], temperature, top_k)
             idx = torch.cat((idx, idx_next), dim=1)
+            if stop_token is not None:
+                stopped |= idx_next[:, 0] == stop_token
+                if stopped.all():
+                    break
         return idx
 
 

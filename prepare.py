@@ -12,6 +12,7 @@ where it has a test split) and a meta.json that says how to read them, in <data_
     python prepare.py pile --num_proc=16              # the Pile in Pythia's NeoX BPE, for Pythia
     python prepare.py pile --splits=val,test          # only what evaluation reads
     python prepare.py wikitext --tokenizer=neox       # in Pythia's BPE, into data/wikitext_neox/
+    python prepare.py alpaca --val_fraction=0.02      # instructions to fine-tune on (docs/finetuning.md)
 
 Options are --key=value (see DEFAULTS below). --source replaces a dataset's input: a text file for
 shakespeare*, a Hugging Face name or a local dataset folder for the others (a folder of .jsonl,
@@ -28,7 +29,9 @@ an interrupted run never leaves a folder that looks complete (the Hugging Face d
 and openwebtext, also keep what they downloaded and tokenized in the Hugging Face cache, so a
 second run picks up where the first stopped). meta.json holds: dataset, tokenizer ("char", "gpt2"
 or "neox"), vocab_size, source, <split>_tokens for each split written, and chars (char),
-tokenizer_path (neox), eot_token (where <|endoftext|> follows each document), examples (lambada).
+tokenizer_path (neox), eot_token (where <|endoftext|> follows each document), examples (lambada),
+and for instruction data (alpaca) template and <split>_examples, with the examples' bounds in
+<split>.examples.npy.
 """
 
 import difflib
@@ -53,8 +56,9 @@ DEFAULTS = dict(
     tokenizer="",              # BPE datasets: gpt2 or neox ('' = the dataset's own: neox for pile, else gpt2)
     tokenizer_path=PYTHIA_TOKENIZER,  # neox: a Hugging Face repository or local folder with its tokenizer.json
     num_proc=8,                # worker processes for Hugging Face datasets (load, tokenize)
-    val_fraction=0.0005,       # openwebtext: the share of documents held out as val
-    seed=2357,                 # openwebtext: the seed of that shuffled split
+    val_fraction=0.0005,       # openwebtext, alpaca: the share of documents (examples) held out as val
+    seed=2357,                 # openwebtext, alpaca: the seed of that shuffled split
+    ckpt="",                   # alpaca: take the tokenizer from this train.py checkpoint (its out_dir) instead
 )
 
 
@@ -187,9 +191,10 @@ def write_split(path, ids):
     return arr_len
 
 
-def save(data_root, name, splits, meta):
-    """Write each split to <split>.bin and then meta.json into a temporary sibling folder, and
-    only then swap it in for <data_root>/<name>/: an interrupted run leaves the old one as it was."""
+def save(data_root, name, splits, meta, examples=None):
+    """Write each split to <split>.bin (and for instruction data its examples' bounds to
+    <split>.examples.npy) and then meta.json into a temporary sibling folder, and only then swap
+    it in for <data_root>/<name>/: an interrupted run leaves the old one as it was."""
     final = os.path.join(data_root, name)
     tmp = os.path.join(data_root, f".{name}.tmp-{os.getpid()}")
     old = os.path.join(data_root, f".{name}.old-{os.getpid()}")
@@ -202,6 +207,8 @@ def save(data_root, name, splits, meta):
             n = meta[f"{split}_tokens"] = write_split(os.path.join(tmp, f"{split}.bin"), ids)
             if n == 0:
                 raise UserError(f"{name}: the {split} split came out empty: give it more text")
+        for split, bounds in (examples or {}).items():
+            np.save(os.path.join(tmp, f"{split}.examples.npy"), np.asarray(bounds, dtype=np.int64))
         with open(os.path.join(tmp, "meta.json"), "w") as f:  # one key a line, lists kept on theirs
             f.write("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items()) + "\n}\n")
         if os.path.exists(final):
@@ -221,7 +228,8 @@ def split_90_10(seq):
 
 
 # ---------------------------------------------------------------- datasets
-# Each takes the config and returns ({split: token ids}, meta), for save().
+# Each takes the config and returns ({split: token ids}, meta), for save(); instruction data
+# also {split: its examples' bounds}.
 
 def shakespeare_text(config):
     """Tiny Shakespeare (shipped next to this script), or the text file --source; its name."""
@@ -401,6 +409,90 @@ def pile(config):
     return splits, meta | {"source": source or PILE}
 
 
+ALPACA_FIELDS = ("instruction", "input", "output")  # input may be missing or empty
+
+
+def read_instructions(source, num_proc):
+    """The records of an instruction dataset: the Hugging Face hub's tatsu-lab/alpaca, or
+    --source: a local .json file (a list of records, as Stanford Alpaca's alpaca_data.json) or
+    .jsonl file (a record a line), a local dataset folder or another hub name."""
+    if source.endswith((".json", ".jsonl")) or os.path.isfile(source):
+        text = read_text(source)
+        try:
+            if source.endswith(".jsonl"):
+                return [json.loads(line) for line in text.splitlines() if line.strip()]
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{source} is not valid JSON{' lines' if source.endswith('.jsonl') else ''} "
+                            f"(line {e.lineno}: {e.msg}): fix the file")
+    dset = load_hf(source, "tatsu-lab/alpaca", None, "train", num_proc)
+    if not {"instruction", "output"} <= set(dset.column_names):
+        raise UserError(f"{source or 'tatsu-lab/alpaca'} has no instruction and output columns (it has "
+                        f"{', '.join(dset.column_names)}): give a dataset with {', '.join(ALPACA_FIELDS)}")
+    return dset.select_columns([f for f in ALPACA_FIELDS if f in dset.column_names]).to_list()
+
+
+def instruction_tokenizer(config):
+    """(Tokenizer, its meta.json entries): --tokenizer's, or with --ckpt the checkpoint's."""
+    from common import Tokenizer, checkpoint_tokenizer, load_checkpoint
+    if config["ckpt"]:
+        checkpoint = load_checkpoint(config["ckpt"])
+        tokenizer = checkpoint_tokenizer(checkpoint, config["ckpt"])
+        described = {k: v for k, v in checkpoint["meta"].items() if k in ("tokenizer", "tokenizer_path")}
+    else:  # main() has checked --tokenizer
+        described = {"tokenizer": config["tokenizer"]}
+        if config["tokenizer"] == "neox":
+            described["tokenizer_path"] = config["tokenizer_path"]
+        tokenizer = Tokenizer(described)
+    if tokenizer.eot_token is None:
+        raise UserError(f"{config['ckpt']} reads characters: instruction data needs a tokenizer with an "
+                        "end-of-text token (a model trained on GPT-2 BPE or Pythia's)")
+    return tokenizer, described
+
+
+def alpaca(config):
+    """Instruction data: each example is its Alpaca prompt (common.alpaca_prompt), then its output
+    and the end-of-text token, in the tokenizer of the model to fine-tune. A shuffled val_fraction
+    of the examples (at least one) is val. Each split's examples are written back to back, and
+    their bounds [start, target_start, end] to <split>.examples.npy: the response is
+    ids[target_start:end], the only tokens train.py trains on."""
+    from common import alpaca_prompt
+    if not 0 < config["val_fraction"] < 1:
+        raise UserError(f"--val_fraction={config['val_fraction']}: must be between 0 and 1")
+    tokenizer, described = instruction_tokenizer(config)
+    source = config["source"] or "tatsu-lab/alpaca"
+    records = read_instructions(config["source"], config["num_proc"])
+    if not isinstance(records, list) or not records:
+        raise UserError(f"{source} holds no examples: give a list of records with {', '.join(ALPACA_FIELDS)}")
+    examples = []  # (instruction, input, output)
+    for n, record in enumerate(records):
+        instruction, input, output = (record.get(f) if isinstance(record, dict) else None for f in ALPACA_FIELDS)
+        input = input or ""  # optional
+        if not all(isinstance(f, str) for f in (instruction, input, output)):
+            found = (", ".join(record) or "nothing") if isinstance(record, dict) else f"a {type(record).__name__}"
+            raise UserError(f"{source}: example {n} is not an instruction (it has {found}): each needs "
+                            "instruction, output and optionally input, as text")
+        examples.append((instruction, input, output))
+    n_val = max(1, round(len(examples) * config["val_fraction"]))
+    if n_val >= len(examples):
+        raise UserError(f"{source} has {len(examples)} example(s): too few to hold out a val split "
+                        "and train on the rest")
+    is_val = np.zeros(len(examples), dtype=bool)
+    is_val[np.random.default_rng(config["seed"]).permutation(len(examples))[:n_val]] = True
+    splits, bounds = {"train": [], "val": []}, {"train": [], "val": []}
+    for (instruction, input, output), val in zip(examples, is_val):
+        split = "val" if val else "train"
+        prompt = tokenizer.encode_ordinary(alpaca_prompt(instruction, input))
+        response = tokenizer.encode_ordinary(output) + [tokenizer.eot_token]
+        start = len(splits[split])
+        splits[split] += prompt + response
+        bounds[split].append([start, start + len(prompt), len(splits[split])])
+    meta = {**described, "vocab_size": tokenizer.vocab_size, "template": "alpaca",
+            "eot_token": tokenizer.eot_token, "source": source,
+            "train_examples": len(bounds["train"]), "val_examples": len(bounds["val"])}
+    return splits, meta, bounds
+
+
 BPE_OPTIONS = ("tokenizer", "tokenizer_path")
 # each dataset: what reads it, the options it takes besides data_root, and its own tokenizer
 DATASETS = {
@@ -412,6 +504,7 @@ DATASETS = {
     "lambada": (lambada, ("source", "num_proc") + BPE_OPTIONS, "gpt2"),
     "lambada_standard": (lambada_standard, ("source", "num_proc") + BPE_OPTIONS, "gpt2"),
     "pile": (pile, ("source", "num_proc", "splits") + BPE_OPTIONS, "neox"),
+    "alpaca": (alpaca, ("source", "num_proc", "val_fraction", "seed", "ckpt") + BPE_OPTIONS, "gpt2"),
 }
 
 
@@ -442,9 +535,10 @@ def main(argv=None):
         raise UserError("--tokenizer_path applies to the neox tokenizer: add --tokenizer=neox")
     path = os.path.expanduser(config["tokenizer_path"])
     config["tokenizer_path"] = os.path.abspath(path) if os.path.isdir(path) else path  # meta.json works from anywhere
-    splits, meta = prepare(config)
-    save(config["data_root"], name if config["tokenizer"] == own_tokenizer else f"{name}_{config['tokenizer']}",
-         splits, meta)
+    splits, meta, *bounds = prepare(config)  # instruction data also gives its examples' bounds
+    # a dataset in another tokenizer than its own (alpaca --ckpt: the checkpoint's) goes next to it
+    folder = name if meta["tokenizer"] == own_tokenizer else f"{name}_{meta['tokenizer']}"
+    save(config["data_root"], folder, splits, meta, *bounds)
 
 
 if __name__ == "__main__":

@@ -8,17 +8,26 @@ Sample from a trained ContextLM (or a GPT-2 or Pythia) with KV-cache decoding.
     python sample.py --init_from=gpt2-xl --start="Hello"      # OpenAI's weights (needs transformers)
     python sample.py --init_from=pythia-160m --start="Hello"  # EleutherAI's, with Pythia's tokenizer
     python sample.py --init_from=path/to/hf-dir               # a local Hugging Face GPT-2 or Pythia folder
+
+A model fine-tuned on instructions (docs/finetuning.md) is prompted in its template, and its
+answers end at end-of-text; --mtbench answers MT-Bench's questions for FastChat's judge:
+    python sample.py --out_dir=out-alpaca-contextlm --template=alpaca --start="Name three colours."
+    python sample.py --out_dir=out-alpaca-contextlm --template=alpaca --max_new_tokens=1024 \
+        --mtbench=data/mt_bench/question.jsonl       # -> data/mt_bench/model_answer/out-alpaca-contextlm.jsonl
 """
 
 import glob
+import json
 import os
 import sys
 import time
+import uuid
 
 import torch
 
-from common import (Tokenizer, UserError, checkpoint_tokenizer, load_checkpoint, model_from_checkpoint,
-                    model_from_hf, parse_config, pretrained_tokenizer, run_main, setup_device)
+from common import (TEMPLATES, Tokenizer, UserError, alpaca_prompt, checkpoint_tokenizer, load_checkpoint,
+                    model_from_checkpoint, model_from_hf, parse_config, pretrained_tokenizer, run_main,
+                    setup_device)
 
 DEFAULTS = dict(
     init_from="resume",   # 'resume' (out_dir/ckpt.pt), a GPT-2 or Pythia name, or a local Hugging Face folder
@@ -32,6 +41,9 @@ DEFAULTS = dict(
     device="auto",
     dtype="auto",
     compile=False,        # torch.compile the per-token decoding step
+    template="",          # 'alpaca': --start is an instruction, asked in the Alpaca prompt; stop at end-of-text
+    mtbench="",           # MT-Bench's question.jsonl: write answers to --answers instead of printing samples
+    answers="",           # the answer file; '' = model_answer/<run>.jsonl beside the question file
 )
 
 
@@ -52,10 +64,9 @@ def latest_run():
 
 
 def load_model(init_from, out_dir, device):
-    """(model, tokenizer) from a train.py checkpoint (out_dir's, or with out_dir '' the most
-    recent one) or from GPT-2 or Pythia weights, with the tokenizer they were trained with."""
+    """(model, tokenizer) from a train.py checkpoint (out_dir's) or from GPT-2 or Pythia weights,
+    with the tokenizer they were trained with."""
     if init_from == "resume":
-        out_dir = out_dir or latest_run()
         checkpoint = load_checkpoint(out_dir)
         model = model_from_checkpoint(checkpoint, out_dir)
         tokenizer = checkpoint_tokenizer(checkpoint, out_dir)
@@ -78,34 +89,138 @@ def read_prompt(start):
     return start
 
 
+def until_eot(ids, eot):
+    """ids up to, not including, the first end-of-text token."""
+    return ids[:ids.index(eot)] if eot in ids else ids
+
+
+# ---------------------------------------------------------------- MT-Bench answers
+
+# FastChat's sampling temperature for each MT-Bench category (fastchat/llm_judge/common.py, used by
+# its gen_model_answer.py), 0.7 for any other category; 0 is greedy decoding
+MTBENCH_TEMPERATURE = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0,
+                       "reasoning": 0.0, "stem": 0.1, "humanities": 0.1}
+
+
+def read_questions(path):
+    """The questions of MT-Bench's question.jsonl: a JSON object a line, with question_id,
+    category and turns (the questions of a conversation, asked one after the other)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise UserError(f"cannot read the MT-Bench question file {path}: {e.strerror}")
+    questions = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            q = json.loads(line)
+        except json.JSONDecodeError:
+            q = None
+        if not (isinstance(q, dict) and "question_id" in q and isinstance(q.get("category"), str)
+                and isinstance(q.get("turns"), list) and q["turns"] and all(isinstance(t, str) for t in q["turns"])):
+            raise UserError(f"{path}:{n} is not an MT-Bench question (JSON with question_id, category and "
+                            "turns, a list of texts): give MT-Bench's question.jsonl")
+        questions.append(q)
+    if not questions:
+        raise UserError(f"{path} holds no questions: give MT-Bench's question.jsonl")
+    return questions
+
+
+def answer_turns(model, tokenizer, turns, temperature, c, device):
+    """The model's answers to the turns of one conversation, as texts. Turn 1 is asked in the
+    Alpaca prompt; each later one follows the conversation so far, answers and their end-of-text
+    tokens included, as its next "### Instruction:" (FastChat's Alpaca conversation). Each answer
+    is generated until end-of-text."""
+    eot = tokenizer.eot_token
+    ids, answers = [], []
+    for j, question in enumerate(turns):
+        ids += tokenizer.encode_ordinary(alpaca_prompt(question, intro=j == 0))
+        x = torch.tensor([ids], dtype=torch.long, device=device)
+        y = model.generate(x, c["max_new_tokens"], temperature=temperature, top_k=c["top_k"],
+                           vocab_size=tokenizer.vocab_size, stop_token=eot)
+        reply = until_eot(y[0, len(ids):].tolist(), eot)
+        ids += reply + [eot]
+        answers.append(tokenizer.decode(reply).strip())
+    return answers
+
+
+def write_mtbench_answers(model, tokenizer, questions, c, run_name, device, autocast):
+    """Answer every question (of c["mtbench"]) and write the answer file FastChat's judge reads
+    (fastchat/llm_judge: gen_judgment.py): a JSON object a line with question_id, answer_id,
+    model_id (the file's name, which the judge knows the model by), choices [{index: 0, turns:
+    [answer, ...]}] and tstamp. Written to a temporary file renamed into place at the end."""
+    path = c["answers"] or os.path.join(os.path.dirname(c["mtbench"]), "model_answer", f"{run_name}.jsonl")
+    model_id = os.path.basename(path).removesuffix(".jsonl")
+    rows, t0 = [], time.time()
+    for i, q in enumerate(questions, 1):
+        temperature = MTBENCH_TEMPERATURE.get(q["category"], 0.7)
+        torch.manual_seed(c["seed"])  # each question as if it were the only one (FastChat seeds each too)
+        with torch.no_grad(), autocast:
+            turns = answer_turns(model, tokenizer, q["turns"], temperature, c, device)
+        rows.append({"question_id": q["question_id"], "answer_id": uuid.uuid4().hex, "model_id": model_id,
+                     "choices": [{"index": 0, "turns": turns}], "tstamp": time.time()})
+        print(f"[{i}/{len(questions)}] question {q['question_id']} ({q['category']}, temperature {temperature}): "
+              f"{', '.join(str(len(t)) for t in turns)} characters, {time.time() - t0:.0f}s so far", file=sys.stderr)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"cannot write the answer file {path}: {e.strerror}")
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    print(f"wrote {len(rows)} answers of {model_id} to {path}", file=sys.stderr)
+
+
 def main():
     c = parse_config(DEFAULTS, sys.argv[1:])
     if c["max_new_tokens"] < 1:
         raise UserError(f"max_new_tokens={c['max_new_tokens']}: ask for at least 1 token")
     if c["num_samples"] < 1:
         raise UserError(f"num_samples={c['num_samples']}: ask for at least 1 sample")
-    prompt = read_prompt(c["start"])
+    if c["template"] not in ("", *TEMPLATES):
+        raise UserError(f"--template={c['template']}: use {' or '.join(TEMPLATES)}, or none for plain text")
+    if c["mtbench"] and not c["template"]:
+        raise UserError("--mtbench asks questions in the template the model was fine-tuned with: add --template=alpaca")
+    questions = read_questions(c["mtbench"]) if c["mtbench"] else None
+    prompt = None if c["mtbench"] else read_prompt(c["start"])
     device, _, _, autocast = setup_device(c["device"], c["dtype"])
     torch.manual_seed(c["seed"])
-    model, tokenizer = load_model(c["init_from"], c["out_dir"], device)
+    out_dir = c["out_dir"] or (latest_run() if c["init_from"] == "resume" else "")
+    model, tokenizer = load_model(c["init_from"], out_dir, device)
+    if c["template"] and tokenizer.eot_token is None:
+        raise UserError("--template needs a model with an end-of-text token; this one reads characters")
     if c["compile"]:
         model.decode_step = torch.compile(model.decode_step, dynamic=True)
+    if c["mtbench"]:
+        run_name = os.path.basename(os.path.normpath(out_dir if c["init_from"] == "resume" else c["init_from"]))
+        write_mtbench_answers(model, tokenizer, questions, c, run_name, device, autocast)
+        return
 
-    ids = tokenizer.encode(prompt)
+    # an instruction is asked in the template, as in fine-tuning: its text never becomes special tokens
+    ids = tokenizer.encode_ordinary(alpaca_prompt(prompt)) if c["template"] else tokenizer.encode(prompt)
     x = torch.tensor([ids] * c["num_samples"], dtype=torch.long, device=device)
     t0 = time.time()
     with torch.no_grad(), autocast:  # only the tokenizer's ids: BPE models pad their vocabulary to 50304
         y = model.generate(x, c["max_new_tokens"], temperature=c["temperature"], top_k=c["top_k"],
-                           vocab_size=tokenizer.vocab_size)
+                           vocab_size=tokenizer.vocab_size, stop_token=tokenizer.eot_token if c["template"] else None)
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
     dt = time.time() - t0
     for row in y.tolist():
+        if c["template"]:  # the answer ends at end-of-text
+            row = ids + until_eot(row[len(ids):], tokenizer.eot_token)
         print(tokenizer.decode(row))
         print("---------------")
-    n = c["num_samples"] * c["max_new_tokens"]
+    new_tokens = y.size(1) - len(ids)  # max_new_tokens, or fewer when every answer ended
+    n = c["num_samples"] * new_tokens
     print(f"{n} tokens in {dt:.2f}s: {n / dt:,.0f} tokens/s ({c['num_samples']} samples of "
-          f"{c['max_new_tokens']} tokens, KV-cache decoding on {device})", file=sys.stderr)
+          f"{new_tokens} tokens, KV-cache decoding on {device})", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,15 @@ DDP on 2 nodes (run on each, with --node_rank=0 on the master at IP 123.456.123.
         --master_port=1234 train.py config/train_contextlm_owt.py
 (If the nodes have no Infiniband, prepend NCCL_IB_DISABLE=1.)
 
+Fine-tuning (docs/finetuning.md): --init_from=DIR starts from the weights of the train.py run in
+DIR with a fresh optimizer and schedule; on instruction data (prepare.py alpaca) only the
+responses are trained on:
+    python train.py config/finetune_alpaca_gpt2.py   # ContextLM-Base (out-contextlm-owt) on Alpaca
+
 Configuration: the defaults below, then config files, then --key=value overrides, in order.
 train() tells a run top to bottom: processes and device, data, the model and optimizer (new,
-resumed, or from GPT-2's or Pythia's weights), then the loop: evaluate and checkpoint, step, log,
-stop on a signal.
+resumed, from GPT-2's or Pythia's weights, or from another run's to fine-tune), then the loop:
+evaluate and checkpoint, step, log, stop on a signal.
 """
 
 import gc
@@ -40,7 +45,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from common import (MODEL_KEYS, Tokenizer, UserError, get_batch, load_checkpoint, load_meta, model_from_checkpoint,
-                    model_from_hf, open_split, parse_config, peak_flops, pretrained_tokenizer, run_main,
+                    model_from_hf, open_examples, open_split, parse_config, peak_flops, pretrained_tokenizer,
+                    run_main, sample_offsets,
                     save_checkpoint, setup_device)
 from model import GPT, GPTConfig
 
@@ -54,7 +60,7 @@ DEFAULTS = dict(
     eval_iters=200,
     eval_only=False,              # evaluate once and exit
     always_save_checkpoint=True,  # else only when val loss improves
-    init_from="scratch",          # 'scratch', 'resume' (out_dir/ckpt.pt), GPT-2 or Pythia weights (docs/pythia.md)
+    init_from="scratch",          # 'scratch', 'resume' (out_dir/ckpt.pt), GPT-2 or Pythia weights, or a run to fine-tune
     wandb_log=False,
     wandb_project="contextlm",
     wandb_run_name="run",
@@ -118,7 +124,7 @@ def train(config):
         os.makedirs(c.out_dir, exist_ok=True)
 
     # ---- data
-    meta, train_data, val_data = load_data(c)
+    meta, train_data, val_data = load_data(c, p.master)
 
     # ---- model, optimizer and batch sampler: new, or as the run in out_dir left them
     ckpt_path = os.path.join(c.out_dir, "ckpt.pt")
@@ -156,8 +162,7 @@ def train(config):
                 break
 
             # one optimizer step over the global batch
-            offsets = torch.randint(len(train_data) - c.block_size,
-                                    (c.gradient_accumulation_steps, c.batch_size), generator=data_gen)
+            offsets = sample_offsets(train_data, c.block_size, (c.gradient_accumulation_steps, c.batch_size), data_gen)
             data_hash = hashlib.sha256(bytes.fromhex(data_hash) + offsets.numpy().tobytes()).hexdigest()
             loss = train_step(train_model, raw_model, optimizer, scaler, train_data, offsets, iter_num, c, p)
             tokens_seen += tokens_per_iter
@@ -222,23 +227,34 @@ def setup_processes(c):
                            device=device, device_type=device_type, ptdtype=ptdtype, autocast=autocast)
 
 
-def load_data(c):
-    """(meta.json, train split, val split) of the dataset; the splits are uint16 memmaps of token ids."""
+def load_data(c, verbose):
+    """(meta.json, train split, val split) of the dataset. The splits are uint16 memmaps of token
+    ids or, for instruction data (meta.json names a "template"), common.Examples: rows start at
+    examples and only responses are targets. verbose: say how many examples fit in a row."""
     meta = load_meta(c.data_root, c.dataset)
-    train_data = open_split(c.data_root, c.dataset, "train")
-    val_data = open_split(c.data_root, c.dataset, "val")
-    for name, data in (("train", train_data), ("val", val_data)):
-        if len(data) <= c.block_size:
-            raise UserError(f"the {name} split of '{c.dataset}' has {len(data)} tokens, too few for "
-                            f"block_size={c.block_size}: lower --block_size")
-    return meta, train_data, val_data
+    splits = []
+    for name in ("train", "val"):
+        if "template" in meta:
+            data = open_examples(c.data_root, c.dataset, name, c.block_size)
+            if verbose:
+                print(f"{name}: {len(data.bounds):,} examples ({data.cut:,} longer than block_size={c.block_size}, "
+                      f"cut; {data.left_out:,} whose prompt fills it, left out)")
+        else:
+            data = open_split(c.data_root, c.dataset, name)
+            if len(data) <= c.block_size:
+                raise UserError(f"the {name} split of '{c.dataset}' has {len(data)} tokens, too few for "
+                                f"block_size={c.block_size}: lower --block_size")
+        splits.append(data)
+    return meta, *splits
 
 
 def build_model(c, meta, ckpt_path):
     """(model on the CPU, the checkpoint it was resumed from or None), as c.init_from says:
-    'scratch', 'resume' (ckpt_path, whose training state is checked, with the architecture of the
-    config) or pretrained weights: GPT-2 ('gpt2', ..., 'gpt2-xl'), Pythia ('pythia-70m', ...,
-    'pythia-1.4b', 'EleutherAI/pythia-...') or a local Hugging Face folder of either."""
+    'scratch', 'resume' (ckpt_path, whose training state is checked, with the config and the
+    tokenizer of the run), pretrained weights: GPT-2 ('gpt2', ..., 'gpt2-xl'), Pythia
+    ('pythia-70m', ..., 'pythia-1.4b', 'EleutherAI/pythia-...') or a local Hugging Face folder of
+    either, or a train.py run to fine-tune (its out_dir holding ckpt.pt, or a .pt file; weights
+    only, with the dataset's tokenizer)."""
     # BPE vocabularies are padded up to a multiple of 64 for faster matmuls: GPT-2's 50257 ids and
     # the NeoX tokenizer's 50277 both become 50304, the size of Pythia's own embedding
     vocab_size = -(-meta["vocab_size"] // 64) * 64 if meta["tokenizer"] in ("gpt2", "neox") else meta["vocab_size"]
@@ -252,11 +268,14 @@ def build_model(c, meta, ckpt_path):
             if missing:
                 raise UserError(f"{ckpt_path} has no training state ({', '.join(missing)} missing): it can be "
                                 "sampled and evaluated, not resumed; start a new run with --init_from=scratch")
-            # a field GPTConfig gained after the checkpoint was written has its default there, as
-            # model_from_checkpoint builds it (a GPT-2 checkpoint from before the Pythia fields)
-            saved = {f.name: f.default for f in fields(GPTConfig)} | checkpoint["model_args"]
-            mismatch = [f"{k}={saved[k]!r} (config says {v!r})" for k, v in model_args.items()
-                        if k != "dropout" and saved[k] != v]
+            check_tokenizer(checkpoint, meta, ckpt_path, "resume on the dataset the run was trained on")
+            # compared with the run's own config, not its model_args: a run's architecture may come
+            # from the weights it started from (GPT-2's, Pythia's, a run it fine-tunes), which the
+            # config does not say; a field added to GPTConfig after the run was written has its default
+            trained = checkpoint.get("config", checkpoint["model_args"])
+            trained = {f.name: trained.get(f.name, f.default) for f in fields(GPTConfig)}
+            mismatch = [f"{k}={trained[k]!r} (config says {v!r})" for k, v in model_args.items()
+                        if k not in ("dropout", "vocab_size") and trained[k] != v]
             if mismatch:
                 raise UserError(f"{ckpt_path} was trained with {', '.join(mismatch)}: resume with the same config")
             checkpoint["model_args"]["dropout"] = c.dropout  # the one model field a resume may change
@@ -272,10 +291,26 @@ def build_model(c, meta, ckpt_path):
             if c.block_size < model.config.block_size:
                 model.crop_block_size(c.block_size)
             return model, None
+        if c.init_from.endswith(".pt") or os.path.isfile(os.path.join(c.init_from, "ckpt.pt")):
+            # fine-tune a train.py run: its weights and architecture (of the config's model keys only
+            # dropout applies), a fresh optimizer, schedule and iteration count
+            checkpoint = load_checkpoint(c.init_from, device="cpu")
+            how = f" (python prepare.py {c.dataset} --ckpt={c.init_from})" if "template" in meta else ""
+            check_tokenizer(checkpoint, meta, c.init_from, f"prepare '{c.dataset}' with its tokenizer{how}")
+            positions = checkpoint["model_args"]["block_size"]
+            if c.block_size > positions:
+                raise UserError(f"block_size={c.block_size} is longer than the {positions} positions of "
+                                f"{c.init_from}: use --block_size={positions}")
+            checkpoint["model_args"]["dropout"] = c.dropout
+            model = model_from_checkpoint(checkpoint, c.init_from)
+            if c.block_size < model.config.block_size:
+                model.crop_block_size(c.block_size)
+            return model, None
     except ValueError as e:  # an invalid model configuration
         raise UserError(f"invalid model configuration: {e}")
-    raise UserError(f"init_from={c.init_from!r}: use scratch, resume, a GPT-2 or Pythia name like gpt2-medium "
-                    "or pythia-160m, or a local Hugging Face folder")
+    raise UserError(f"init_from={c.init_from!r}: not scratch, resume, a GPT-2 or Pythia name like gpt2-medium or "
+                    "pythia-160m, or a local Hugging Face folder, and no train.py run to fine-tune there (a run's "
+                    "out_dir holding ckpt.pt, or a .pt file)")
 
 
 # how to prepare a dataset in each BPE, for the error below
@@ -295,6 +330,17 @@ def check_pretrained_tokenizer(init_from, meta, dataset):
     if vocabularies and vocabularies[0] != vocabularies[1]:
         raise UserError(f"'{dataset}' was tokenized with the neox tokenizer of {meta.get('tokenizer_path')}, not "
                         f"with {init_from}'s own: prepare it with --tokenizer_path={wanted['tokenizer_path']}")
+
+
+def check_tokenizer(checkpoint, meta, path, fix):
+    """The weights in checkpoint must read the dataset's token ids (meta.json: meta) as they were
+    written: the same tokenizer and vocabulary (Pythia's from the hub or a local copy are one)."""
+    if "meta" not in checkpoint:
+        raise UserError(f"{path}: the checkpoint does not say which tokenizer it uses (no 'meta')")
+    theirs = checkpoint["meta"]
+    if any(theirs.get(k) != meta.get(k) for k in ("tokenizer", "vocab_size", "chars")):
+        raise UserError(f"{path} was trained on {theirs['tokenizer']} tokens (vocab_size {theirs.get('vocab_size')}), "
+                        f"the dataset is {meta['tokenizer']} tokens (vocab_size {meta.get('vocab_size')}): {fix}")
 
 
 def build_or_resume(c, p, meta, ckpt_path, tokens_per_iter):
@@ -387,7 +433,7 @@ def estimate_loss(model, train_data, val_data, c, p):
         gen = torch.Generator().manual_seed(0)
         losses = torch.zeros(c.eval_iters)
         for k in range(c.eval_iters):
-            offsets = torch.randint(len(data) - c.block_size, (c.batch_size,), generator=gen)
+            offsets = sample_offsets(data, c.block_size, (c.batch_size,), gen)
             X, Y = get_batch(data, offsets, c.block_size, p.device)
             with p.autocast:
                 _, loss = model(X, Y)

