@@ -41,8 +41,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from common import (UserError, checkpoint_path, load_checkpoint, load_meta, model_from_checkpoint, open_split,
-                    parse_config, run_main, setup_device)
+from common import (UserError, at_least, checkpoint_path, load_checkpoint, load_meta, model_from_checkpoint,
+                    open_split, parse_config, run_main, setup_device)
 
 DEFAULTS = dict(
     ckpt="out",                  # comma-separated checkpoint directories (each holds ckpt.pt)
@@ -55,6 +55,9 @@ DEFAULTS = dict(
     device="auto",
     dtype="auto",
 )
+
+# the valid values of the options above that need a check (common's; stride <= block_size: main)
+CHECKS = dict(stride=at_least(0, "0 = block_size // 2"), batch_size=at_least(1), max_tokens=at_least(0, "0 = all"))
 
 
 # ---------------------------------------------------------------- perplexity
@@ -142,8 +145,8 @@ def load_dataset(data_root, name, max_tokens):
     if max_tokens > 0:
         data = data[:max_tokens]
     if len(data) < 2:
-        raise UserError(f"the {split} split of '{name}' has {len(data)} token(s): nothing to score "
-                        f"(prepare it again, or raise --max_tokens)")
+        raise UserError(f"the {split} split of '{name}' ({os.path.join(data_root, name, split + '.bin')}) has "
+                        f"{len(data)} token(s): nothing to score (prepare it again, or raise --max_tokens)")
     return torch.from_numpy(data.astype(np.int64)), split, meta
 
 
@@ -184,19 +187,20 @@ def print_table(results, names, datasets):
 
 
 def main():
-    c = parse_config(DEFAULTS, sys.argv[1:])
+    c = parse_config(DEFAULTS, sys.argv[1:], CHECKS)
     ckpt_dirs = [d for d in c["ckpt"].split(",") if d]
     datasets = [d for d in c["datasets"].split(",") if d]
     if not ckpt_dirs or not datasets:
         raise UserError("name at least one checkpoint and one dataset: --ckpt=DIR[,DIR...] --datasets=NAME[,NAME...]")
-    if c["stride"] < 0 or c["batch_size"] < 1 or c["max_tokens"] < 0:
-        raise UserError("--stride must be >= 0 (0 = block_size // 2), --batch_size >= 1, --max_tokens >= 0")
     device, _, _, autocast = setup_device(c["device"], c["dtype"])
 
     # check every input before the long part starts (checkpoints are loaded one at a time later)
     data = {name: load_dataset(c["data_root"], name, c["max_tokens"]) for name in datasets}
     for d in ckpt_dirs:
         checkpoint_path(d)
+    json_dir = os.path.dirname(c["json"]) or "."
+    if c["json"] and not (os.path.isdir(json_dir) and os.access(json_dir, os.W_OK)):
+        raise UserError(f"cannot write --json={c['json']}: {json_dir} is not a folder that can be written to")
 
     results, names = [], []
     for ckpt_dir in ckpt_dirs:

@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from common import UserError, parse_config, run_main
+from common import UserError, at_least, between, gpt2_encoding, parse_config, run_main, writing
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,6 +43,9 @@ DEFAULTS = dict(
     seed=2357,                 # openwebtext: the seed of that shuffled split
 )
 
+# the valid values of the options above that need a check (common's; the others: where they are read)
+CHECKS = dict(num_proc=at_least(1), val_fraction=between(0, 1, low_open=True), seed=at_least(0))
+
 GPT2_VOCAB_SIZE = 50257  # the trainer pads it to a multiple of 64 itself
 
 
@@ -50,8 +53,7 @@ GPT2_VOCAB_SIZE = 50257  # the trainer pads it to a multiple of 64 itself
 
 @functools.cache
 def gpt2():
-    import tiktoken
-    return tiktoken.get_encoding("gpt2")
+    return gpt2_encoding()
 
 
 def bpe(text, eot=False):
@@ -142,24 +144,31 @@ def write_split(path, ids):
 
 def save(data_root, name, splits, meta):
     """Write each split to <split>.bin and then meta.json into a temporary sibling folder, and
-    only then swap it in for <data_root>/<name>/: an interrupted run leaves the old one as it was."""
+    only then swap it in for <data_root>/<name>/: an interrupted run, or one that cannot write
+    (a full disk: a one-line error), leaves the old one as it was."""
     final = os.path.join(data_root, name)
     tmp = os.path.join(data_root, f".{name}.tmp-{os.getpid()}")
     old = os.path.join(data_root, f".{name}.old-{os.getpid()}")
-    os.makedirs(data_root, exist_ok=True)
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
     try:
-        meta = {"dataset": name, **meta}
-        for split, ids in splits.items():
-            n = meta[f"{split}_tokens"] = write_split(os.path.join(tmp, f"{split}.bin"), ids)
-            if n == 0:
-                raise UserError(f"{name}: the {split} split came out empty: give it more text")
-        with open(os.path.join(tmp, "meta.json"), "w") as f:  # one key a line, lists kept on theirs
-            f.write("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items()) + "\n}\n")
-        if os.path.exists(final):
-            os.rename(final, old)
-        os.rename(tmp, final)
+        with writing(final, "; any previous dataset there is unchanged"):
+            os.makedirs(data_root, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+            meta = {"dataset": name, **meta}
+            for split, ids in splits.items():
+                n = meta[f"{split}_tokens"] = write_split(os.path.join(tmp, f"{split}.bin"), ids)
+                if n == 0:
+                    raise UserError(f"{name}: the {split} split came out empty: give it more text")
+            with open(os.path.join(tmp, "meta.json"), "w") as f:  # one key a line, lists kept on theirs
+                f.write("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items()) + "\n}\n")
+            if os.path.exists(final):
+                os.rename(final, old)
+            try:
+                os.rename(tmp, final)
+            except OSError:  # put the old one back
+                if os.path.exists(old):
+                    os.rename(old, final)
+                raise
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -232,8 +241,6 @@ def text(config):
 def openwebtext(config):
     """OpenWebText (or --source), as nanoGPT: a shuffled val_fraction of the documents is val;
     each document is followed by <|endoftext|>."""
-    if not 0 < config["val_fraction"] < 1:
-        raise UserError(f"--val_fraction={config['val_fraction']}: must be between 0 and 1")
     dataset = load_hf(config["source"], "openwebtext", None, "train", config["num_proc"])
     # owt by default only contains the 'train' split, so create a test split
     try:
@@ -314,7 +321,7 @@ def main(argv=None):
         close = difflib.get_close_matches(name, DATASETS, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         raise UserError(f"unknown dataset '{name}': {hint}choose one of {names}")
-    config = parse_config(DEFAULTS, argv)
+    config = parse_config(DEFAULTS, argv, CHECKS)
     config["source"] = os.path.expanduser(config["source"])
     prepare, options = DATASETS[name]
     stray = [k for k in config if config[k] != DEFAULTS[k] and k not in ("data_root",) + options]

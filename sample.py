@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from common import (Tokenizer, UserError, checkpoint_tokenizer, load_checkpoint, model_from_checkpoint,
-                    model_from_hf, parse_config, run_main, setup_device)
+from common import (SEED, Tokenizer, UserError, at_least, checkpoint_tokenizer, load_checkpoint, model_from_checkpoint,
+                    model_from_hf, or_none, parse_config, run_main, setup_device)
 
 DEFAULTS = dict(
     init_from="resume",   # 'resume' (out_dir/ckpt.pt), a GPT-2 name, or a local Hugging Face directory
@@ -31,6 +31,13 @@ DEFAULTS = dict(
     device="auto",
     dtype="auto",
     compile=False,        # torch.compile the per-token decoding step
+)
+
+# the valid values of the options above that need a check (common's; the prompt: read_prompt)
+CHECKS = dict(
+    num_samples=at_least(1), max_new_tokens=at_least(1),
+    temperature=at_least(0, "0 = greedy"),  # a negative one would quietly favour the least likely tokens
+    top_k=or_none(at_least(1), "None = all"), seed=SEED,
 )
 
 
@@ -78,11 +85,7 @@ def read_prompt(start):
 
 
 def main():
-    c = parse_config(DEFAULTS, sys.argv[1:])
-    if c["max_new_tokens"] < 1:
-        raise UserError(f"max_new_tokens={c['max_new_tokens']}: ask for at least 1 token")
-    if c["num_samples"] < 1:
-        raise UserError(f"num_samples={c['num_samples']}: ask for at least 1 sample")
+    c = parse_config(DEFAULTS, sys.argv[1:], CHECKS)
     prompt = read_prompt(c["start"])
     device, _, _, autocast = setup_device(c["device"], c["dtype"])
     torch.manual_seed(c["seed"])
