@@ -457,6 +457,7 @@ def save(results):
 
 
 def main(argv=None):
+    # (CHECKS apply in resolve, once the shape has filled in its zeros)
     config = parse_config(DEFAULTS, expand_quick(sys.argv[1:] if argv is None else argv, "bench"))
     try:
         results = run_bench(config)

@@ -295,7 +295,7 @@ def meta_problem(meta):
 def open_split(data_root, dataset, split):
     """The token ids of one split as a read-only uint16 memmap, checked against the dataset's
     meta.json: a whole number of tokens, as many as it says, each below its vocab_size. The
-    check reads the file once, at memory speed (~0.06 s a GB when cached)."""
+    check reads the file once, at memory speed (0.18 s a GiB from the page cache: docs/bad_input.md)."""
     path = os.path.join(dataset_dir(data_root, dataset), f"{split}.bin")
     if not os.path.isfile(path):
         raise UserError(f"{path} is missing: run `python prepare.py {dataset}` first")
