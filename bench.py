@@ -37,8 +37,8 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from common import (UserError, backbone_fields, expand_quick, model_variants, parse_config, peak_flops,  # noqa: E402
-                    run_main, save_figure, setup_device)
+from common import (BACKBONES, SEED, UserError, at_least, backbone_fields, check_options, counts, expand_quick,  # noqa: E402
+                    model_variants, one_of, parse_config, peak_flops, run_main, save_figure, setup_device, writing)
 from model import GPT, GPTConfig  # noqa: E402
 
 DEFAULTS = dict(
@@ -76,6 +76,18 @@ DEFAULTS = dict(
     json="",                 # the results file ('' = out_dir/bench.json); the plot goes next to it (.png)
 )
 
+# the valid values of the options above, checked by resolve() once the shape has filled in its
+# zeros (device and dtype: common.setup_device)
+CHECKS = dict(
+    n_layer=at_least(1), n_head=at_least(1), n_embd=at_least(1), block_size=at_least(1),
+    vocab_size=at_least(1), batch_size=at_least(1),
+    n_ctx_layer=at_least(1, "with 0 contextlm would be the gpt baseline"), chunk_size=at_least(1),
+    n_enc_layer=at_least(0), warmup_steps=at_least(0), train_rounds=at_least(1), steps_per_round=at_least(1),
+    gen_lengths=counts("new tokens per generate(), like (128, 512)"), gen_batch_size=at_least(1),
+    prompt_len=at_least(1), gen_rounds=at_least(1), compile=one_of(None, True, False),
+    threads=at_least(0, "0 = torch's default"), seed=SEED, backbone=one_of("", *BACKBONES),
+)
+
 SHAPES = {  # GPT-2's sizes (vocabulary padded to a multiple of 64), a batch for one 80 GB GPU
     "gpt2":        dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304, batch_size=12),
     "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab_size=50304, batch_size=8),
@@ -110,26 +122,14 @@ def resolve(config):
     for key, value in shape.items():
         if c[key] == 0:
             c[key] = value
-    for key in (*SHAPES["tiny"], "chunk_size", "train_rounds", "steps_per_round", "gen_batch_size",
-                "prompt_len", "gen_rounds"):
-        if c[key] < 1:
-            raise UserError(f"--{key}={c[key]}: must be at least 1")
-    if c["warmup_steps"] < 0:
-        raise UserError(f"--warmup_steps={c['warmup_steps']}: must be 0 or more")
-    if c["threads"] < 0:
-        raise UserError(f"--threads={c['threads']}: must be 0 (torch's default) or more")
-    if c["compile"] not in (None, True, False):
-        raise UserError(f"--compile={c['compile']!r}: use True, False or None (= on CUDA only)")
-    lengths = c["gen_lengths"]
-    if not lengths or not all(isinstance(n, int) and n >= 1 for n in lengths):
-        raise UserError(f"--gen_lengths={lengths!r}: give positive token counts, like --gen_lengths=(128, 512)")
+    check_options(c, CHECKS)
     # decoding stays inside one window, so that no re-prefill (past block_size) enters the timing
-    if c["prompt_len"] + max(lengths) > c["block_size"]:
-        raise UserError(f"prompt_len + longest gen_length = {c['prompt_len'] + max(lengths)} > "
+    if c["prompt_len"] + max(c["gen_lengths"]) > c["block_size"]:
+        raise UserError(f"prompt_len + longest gen_length = {c['prompt_len'] + max(c['gen_lengths'])} > "
                         f"block_size={c['block_size']}: shorten --gen_lengths or --prompt_len")
     if not c["json"]:
         c["json"] = os.path.join(c["out_dir"], "bench.json")
-    try:  # (common.model_variants refuses n_ctx_layer < 1: contextlm would be the gpt baseline)
+    try:
         for model_args in model_args_of(c).values():
             GPTConfig(**model_args)
     except ValueError as e:
@@ -469,14 +469,16 @@ def save(results):
     """Write the JSON and, next to it, the plot; their paths."""
     json_path = results["settings"]["json"]
     png_path = os.path.splitext(json_path)[0] + ".png"
-    os.makedirs(os.path.dirname(json_path) or ".", exist_ok=True)
-    with open(json_path, "w") as f:
-        json.dump(results, f, indent=2)
+    with writing(json_path):
+        os.makedirs(os.path.dirname(json_path) or ".", exist_ok=True)
+        with open(json_path, "w") as f:
+            json.dump(results, f, indent=2)
     plot(results, png_path)
     return json_path, png_path
 
 
 def main(argv=None):
+    # (CHECKS apply in resolve, once the shape has filled in its zeros)
     config = parse_config(DEFAULTS, expand_quick(sys.argv[1:] if argv is None else argv, "bench"))
     try:
         results = run_bench(config)

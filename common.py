@@ -1,15 +1,17 @@
 """
 What every entry script shares: one-line errors, configuration (defaults -> config/*.py ->
---key=value, and --quick), the study's model variants, devices and precision, datasets and
-tokenizers, batches, instruction data (the Alpaca template, batches of examples), checkpoints,
-run logs, figures.
+--key=value, and --quick) and the checks of each option's valid values, the study's model
+variants, devices and precision, datasets and tokenizers, batches, instruction data (the Alpaca
+template, batches of examples), checkpoints, run logs, figures.
 """
 
 import ast
 import difflib
 import io
 import json
+import math
 import os
+import re
 import sys
 import types
 from contextlib import contextmanager, nullcontext
@@ -32,6 +34,25 @@ class UserError(Exception):
     """Bad input: reported as one line naming the fix, exit status 1, no traceback."""
 
 
+class WriteError(UserError, OSError):
+    """A file that cannot be written (a full disk, no permission, a file where a folder should
+    be): a UserError, so one line, and still an OSError for a caller that catches those."""
+
+
+@contextmanager
+def writing(path, kept=""):
+    """Turn a failure to write `path` inside the with-block into a one-line WriteError; `kept`
+    says what was left as it was."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as e:
+        where = f": {e.filename}" if e.filename and str(e.filename) != str(path) else ""
+        raise WriteError(f"cannot write {path} ({e.strerror or e}{where}){kept}: free some space, or fix the "
+                         "path or its permissions") from e
+
+
 def run_main(main):
     """Run an entry script's main(), turning a UserError into a one-line message."""
     try:
@@ -43,17 +64,19 @@ def run_main(main):
 
 # ---------------------------------------------------------------- configuration
 
-def parse_config(defaults, argv):
+def parse_config(defaults, argv, checks=None):
     """nanoGPT's configurator as a function: `defaults`, then each config file in argv (plain
     Python, run in order), then each --key=value (a Python literal, or else a string).
-    Only known keys, with the default's type (an int is fine where a float is expected)."""
-    config = dict(defaults)
+    Only known keys, with the default's type (an int is fine where a float is expected), and
+    each final value valid by `checks`, the script's CHECKS (see check_options)."""
+    config, origins = dict(defaults), {}  # origins: the config file that set a key last, if one did
     for arg in argv:
         if arg.startswith("--"):
             key, eq, text = arg[2:].partition("=")
             if not eq:
                 raise UserError(f"{arg}: write overrides as --key=value")
             config[key] = _coerce(key, text, defaults, from_text=True)
+            origins.pop(key, None)
         else:
             if not os.path.isfile(arg):
                 raise UserError(f"config file {arg} not found (arguments are config files or --key=value)")
@@ -65,6 +88,9 @@ def parse_config(defaults, argv):
             for key, value in namespace.items():
                 if not key.startswith("_") and not isinstance(value, types.ModuleType):
                     config[key] = _coerce(key, value, defaults, origin=arg)
+                    origins[key] = arg
+    if checks:
+        check_options(config, checks, origins)
     return config
 
 
@@ -99,6 +125,71 @@ def expand_quick(argv, script):
     return [quick if arg in ("--quick", "--quick=True") else arg for arg in argv if arg != "--quick=False"]
 
 
+# ---------------------------------------------------------------- each option's valid values
+# Every entry script keeps a CHECKS dict beside its DEFAULTS: {option: check}, a check being
+# (ok, must): ok(value) is True for a valid value, and `must` ends the error for any other one,
+# `--batch_size=0: must be at least 1`. The helpers below make the common ones; a check refuses
+# None unless it says otherwise. Options that only make sense together are checked where they
+# meet (GPTConfig, train.check_config, bench.resolve).
+
+def check_options(config, checks, origins=None):
+    """A one-line UserError for the first config[key] that fails checks[key], naming where the
+    value came from (origins: {key: config file}; otherwise the command line)."""
+    for key, (ok, must) in checks.items():
+        if not ok(config[key]):
+            origin = (origins or {}).get(key)
+            where = f"{key}={config[key]!r} in {origin}" if origin else f"--{key}={config[key]!r}"
+            raise UserError(f"{where}: must be {must}")
+
+
+def is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _must(text, why):
+    return f"{text} ({why})" if why else text
+
+
+def at_least(low, why=""):
+    """A check: a number >= low (why, if given, follows the error in brackets)."""
+    return (lambda v: is_number(v) and v >= low), _must(f"at least {low}", why)
+
+
+def above(low, why=""):
+    """A check: a number > low."""
+    return (lambda v: is_number(v) and v > low), _must(f"more than {low}", why)
+
+
+def between(low, high, why="", low_open=False):
+    """A check: a number in [low, high), or (low, high) with low_open."""
+    return ((lambda v: is_number(v) and (v > low if low_open else v >= low) and v < high),
+            _must(f"in {'(' if low_open else '['}{low}, {high})", why))
+
+
+def one_of(*choices):
+    """A check: one of choices, also by type (True is not 1)."""
+    return ((lambda v: any(type(v) is type(c) and v == c for c in choices)),
+            "one of " + ", ".join(repr(c) if c == "" else str(c) for c in choices))
+
+
+def or_none(check, why=""):
+    """A check: None, or what check accepts."""
+    ok, must = check
+    return (lambda v: v is None or ok(v)), _must(f"None or {must}", why)
+
+
+def counts(why=""):
+    """A check: a non-empty list or tuple of whole numbers, each at least 1."""
+    return ((lambda v: isinstance(v, (list, tuple)) and len(v) > 0
+             and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in v)),
+            _must("a non-empty list of whole numbers, each at least 1", why))
+
+
+NOT_EMPTY = (lambda v: isinstance(v, str) and v != ""), "a non-empty string"
+SEED = ((lambda v: isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**64),
+        "a whole number that fits in 64 bits (what torch.manual_seed takes)")
+
+
 # ---------------------------------------------------------------- the study's model variants
 
 def model_variants(c):
@@ -109,9 +200,7 @@ def model_variants(c):
         contextlm  the same L token layers + a P-layer context predictor
         gpt+{P}L   L + P token layers: about as many parameters as contextlm, all spent on tokens
     bench.py measures these three; compare.py trains them (its ablation grid varies contextlm)."""
-    L, P, w = c["n_layer"], c["n_ctx_layer"], c["chunk_size"]
-    if P < 1:
-        raise UserError(f"--n_ctx_layer={P}: must be at least 1 (with 0 contextlm would be the gpt baseline)")
+    L, P, w = c["n_layer"], c["n_ctx_layer"], c["chunk_size"]  # P >= 1 (bench's and compare's CHECKS)
     # chunk_size and n_enc_layer do nothing without a predictor: the GPTs keep w and no encoder
     return {"gpt": dict(n_layer=L, n_ctx_layer=0, chunk_size=w, n_enc_layer=0),
             "contextlm": dict(n_layer=L, n_ctx_layer=P, chunk_size=w, n_enc_layer=c["n_enc_layer"]),
@@ -178,21 +267,80 @@ def dataset_dir(data_root, dataset):
     return os.path.join(data_root, dataset)
 
 
+TOKENIZERS = ("char", "gpt2", "neox")  # what meta.json's "tokenizer" may name (see Tokenizer)
+
+
 def load_meta(data_root, dataset):
-    """The dataset's meta.json written by prepare.py (tokenizer, vocab_size, token counts)."""
+    """The dataset's meta.json written by prepare.py (tokenizer, vocab_size, token counts), as a
+    dict; a one-line error naming `python prepare.py NAME` if it is missing, unreadable or incomplete."""
     path = os.path.join(dataset_dir(data_root, dataset), "meta.json")
     if not os.path.isfile(path):
         raise UserError(f"dataset '{dataset}' not found ({path} is missing): run `python prepare.py {dataset}` first")
-    with open(path) as f:
-        return json.load(f)
+    again = f"run `python prepare.py {dataset}` again"
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror}): fix its permissions or {again}")
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise UserError(f"{path} is not valid JSON ({e}): {again}")
+    problem = meta_problem(meta)
+    if problem:
+        raise UserError(f"{path} is incomplete: {problem}; {again}")
+    return meta
+
+
+def meta_problem(meta):
+    """What keeps a meta.json's contents from describing a dataset, or None if nothing does."""
+    if not isinstance(meta, dict):
+        return f"it holds a {type(meta).__name__}, not an object"
+    for key in ("tokenizer", "vocab_size"):
+        if key not in meta:
+            return f"it has no '{key}'"
+    if meta["tokenizer"] not in TOKENIZERS:
+        return f"its tokenizer {meta['tokenizer']!r} is none of {', '.join(TOKENIZERS)}"
+    vocab_size = meta["vocab_size"]
+    if not (isinstance(vocab_size, int) and vocab_size >= 1):
+        return f"its vocab_size {vocab_size!r} is not a positive whole number"
+    if meta["tokenizer"] == "char" and not (isinstance(meta.get("chars"), list) and len(meta["chars"]) == vocab_size):
+        return f"its 'chars' are not a list of {vocab_size} characters"
+    examples = meta.get("examples", [])  # LAMBADA's [start, target_start, end]
+    if not (isinstance(examples, list) and all(isinstance(e, list) and len(e) == 3 and all(type(i) is int for i in e)
+                                               and 0 <= e[0] <= e[1] < e[2] for e in examples)):
+        return "its 'examples' are not lists [start, target_start, end] with start <= target_start < end"
+    return None
 
 
 def open_split(data_root, dataset, split):
-    """The token ids of one split as a read-only uint16 memmap."""
+    """The token ids of one split as a read-only uint16 memmap, checked against the dataset's
+    meta.json: a whole number of tokens, as many as it says, each below its vocab_size. The
+    check reads the file once, at memory speed (0.18 s a GiB from the page cache: docs/bad_input.md)."""
     path = os.path.join(dataset_dir(data_root, dataset), f"{split}.bin")
     if not os.path.isfile(path):
         raise UserError(f"{path} is missing: run `python prepare.py {dataset}` first")
-    return np.memmap(path, dtype=np.uint16, mode="r")
+    meta = load_meta(data_root, dataset)
+    again = f"run `python prepare.py {dataset}` again"
+    size = os.path.getsize(path)
+    if size == 0:
+        raise UserError(f"{path} is empty: {again}")
+    if size % 2:
+        raise UserError(f"{path} has {size:,} bytes, not a whole number of 2-byte tokens (cut short?): {again}")
+    expected = meta.get(f"{split}_tokens")
+    if isinstance(expected, int) and expected != size // 2:
+        raise UserError(f"{path} holds {size // 2:,} tokens but meta.json says {expected:,} (cut short, or "
+                        f"from another preparation): {again}")
+    try:
+        data = np.memmap(path, dtype=np.uint16, mode="r")
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror}): fix its permissions or {again}")
+    # an id beyond the vocabulary would crash the embedding (CUDA: an opaque device-side assert),
+    # or worse, train a padding row of it without a word
+    largest, vocab_size = int(data.max()), meta["vocab_size"]
+    if largest >= vocab_size:
+        first = int(np.argmax(data >= vocab_size))
+        raise UserError(f"{path} holds token ids up to {largest} (the first at token {first:,}), but meta.json's "
+                        f"vocab_size is {vocab_size}: {again}")
+    return data
 
 
 def sample_offsets(data, block_size, shape, generator):
@@ -244,6 +392,17 @@ def neox_tokenizer(path):
                         "repository like EleutherAI/pythia-160m or a folder holding its tokenizer.json")
 
 
+def gpt2_encoding():
+    """tiktoken's GPT-2 BPE. tiktoken downloads its two files on first use and caches them: offline
+    without them, a one-line error."""
+    import tiktoken
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except OSError as e:  # (requests' errors are OSErrors)
+        raise UserError(f"cannot load tiktoken's GPT-2 BPE ({type(e).__name__}): its first use downloads two files, "
+                        "so connect to the internet once, or set TIKTOKEN_CACHE_DIR to a folder that holds them")
+
+
 class Tokenizer:
     """Text <-> token ids, as described by a dataset's meta.json: characters, GPT-2 BPE, or the
     GPT-NeoX BPE of Pythia ("neox", from the Hugging Face repository or local folder named by
@@ -258,8 +417,7 @@ class Tokenizer:
             self.stoi = {ch: i for i, ch in enumerate(self.chars)}
             self.vocab_size = len(self.chars)
         elif self.kind == "gpt2":
-            import tiktoken
-            self.enc = tiktoken.get_encoding("gpt2")
+            self.enc = gpt2_encoding()
             self.vocab_size = self.enc.n_vocab  # 50257; the model pads its vocabulary to 50304
             self.eot_token = self.enc.eot_token
         elif self.kind == "neox":
@@ -376,59 +534,120 @@ def open_examples(data_root, dataset, split, block_size):
 
 def save_checkpoint(checkpoint, path):
     """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over
-    the old one, so a crash at any moment leaves the previous checkpoint intact."""
+    the old one, so a crash or a failed write (a full disk) leaves the previous checkpoint intact.
+    A write that fails is a one-line WriteError."""
     import torch
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
-        with open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with writing(path, "; any previous checkpoint there is unchanged"):
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
 def checkpoint_path(path):
-    """The checkpoint file of a run directory (DIR/ckpt.pt), or path itself if it names a .pt
-    file; a one-line error if there is none."""
+    """The checkpoint file of a run directory (DIR/ckpt.pt), or path itself if it names a file
+    (or a .pt file); a one-line error if there is none."""
+    if os.path.isfile(path):
+        return path
     run_dir = os.path.dirname(path) if path.endswith(".pt") else path
     path = path if path.endswith(".pt") else os.path.join(path, "ckpt.pt")
     if not os.path.isfile(path):
+        if os.path.isfile(os.path.join(run_dir, "config.json")):
+            raise UserError(f"no checkpoint at {path}: {run_dir} holds a Hugging Face model (config.json), "
+                            f"which sample.py loads with --init_from={run_dir}")
         raise UserError(f"no checkpoint at {path}: train one with `python train.py --out_dir={run_dir}` "
                         "or fix the path")
     return path
 
 
 def load_checkpoint(path, device="cpu"):
-    """A checkpoint written by train.py. Never unpickles arbitrary objects (weights_only)."""
+    """A checkpoint written by train.py: a dict with 'model' (the state_dict) and 'model_args'
+    (GPTConfig's fields). Never unpickles arbitrary objects (weights_only). Anything else is
+    refused in one line that says what the file is instead, and what to do."""
     import torch
     path = checkpoint_path(path)
+    again = "restore it from a good copy or train again"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror}): fix its permissions")
+    kind = file_kind(head)
+    if kind:
+        raise UserError(f"{path} is not a torch file: {kind}; {again}")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        if "weights_only" in str(e) or "Unpickler" in str(e):
-            raise UserError(f"refusing to load {path}: it holds pickled objects that could run code "
-                            "(not a checkpoint written by train.py)")
-        raise UserError(f"cannot read {path}: the file is truncated or corrupt ({type(e).__name__}); "
-                        "restore it or train again")
-    if not isinstance(checkpoint, dict) or not {"model", "model_args"} <= set(checkpoint):
-        raise UserError(f"{path} is not a ContextLM checkpoint (it has no 'model' and 'model_args')")
+    except Exception as e:  # torch reports a damaged file with many exception types
+        code = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if code:
+            raise UserError(f"refusing to load {path}: it holds pickled objects that could run code ({code[1]}), "
+                            "which train.py never writes: delete it, or re-save its tensors alone if you trust "
+                            "where it came from")
+        why = "its end is missing" if "central directory" in str(e) or isinstance(e, EOFError) else type(e).__name__
+        raise UserError(f"cannot read {path}: the file is truncated or corrupt ({why}); {again}")
+    if isinstance(checkpoint, dict) and checkpoint and all(torch.is_tensor(v) for v in checkpoint.values()):
+        folder = os.path.dirname(path) or "."
+        fix = (f"{folder} is a Hugging Face model (config.json): load it with --init_from={folder}"
+               if os.path.isfile(os.path.join(folder, "config.json")) else
+               "save it as train.py does: {'model': the weights, 'model_args': GPTConfig's fields, 'meta': "
+               "the dataset's meta.json}")
+        raise UserError(f"{path} holds bare weights (a state_dict of {len(checkpoint)} tensors), not a checkpoint "
+                        f"with model_args: {fix}")
+    if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict)
+            and isinstance(checkpoint.get("model_args"), dict)):
+        found = (f"a dict of {', '.join(map(repr, list(checkpoint)[:6]))}" if isinstance(checkpoint, dict)
+                 else f"a {type(checkpoint).__name__}")
+        raise UserError(f"{path} is not a ContextLM checkpoint: it holds {found}, not the 'model' and 'model_args' "
+                        "that train.py writes; load a checkpoint written by train.py")
     return checkpoint
+
+
+def file_kind(head):
+    """None if a file whose first bytes are `head` may be what torch.save writes (a zip archive,
+    or a pickle: its old format); else what it looks like, in words, for an error message."""
+    if not head:
+        return "it is empty (0 bytes)"
+    if len(head) > 8 and head[8:9] == b"{":  # 8 bytes of header length, then the JSON header
+        return "it looks like a safetensors file (Hugging Face weights: load their folder with --init_from=DIR)"
+    if head.startswith((b"PK\x03\x04", b"\x80")):
+        return None
+    try:
+        text = head.decode("utf-8")
+        if all(ch.isprintable() or ch.isspace() for ch in text):
+            return f"it is text, beginning {text[:40]!r}"
+    except UnicodeDecodeError:  # (text whose 64th byte cuts a character is taken for binary: harmless)
+        pass
+    return f"its first bytes are {head[:8].hex(' ')}, neither a zip archive (torch.save) nor a pickle"
 
 
 @contextmanager
 def hf_errors(name_or_dir):
-    """Loading Hugging Face weights: the usual failures (no transformers, no weights, weights
-    that do not fit) become one line."""
+    """Loading Hugging Face weights: the usual failures (no transformers, no weights, weights that
+    do not fit, a damaged file) become one line. transformers' table of freshly initialised
+    weights and its bar of weights loaded would precede the error: they are kept quiet meanwhile."""
     try:
-        yield
+        from safetensors import SafetensorError
+        from transformers.utils import logging as hf_logging
     except ImportError:
         raise UserError(f"init_from={name_or_dir} needs transformers: pip install transformers")
-    except (OSError, ValueError) as e:
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    except (OSError, ValueError, SafetensorError) as e:
         raise UserError(f"cannot load GPT-2 weights or Pythia (GPT-NeoX) weights '{name_or_dir}': "
                         f"{str(e).strip().splitlines()[0]}")
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 def model_from_hf(name_or_dir, override_args):
@@ -491,6 +710,9 @@ def read_log(run_dir):
             except json.JSONDecodeError:  # a line cut short by a crash; the rest is still good
                 print(f"warning: {path}:{n} is not valid JSON, skipped", file=sys.stderr)
                 continue
+            if not (isinstance(row, dict) and isinstance(row.get("iter"), int)):
+                print(f"warning: {path}:{n} is not a row of train.py's log (no 'iter'), skipped", file=sys.stderr)
+                continue
             rows["val_loss" in row][row["iter"]] = row
     return tuple([by_iter[it] for it in sorted(by_iter)] for by_iter in rows)
 
@@ -505,4 +727,9 @@ def save_figure(fig, path):
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    Image.open(buf).convert("RGB").quantize(colors=128).save(path, optimize=True)
+    image = Image.open(buf).convert("RGB").quantize(colors=128)
+    try:
+        image.save(path, optimize=True)
+    except (OSError, ValueError) as e:  # no such folder, no permission, a full disk; an unknown extension
+        raise WriteError(f"cannot write {path} ({getattr(e, 'strerror', None) or e}): give a .png path in an "
+                         "existing folder that can be written") from e

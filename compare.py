@@ -45,8 +45,8 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 import train  # noqa: E402
-from common import (CONFIG_DIR, UserError, backbone_fields, expand_quick, load_meta, model_variants,  # noqa: E402
-                    parse_config, read_log, run_main, save_figure)
+from common import (BACKBONES, CONFIG_DIR, UserError, at_least, backbone_fields, counts, expand_quick, load_meta,  # noqa: E402
+                    model_variants, one_of, parse_config, read_log, run_main, save_figure, writing)
 
 DEFAULT_STUDY = os.path.join(CONFIG_DIR, "compare_shakespeare_char.py")  # when argv names no config file
 UNTIMED_ITERS = 10  # tokens/s leaves out the first iterations (allocation, compilation)
@@ -62,6 +62,14 @@ DEFAULTS = {k: v for k, v in train.DEFAULTS.items() if k not in ("init_from", "e
     ablation=False,               # train the chunk-size x encoder-depth grid instead of the three arms
     chunk_sizes=[2, 4, 8, 16],    # the ablation's chunk sizes; encoder depths are 0 and n_layer // 2
     fresh=False,                  # train again runs that are already finished
+)
+
+# train.py's checks, and the study's (each run's model and schedule: train.check_config, in main)
+CHECKS = train.CHECKS | dict(
+    n_ctx_layer=at_least(1, "with 0 contextlm would be the gpt baseline"),
+    lr_decay_iters=at_least(0, "0 = max_iters"),
+    seeds=at_least(1, "train at least one seed per arm"),
+    chunk_sizes=counts("the ablation's chunk sizes, like [2, 4, 8, 16]"), backbone=one_of("", *BACKBONES),
 )
 
 
@@ -111,7 +119,8 @@ def train_run(cfg, master):
     """Train one run from scratch (its stdout into train.log); its run.json record."""
     if master:
         shutil.rmtree(cfg["out_dir"], ignore_errors=True)  # a partial or outdated run: start over
-        os.makedirs(cfg["out_dir"])
+        with writing(cfg["out_dir"]):
+            os.makedirs(cfg["out_dir"])
     t0 = time.time()
     log = open(os.path.join(cfg["out_dir"], "train.log"), "w") if master else open(os.devnull, "w")
     with log, contextlib.redirect_stdout(log):
@@ -121,7 +130,8 @@ def train_run(cfg, master):
                         "run the same command again to resume the study")
     done = {"config": cfg, "params": summary["params"], "wall_s": round(time.time() - t0, 1)}
     if master:
-        with open(os.path.join(cfg["out_dir"], "run.json"), "w") as f:
+        path = os.path.join(cfg["out_dir"], "run.json")
+        with writing(path), open(path, "w") as f:
             json.dump(done, f, indent=1)
     return done
 
@@ -290,11 +300,9 @@ def study_config(argv):
     argv = expand_quick(argv, "compare")
     if all(a.startswith("--") for a in argv):  # no config file: the default study
         argv = [DEFAULT_STUDY] + argv
-    c = parse_config(DEFAULTS, argv)
+    c = parse_config(DEFAULTS, argv, CHECKS)
     if c["backbone"]:  # all the arms on that block: its fields replace the configured ones
         c |= backbone_fields(c["backbone"])
-    if c["seeds"] < 1:
-        raise UserError(f"seeds={c['seeds']}: train at least one seed per arm")
     load_meta(c["data_root"], c["dataset"])  # a missing dataset fails now, not after the first run
     return c
 
@@ -338,6 +346,8 @@ def main(argv=None):
         sys.stdout = open(os.devnull, "w")
     arms = arms_of(c)
     seeds = [c["seed"] + i for i in range(c["seeds"])]
+    for name, fields in arms.items():  # every run's model and schedule, before the first run trains
+        train.check_config(run_config(c, name, fields, c["seed"]))
     runs = run_all(c, arms, seeds, master)
     train.end_ddp()  # train() keeps one process group for all the runs under torchrun
     if not master:
@@ -349,9 +359,9 @@ def main(argv=None):
     summary = summarize(arms, runs, seeds)
     stem = os.path.join(c["out_dir"], "ablation" if c["ablation"] else "results")
     table = markdown(c, summary, seeds, title)
-    with open(stem + ".md", "w") as f:
+    with writing(stem + ".md"), open(stem + ".md", "w") as f:
         f.write(table)
-    with open(stem + ".json", "w") as f:
+    with writing(stem + ".json"), open(stem + ".json", "w") as f:
         json.dump({"study": "ablation" if c["ablation"] else "main", "seeds": seeds, "config": c,
                    "same_batches_checked": True, "arms": summary}, f, indent=1)
     png = stem + ".png" if c["ablation"] else os.path.join(c["out_dir"], "curves.png")

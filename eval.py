@@ -66,8 +66,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from common import (Tokenizer, UserError, checkpoint_path, load_checkpoint, load_meta, model_from_checkpoint,
-                    model_from_hf, open_split, parse_config, run_main, setup_device)
+from common import (Tokenizer, UserError, at_least, checkpoint_path, load_checkpoint, load_meta,
+                    model_from_checkpoint, model_from_hf, open_split, parse_config, run_main, setup_device)
 
 DEFAULTS = dict(
     ckpt="out",                  # comma-separated checkpoint directories (each holds ckpt.pt) or GPT-2 names
@@ -92,6 +92,9 @@ GPT2_META = {"tokenizer": "gpt2", "vocab_size": 50257}  # what a GPT-2 model rea
 # the harness's acc (acc_norm is in the JSON too).
 PAPER_TASKS = ("lambada_openai", "arc_easy", "lambada_standard", "arc_challenge", "winogrande", "piqa", "hellaswag",
                "sciq", "race")
+# the valid values of the options above that need a check (common's; stride <= block_size: main)
+CHECKS = dict(stride=at_least(0, "0 = block_size // 2"), batch_size=at_least(1), max_tokens=at_least(0, "0 = all"),
+              num_fewshot=at_least(0), limit=at_least(0, "0 = all"))
 
 
 # ---------------------------------------------------------------- perplexity
@@ -355,8 +358,8 @@ def load_dataset(data_root, name, max_tokens):
     if max_tokens > 0:
         data = data[:max_tokens]
     if len(data) < 2:
-        raise UserError(f"the {split} split of '{name}' has {len(data)} token(s): nothing to score "
-                        f"(prepare it again, or raise --max_tokens)")
+        raise UserError(f"the {split} split of '{name}' ({os.path.join(data_root, name, split + '.bin')}) has "
+                        f"{len(data)} token(s): nothing to score (prepare it again, or raise --max_tokens)")
     return torch.from_numpy(data.astype(np.int64)), split, meta
 
 
@@ -487,15 +490,12 @@ def merge_json(path, results):
 
 
 def main():
-    c = parse_config(DEFAULTS, sys.argv[1:])
+    c = parse_config(DEFAULTS, sys.argv[1:], CHECKS)
     ckpts = [d for d in c["ckpt"].split(",") if d]
     datasets = [d for d in c["datasets"].split(",") if d]
     if not ckpts or not (datasets or c["tasks"]):
         raise UserError("name checkpoints and datasets or tasks: --ckpt=DIR[,DIR...] --datasets=NAME[,NAME...] "
                         "and/or --tasks=TASK[,TASK...] (or --tasks=paper)")
-    if c["stride"] < 0 or c["batch_size"] < 1 or c["max_tokens"] < 0 or c["num_fewshot"] < 0 or c["limit"] < 0:
-        raise UserError("--stride must be >= 0 (0 = block_size // 2), --batch_size >= 1, --max_tokens, "
-                        "--num_fewshot and --limit >= 0")
     if c["by_position"] and not datasets:
         raise UserError("--by_position=True measures the loss on --datasets=NAME[,NAME...]: name at least one")
     device, _, _, autocast = setup_device(c["device"], c["dtype"])
@@ -506,6 +506,9 @@ def main():
     for spec in ckpts:
         if not is_gpt2(spec):
             checkpoint_path(spec)
+    json_dir = os.path.dirname(c["json"]) or "."
+    if c["json"] and not (os.path.isdir(json_dir) and os.access(json_dir, os.W_OK)):
+        raise UserError(f"cannot write --json={c['json']}: {json_dir} is not a folder that can be written to")
 
     results, names = [], []
     for spec in ckpts:

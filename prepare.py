@@ -44,7 +44,8 @@ import sys
 
 import numpy as np
 
-from common import PYTHIA_TOKENIZER, UserError, neox_tokenizer, parse_config, run_main
+from common import PYTHIA_TOKENIZER, UserError, at_least, between, gpt2_encoding, neox_tokenizer, parse_config, \
+    run_main, writing
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -61,6 +62,9 @@ DEFAULTS = dict(
     ckpt="",                   # alpaca: take the tokenizer from this train.py checkpoint (its out_dir) instead
 )
 
+# the valid values of the options above that need a check (common's; the others: where they are read)
+CHECKS = dict(num_proc=at_least(1), val_fraction=between(0, 1, low_open=True), seed=at_least(0))
+
 
 # ---------------------------------------------------------------- shared pieces
 
@@ -73,8 +77,7 @@ def bpe_encoder(kind, path):
     <|endoftext|>, how many ids) of GPT-2's BPE or the NeoX BPE at path. Cached per process:
     each worker of a Hugging Face map loads its own."""
     if kind == "gpt2":
-        import tiktoken
-        enc = tiktoken.get_encoding("gpt2")
+        enc = gpt2_encoding()
         return enc.encode_ordinary, enc.eot_token, enc.n_vocab
     tok = neox_tokenizer(path)  # common.Tokenizer's, so that sample.py and eval.py read the same ids
     tok.encode_special_tokens = True
@@ -194,26 +197,33 @@ def write_split(path, ids):
 def save(data_root, name, splits, meta, examples=None):
     """Write each split to <split>.bin (and for instruction data its examples' bounds to
     <split>.examples.npy) and then meta.json into a temporary sibling folder, and only then swap
-    it in for <data_root>/<name>/: an interrupted run leaves the old one as it was."""
+    it in for <data_root>/<name>/: an interrupted run, or one that cannot write (a full disk: a
+    one-line error), leaves the old one as it was."""
     final = os.path.join(data_root, name)
     tmp = os.path.join(data_root, f".{name}.tmp-{os.getpid()}")
     old = os.path.join(data_root, f".{name}.old-{os.getpid()}")
-    os.makedirs(data_root, exist_ok=True)
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
     try:
-        meta = {"dataset": name, **meta}
-        for split, ids in splits.items():
-            n = meta[f"{split}_tokens"] = write_split(os.path.join(tmp, f"{split}.bin"), ids)
-            if n == 0:
-                raise UserError(f"{name}: the {split} split came out empty: give it more text")
-        for split, bounds in (examples or {}).items():
-            np.save(os.path.join(tmp, f"{split}.examples.npy"), np.asarray(bounds, dtype=np.int64))
-        with open(os.path.join(tmp, "meta.json"), "w") as f:  # one key a line, lists kept on theirs
-            f.write("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items()) + "\n}\n")
-        if os.path.exists(final):
-            os.rename(final, old)
-        os.rename(tmp, final)
+        with writing(final, "; any previous dataset there is unchanged"):
+            os.makedirs(data_root, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+            meta = {"dataset": name, **meta}
+            for split, ids in splits.items():
+                n = meta[f"{split}_tokens"] = write_split(os.path.join(tmp, f"{split}.bin"), ids)
+                if n == 0:
+                    raise UserError(f"{name}: the {split} split came out empty: give it more text")
+            for split, bounds in (examples or {}).items():
+                np.save(os.path.join(tmp, f"{split}.examples.npy"), np.asarray(bounds, dtype=np.int64))
+            with open(os.path.join(tmp, "meta.json"), "w") as f:  # one key a line, lists kept on theirs
+                f.write("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items()) + "\n}\n")
+            if os.path.exists(final):
+                os.rename(final, old)
+            try:
+                os.rename(tmp, final)
+            except OSError:  # put the old one back
+                if os.path.exists(old):
+                    os.rename(old, final)
+                raise
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -290,8 +300,6 @@ def text(config):
 def openwebtext(config):
     """OpenWebText (or --source), as nanoGPT: a shuffled val_fraction of the documents is val;
     each document is followed by <|endoftext|>."""
-    if not 0 < config["val_fraction"] < 1:
-        raise UserError(f"--val_fraction={config['val_fraction']}: must be between 0 and 1")
     tok = chosen_bpe(config)
     meta = bpe_meta(tok, eot=True)
     dataset = load_hf(config["source"], "openwebtext", None, "train", config["num_proc"])
@@ -521,7 +529,7 @@ def main(argv=None):
         close = difflib.get_close_matches(name, DATASETS, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         raise UserError(f"unknown dataset '{name}': {hint}choose one of {names}")
-    config = parse_config(DEFAULTS, argv)
+    config = parse_config(DEFAULTS, argv, CHECKS)
     config["source"] = os.path.expanduser(config["source"])
     prepare, options, own_tokenizer = DATASETS[name]
     stray = [k for k in config if config[k] != DEFAULTS[k] and k not in ("data_root",) + options]

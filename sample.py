@@ -25,9 +25,9 @@ import uuid
 
 import torch
 
-from common import (TEMPLATES, Tokenizer, UserError, alpaca_prompt, checkpoint_tokenizer, load_checkpoint,
-                    model_from_checkpoint, model_from_hf, parse_config, pretrained_tokenizer, run_main,
-                    setup_device)
+from common import (SEED, TEMPLATES, Tokenizer, UserError, alpaca_prompt, at_least, checkpoint_tokenizer,
+                    load_checkpoint, model_from_checkpoint, model_from_hf, one_of, or_none, parse_config,
+                    pretrained_tokenizer, run_main, setup_device)
 
 DEFAULTS = dict(
     init_from="resume",   # 'resume' (out_dir/ckpt.pt), a GPT-2 or Pythia name, or a local Hugging Face folder
@@ -44,6 +44,13 @@ DEFAULTS = dict(
     template="",          # 'alpaca': --start is an instruction, asked in the Alpaca prompt; stop at end-of-text
     mtbench="",           # MT-Bench's question.jsonl: write answers to --answers instead of printing samples
     answers="",           # the answer file; '' = model_answer/<run>.jsonl beside the question file
+)
+
+# the valid values of the options above that need a check (common's; the prompt: read_prompt)
+CHECKS = dict(
+    num_samples=at_least(1), max_new_tokens=at_least(1),
+    temperature=at_least(0, "0 = greedy"),  # a negative one would quietly favour the least likely tokens
+    top_k=or_none(at_least(1), "None = all"), seed=SEED, template=one_of("", *TEMPLATES),
 )
 
 
@@ -178,13 +185,7 @@ def write_mtbench_answers(model, tokenizer, questions, c, run_name, device, auto
 
 
 def main():
-    c = parse_config(DEFAULTS, sys.argv[1:])
-    if c["max_new_tokens"] < 1:
-        raise UserError(f"max_new_tokens={c['max_new_tokens']}: ask for at least 1 token")
-    if c["num_samples"] < 1:
-        raise UserError(f"num_samples={c['num_samples']}: ask for at least 1 sample")
-    if c["template"] not in ("", *TEMPLATES):
-        raise UserError(f"--template={c['template']}: use {' or '.join(TEMPLATES)}, or none for plain text")
+    c = parse_config(DEFAULTS, sys.argv[1:], CHECKS)
     if c["mtbench"] and not c["template"]:
         raise UserError("--mtbench asks questions in the template the model was fine-tuned with: add --template=alpaca")
     questions = read_questions(c["mtbench"]) if c["mtbench"] else None

@@ -44,10 +44,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import (MODEL_KEYS, Tokenizer, UserError, get_batch, load_checkpoint, load_meta, model_from_checkpoint,
-                    model_from_hf, open_examples, open_split, parse_config, peak_flops, pretrained_tokenizer,
-                    run_main, sample_offsets,
-                    save_checkpoint, setup_device)
+from common import (MODEL_KEYS, NOT_EMPTY, SEED, Tokenizer, UserError, above, at_least, between, get_batch,
+                    load_checkpoint, load_meta, model_from_checkpoint, model_from_hf, one_of, open_examples,
+                    open_split, parse_config, peak_flops, pretrained_tokenizer, run_main, sample_offsets,
+                    save_checkpoint, setup_device, writing)
 from model import GPT, GPTConfig
 
 # The paper's ContextLM-Base run (Table 1). config/train_contextlm_owt.py says the same with its
@@ -105,6 +105,20 @@ DEFAULTS = dict(
     seed=1337,                    # seeds the model init and, separately, the batch sampler
 )
 
+# The valid values of the options above that a bad value would crash or quietly spoil (common's
+# checks; device and dtype: common.setup_device). Options that must agree: check_config.
+CHECKS = dict(
+    out_dir=NOT_EMPTY, eval_interval=at_least(1), log_interval=at_least(1), eval_iters=at_least(1),
+    dataset=NOT_EMPTY, gradient_accumulation_steps=at_least(1), batch_size=at_least(1), block_size=at_least(1),
+    n_layer=at_least(1), n_head=at_least(1), n_embd=at_least(1), dropout=between(0, 1),
+    chunk_size=at_least(1), n_ctx_layer=at_least(0, "0 = plain GPT-2"), n_enc_layer=at_least(0),
+    rotary_pct=between(0, 1, "0 = learned positions"), rotary_base=above(0), gelu_approximate=one_of("tanh", "none"),
+    layer_norm_eps=above(0), learning_rate=above(0), max_iters=at_least(0), weight_decay=at_least(0), beta1=between(0, 1),
+    beta2=between(0, 1), grad_clip=at_least(0, "0 disables clipping"),
+    warmup_iters=at_least(0), lr_decay_iters=at_least(0), min_lr=at_least(0),
+    backend=one_of("auto", "nccl", "gloo", "mpi", "ucc", "xccl"), seed=SEED,
+)
+
 # data_hash before any batch: the fingerprint of the batches drawn so far, chained batch by batch
 # (and kept across resumes). Two runs with equal data_hash at an iteration saw the same data up to it.
 NO_BATCHES = hashlib.sha256().hexdigest()
@@ -113,6 +127,7 @@ NO_BATCHES = hashlib.sha256().hexdigest()
 def train(config):
     """Train as `config` (a dict of DEFAULTS' keys) says. Returns a summary: iter_num (where it
     stopped), best_val_loss, val_loss (the last evaluation's), data_hash, params (param_breakdown)."""
+    check_config(config)
     c = SimpleNamespace(**config)  # the config is read as c.key from here on
 
     # ---- processes and device
@@ -121,7 +136,8 @@ def train(config):
     if p.master:
         print(f"tokens per iteration: {tokens_per_iter:,} ({c.gradient_accumulation_steps} micro-batches "
               f"of {c.batch_size} x {c.block_size}, {p.world_size} process(es)) on {p.device}, {p.ptdtype}")
-        os.makedirs(c.out_dir, exist_ok=True)
+        with writing(c.out_dir):
+            os.makedirs(c.out_dir, exist_ok=True)
 
     # ---- data
     meta, train_data, val_data = load_data(c, p.master)
@@ -200,6 +216,24 @@ def train(config):
 
 # ---------------------------------------------------------------- setting up
 
+def check_config(config):
+    """Refuse, in one line and before any work, what CHECKS cannot see option by option: a new
+    model's fields together (GPTConfig), and a learning-rate schedule get_lr cannot follow."""
+    c = SimpleNamespace(**config)
+    if c.init_from == "scratch":  # (a resumed or pretrained model's shape is checked as it loads)
+        try:
+            GPTConfig(**{k: getattr(c, k) for k in MODEL_KEYS if hasattr(c, k)})
+        except ValueError as e:
+            raise UserError(f"invalid model configuration: {e}")
+    if c.decay_lr and c.min_lr > c.learning_rate:
+        raise UserError(f"--min_lr={c.min_lr} is above --learning_rate={c.learning_rate}: the schedule decays "
+                        "from learning_rate down to min_lr (or use --decay_lr=False)")
+    # the decay starts at warmup_iters and ends at lr_decay_iters: a run that gets there needs one in between
+    if c.decay_lr and c.lr_decay_iters <= c.warmup_iters <= c.max_iters:
+        raise UserError(f"--warmup_iters={c.warmup_iters} leaves no decay before --lr_decay_iters={c.lr_decay_iters}: "
+                        "make lr_decay_iters larger than warmup_iters")
+
+
 def setup_processes(c):
     """Where this process trains, as a namespace: ddp (launched by torchrun), rank, local_rank,
     world_size, master (rank 0, the one process that logs and writes checkpoints), micro_steps
@@ -241,8 +275,9 @@ def load_data(c, verbose):
                       f"cut; {data.left_out:,} whose prompt fills it, left out)")
         else:
             data = open_split(c.data_root, c.dataset, name)
-            if len(data) <= c.block_size:
-                raise UserError(f"the {name} split of '{c.dataset}' has {len(data)} tokens, too few for "
+            if len(data) <= c.block_size:  # a window is block_size inputs and their next tokens
+                path = os.path.join(c.data_root, c.dataset, f"{name}.bin")
+                raise UserError(f"the {name} split of '{c.dataset}' ({path}) has {len(data)} tokens, too few for "
                                 f"block_size={c.block_size}: lower --block_size")
         splits.append(data)
     return meta, *splits
@@ -395,11 +430,14 @@ class RunLog:
             except ImportError:
                 raise UserError("wandb_log=True needs wandb: pip install wandb (or --wandb_log=False)")
             self.wandb_run = wandb.init(project=c.wandb_project, name=c.wandb_run_name, config=vars(c))
-        self.file = open(os.path.join(c.out_dir, "log.jsonl"), "a")
+        self.path = os.path.join(c.out_dir, "log.jsonl")
+        with writing(self.path):
+            self.file = open(self.path, "a")
 
     def write(self, row):
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
+        with writing(self.path):
+            self.file.write(json.dumps(row) + "\n")
+            self.file.flush()
         if self.wandb_run is not None:
             self.wandb_run.log(row, step=row["iter"])
 
@@ -468,7 +506,8 @@ def train_step(model, raw_model, optimizer, scaler, train_data, offsets, iter_nu
     model: what runs forward (compiled, DDP-wrapped); raw_model: the module underneath."""
     # dropout draws from a stream fixed by (seed, iteration, rank): a resumed run makes the same
     # draws on every rank as an uninterrupted one, with no RNG state to save
-    torch.manual_seed(((c.seed << 32) + iter_num) * p.world_size + p.rank)
+    # (mod 2**64, what manual_seed takes: the same stream as without for every seed that fitted before)
+    torch.manual_seed((((c.seed << 32) + iter_num) * p.world_size + p.rank) % 2**64)
     loss_sum = torch.zeros((), device=p.device)
     for micro_step in range(p.micro_steps):
         X, Y = get_batch(train_data, offsets[micro_step * p.world_size + p.rank], c.block_size, p.device)
@@ -587,7 +626,7 @@ def end_ddp():
 
 
 def main():
-    train(parse_config(DEFAULTS, sys.argv[1:]))
+    train(parse_config(DEFAULTS, sys.argv[1:], CHECKS))
     end_ddp()
 
 
