@@ -665,8 +665,8 @@ def pretrained_tokenizer(name_or_dir):
     with hf_errors(name_or_dir):
         name, arch = hf_architecture(name_or_dir)
     if arch not in ("gpt2", "gpt_neox"):
-        raise UserError(f"{name_or_dir} holds a model of type {arch!r}: use GPT-2 ('gpt2' models) or "
-                        "Pythia ('gpt_neox' models) weights")
+        raise UserError(f"{name_or_dir} holds a model of type {arch!r}; this repo loads 'gpt2' (GPT-2) and "
+                        "'gpt_neox' (Pythia) models")
     return {"tokenizer": "gpt2"} if arch == "gpt2" else {"tokenizer": "neox", "tokenizer_path": name}
 
 

@@ -199,5 +199,5 @@ def test_quick_study_on_pythias_block(char_data, tmp_path, capsys):
         assert {k: ckpt["model_args"][k] for k in BACKBONES["pythia"]} == BACKBONES["pythia"]
         assert "transformer.wpe.weight" not in ckpt["model"]
         assert not torch.equal(ckpt["model"]["lm_head.weight"], ckpt["model"]["transformer.wte.weight"])
-    with pytest.raises(UserError, match="unknown backbone"):
+    with pytest.raises(UserError, match="backbone='llama': must be one of '', gpt2, pythia"):
         compare.study_config(quick_args(char_data, tmp_path, "--backbone=llama"))

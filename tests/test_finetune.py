@@ -334,7 +334,7 @@ def test_bad_input_gets_one_line_errors(data, pretrained, char_data, tmp_path, c
     run = f"--out_dir={pretrained}"
     questions = write_jsonl(tmp_path / "question.jsonl", QUESTIONS[:1] + [{"question_id": 2, "text": "Hi"}])
     check(sample, [run, f"--mtbench={questions}"], "--template=alpaca")
-    check(sample, [run, "--template=chatml"], "--template=chatml", "alpaca")
+    check(sample, [run, "--template=chatml"], "--template='chatml'", "alpaca")
     check(sample, [run, "--template=alpaca", f"--mtbench={questions}"], "question.jsonl:2 is not an MT-Bench question")
     check(sample, [run, "--template=alpaca", f"--mtbench={tmp_path / 'none.jsonl'}"], "cannot read", "none.jsonl")
     check(sample, [f"--out_dir={char_run}", "--template=alpaca", "--device=cpu"], "reads characters")
