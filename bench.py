@@ -37,8 +37,9 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from common import (BACKBONES, SEED, UserError, at_least, backbone_fields, check_options, counts, expand_quick,  # noqa: E402
-                    model_variants, one_of, parse_config, peak_flops, run_main, save_figure, setup_device, writing)
+from common import (BACKBONES, SEED, UserError, at_least, backbone_fields, check_options, counts,  # noqa: E402
+                    expand_quick, model_variants, one_of, parse_config, peak_flops, run_main,
+                    save_figure, setup_device, writing)
 from model import GPT, GPTConfig  # noqa: E402
 
 DEFAULTS = dict(

@@ -53,6 +53,20 @@ def writing(path, kept=""):
                          "path or its permissions") from e
 
 
+def write_text(path, text, kept="; any previous file there is unchanged"):
+    """Write text to path atomically (a temporary file renamed over it); a failure is one line."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with writing(path, kept):
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def run_main(main):
     """Run an entry script's main(), turning a UserError into a one-line message."""
     try:
@@ -160,10 +174,11 @@ def above(low, why=""):
     return (lambda v: is_number(v) and v > low), _must(f"more than {low}", why)
 
 
-def between(low, high, why="", low_open=False):
-    """A check: a number in [low, high), or (low, high) with low_open."""
-    return ((lambda v: is_number(v) and (v > low if low_open else v >= low) and v < high),
-            _must(f"in {'(' if low_open else '['}{low}, {high})", why))
+def between(low, high, why="", low_open=False, high_closed=False):
+    """A check: a number in [low, high), or (low, high) with low_open, or [low, high] with high_closed."""
+    return ((lambda v: is_number(v) and (v > low if low_open else v >= low)
+             and (v <= high if high_closed else v < high)),
+            _must(f"in {'(' if low_open else '['}{low}, {high}{']' if high_closed else ')'}", why))
 
 
 def one_of(*choices):

@@ -45,8 +45,9 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 import train  # noqa: E402
-from common import (BACKBONES, CONFIG_DIR, UserError, at_least, backbone_fields, counts, expand_quick, load_meta,  # noqa: E402
-                    model_variants, one_of, parse_config, read_log, run_main, save_figure, writing)
+from common import (BACKBONES, CONFIG_DIR, UserError, at_least, backbone_fields, counts,  # noqa: E402
+                    expand_quick, load_meta, model_variants, one_of, parse_config, read_log,
+                    run_main, save_figure, writing)
 
 DEFAULT_STUDY = os.path.join(CONFIG_DIR, "compare_shakespeare_char.py")  # when argv names no config file
 UNTIMED_ITERS = 10  # tokens/s leaves out the first iterations (allocation, compilation)

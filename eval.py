@@ -67,7 +67,8 @@ import torch
 from torch.nn import functional as F
 
 from common import (Tokenizer, UserError, at_least, checkpoint_path, load_checkpoint, load_meta,
-                    model_from_checkpoint, model_from_hf, open_split, parse_config, run_main, setup_device)
+                    model_from_checkpoint, model_from_hf, open_split, parse_config, run_main, setup_device,
+                    write_text)
 
 DEFAULTS = dict(
     ckpt="out",                  # comma-separated checkpoint directories (each holds ckpt.pt) or GPT-2 names
@@ -477,16 +478,7 @@ def merge_json(path, results):
             raise UserError(f"--json={path} does not hold eval.py results (not a JSON object): fix or move it")
     for ckpt, res in results.items():
         merged.setdefault(ckpt, {}).update(res)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(merged, f, indent=2)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UserError(f"cannot write --json={path}: {e.strerror}")
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_text(path, json.dumps(merged, indent=2))
 
 
 def main():

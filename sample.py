@@ -27,7 +27,7 @@ import torch
 
 from common import (SEED, TEMPLATES, Tokenizer, UserError, alpaca_prompt, at_least, checkpoint_tokenizer,
                     load_checkpoint, model_from_checkpoint, model_from_hf, one_of, or_none, parse_config,
-                    pretrained_tokenizer, run_main, setup_device)
+                    pretrained_tokenizer, run_main, setup_device, write_text)
 
 DEFAULTS = dict(
     init_from="resume",   # 'resume' (out_dir/ckpt.pt), a GPT-2 or Pythia name, or a local Hugging Face folder
@@ -170,17 +170,7 @@ def write_mtbench_answers(model, tokenizer, questions, c, run_name, device, auto
                      "choices": [{"index": 0, "turns": turns}], "tstamp": time.time()})
         print(f"[{i}/{len(questions)}] question {q['question_id']} ({q['category']}, temperature {temperature}): "
               f"{', '.join(str(len(t)) for t in turns)} characters, {time.time() - t0:.0f}s so far", file=sys.stderr)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UserError(f"cannot write the answer file {path}: {e.strerror}")
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     print(f"wrote {len(rows)} answers of {model_id} to {path}", file=sys.stderr)
 
 

@@ -60,7 +60,7 @@ DEFAULTS = dict(
     eval_iters=200,
     eval_only=False,              # evaluate once and exit
     always_save_checkpoint=True,  # else only when val loss improves
-    init_from="scratch",          # 'scratch', 'resume' (out_dir/ckpt.pt), GPT-2 or Pythia weights, or a run to fine-tune
+    init_from="scratch",          # 'scratch', 'resume' (out_dir/ckpt.pt), GPT-2/Pythia weights, or a run to fine-tune
     wandb_log=False,
     wandb_project="contextlm",
     wandb_run_name="run",
@@ -112,8 +112,9 @@ CHECKS = dict(
     dataset=NOT_EMPTY, gradient_accumulation_steps=at_least(1), batch_size=at_least(1), block_size=at_least(1),
     n_layer=at_least(1), n_head=at_least(1), n_embd=at_least(1), dropout=between(0, 1),
     chunk_size=at_least(1), n_ctx_layer=at_least(0, "0 = plain GPT-2"), n_enc_layer=at_least(0),
-    rotary_pct=between(0, 1, "0 = learned positions"), rotary_base=above(0), gelu_approximate=one_of("tanh", "none"),
-    layer_norm_eps=above(0), learning_rate=above(0), max_iters=at_least(0), weight_decay=at_least(0), beta1=between(0, 1),
+    rotary_pct=between(0, 1, "0 = learned positions", high_closed=True), rotary_base=above(0),
+    gelu_approximate=one_of("tanh", "none"), layer_norm_eps=above(0),
+    learning_rate=above(0), max_iters=at_least(0), weight_decay=at_least(0), beta1=between(0, 1),
     beta2=between(0, 1), grad_clip=at_least(0, "0 disables clipping"),
     warmup_iters=at_least(0), lr_decay_iters=at_least(0), min_lr=at_least(0),
     backend=one_of("auto", "nccl", "gloo", "mpi", "ucc", "xccl"), seed=SEED,
@@ -361,7 +362,8 @@ def check_pretrained_tokenizer(init_from, meta, dataset):
     if meta["tokenizer"] != wanted["tokenizer"]:
         raise UserError(f"init_from={init_from} reads {wanted['tokenizer']} token ids, but '{dataset}' is tokenized "
                         f"with {meta['tokenizer']}: prepare a dataset with {PREPARE_HINT[wanted['tokenizer']]}")
-    vocabularies = [Tokenizer(m).enc.get_vocab(with_added_tokens=True) for m in (meta, wanted) if m["tokenizer"] == "neox"]
+    vocabularies = [Tokenizer(m).enc.get_vocab(with_added_tokens=True)
+                    for m in (meta, wanted) if m["tokenizer"] == "neox"]
     if vocabularies and vocabularies[0] != vocabularies[1]:
         raise UserError(f"'{dataset}' was tokenized with the neox tokenizer of {meta.get('tokenizer_path')}, not "
                         f"with {init_from}'s own: prepare it with --tokenizer_path={wanted['tokenizer_path']}")
