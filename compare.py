@@ -27,7 +27,9 @@ in its place. Each run lives in out_dir/<arm>-s<seed>/ (train.py's log.jsonl, ck
 and run.json); a run already finished with the same config is not trained again, so an
 interrupted study resumes where it stopped. Progress is one line a run, like
     [run 4/9] gpt-s1338 in runs/compare/gpt-s1338 (12m05s elapsed, about 22m10s left): trained in 190s, ...
-Outputs: out_dir/results.{md,json} and curves.png, or ablation.*.
+Outputs: out_dir/results.{md,json}, curves.png and efficiency.png (ablation.* and ablation_efficiency.png):
+the table, and every arm against gpt (and contextlm against gpt+{P}L) paired by seed with 95%
+intervals, at equal FLOPs and time, and the FLOPs and time each needs to reach the baseline's loss.
 """
 
 import contextlib
@@ -137,11 +139,28 @@ def train_run(cfg, master):
     return done
 
 
+def training_seconds(timing, evals):
+    """Wall-clock training seconds before each evaluation row (evaluation itself not counted):
+    each timing row's step time, tokens per step / tokens_per_sec, stands for every step since the
+    previous timing row (log_interval > 1 logs one step in log_interval). A list like evals."""
+    elapsed, seconds, last_iter, rows = 0.0, [], -1, iter(timing)
+    row = next(rows, None)
+    for ev in evals:
+        # the timing row of step i is written after it, when tokens already count it: steps < ev["iter"]
+        while row is not None and row["iter"] < ev["iter"]:
+            step_tokens = row["tokens"] / (row["iter"] + 1)  # every run here trains from scratch
+            elapsed += (row["iter"] - last_iter) * step_tokens / row["tokens_per_sec"]
+            last_iter, row = row["iter"], next(rows, None)
+        seconds.append(elapsed)
+    return seconds
+
+
 def collect(cfg, done):
     """What the report needs from one finished run."""
     timing, evals = read_log(cfg["out_dir"])
     speeds = [r["tokens_per_sec"] for r in timing if r["iter"] >= UNTIMED_ITERS]
     return {"params": done["params"], "final": evals[-1]["val_loss"], "evals": evals,
+            "seconds": training_seconds(timing, evals),
             "tokens_per_sec": statistics.median(speeds) if speeds else None}
 
 
@@ -156,6 +175,119 @@ def check_same_batches(runs, seeds):
                 raise UserError(f"seed {seed}: arms '{ref_name}' and '{name}' did not draw the same training "
                                 f"batches (evaluation (iter, data_hash) {bad[0]} vs {bad[1]}), so the comparison "
                                 "is not controlled: rerun the study with --fresh=True")
+
+
+# ---------------------------------------------------------------- statistics: paired intervals, equal budgets
+
+def t_cdf(x, df, steps=2000):
+    """P(T <= x) for Student's t with df degrees of freedom, x >= 0: 1/2 plus the density
+    integrated over [0, x] by Simpson's rule (steps even; ~1e-9 for the x an interval needs)."""
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+    h = x / steps
+    ys = [math.exp(log_norm - (df + 1) / 2 * math.log1p((i * h) ** 2 / df)) for i in range(steps + 1)]
+    return 0.5 + h / 3 * (ys[0] + ys[-1] + 4 * sum(ys[1:-1:2]) + 2 * sum(ys[2:-1:2]))
+
+
+def t_quantile(p, df):
+    """The p-quantile of Student's t (p > 1/2), by bisection on t_cdf (no scipy): 12.706 for
+    p=0.975, df=1; 2.262 for df=9; 1.960 in the normal limit."""
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < p:
+        low, high = high, 2 * high
+    for _ in range(40):  # the bracket shrinks to 1e-12 of its width
+        mid = (low + high) / 2
+        low, high = (mid, high) if t_cdf(mid, df) < p else (low, mid)
+    return (low + high) / 2
+
+
+def interval(xs, level=0.95):
+    """Mean of xs with its Student-t confidence interval, mean ± t(n-1) * std / sqrt(n):
+    {n, mean, std, low, high}; std and the interval are None under two values, mean under one."""
+    n = len(xs)
+    mean, std = mean_std(xs) if xs else (None, None)
+    half = t_quantile(0.5 + level / 2, n - 1) * std / math.sqrt(n) if n > 1 else None
+    return {"n": n, "mean": mean, "std": std, "low": None if half is None else mean - half,
+            "high": None if half is None else mean + half}
+
+
+def excludes(iv, value):
+    """Whether interval iv lies wholly on one side of value (None without an interval)."""
+    return None if iv["low"] is None else not iv["low"] <= value <= iv["high"]
+
+
+def loss_at(curve, budget):
+    """Val loss at a training budget on an evaluation curve [(budget, loss)], budgets increasing
+    (FLOPs or seconds), interpolated linearly in log budget and log loss between the evaluations
+    around it (exact for a power law, loss = a * budget^-b). The iteration-0 evaluation (budget 0)
+    is left out; budget must lie within the rest."""
+    points = [(b, loss) for b, loss in curve if b > 0]
+    for (b0, l0), (b1, l1) in zip(points, points[1:] + points[-1:]):
+        if b0 <= budget <= b1:
+            f = math.log(budget / b0) / math.log(b1 / b0) if b1 > b0 else 0.0
+            return l0 * (l1 / l0) ** f
+    raise ValueError(f"budget {budget:g} outside the curve's {points[0][0]:g}..{points[-1][0]:g}")
+
+
+def budget_to_reach(curve, target):
+    """The budget at which a curve [(budget, loss)] first reaches loss <= target, interpolated as
+    in loss_at between the evaluation before and the first one at or below it; None if it never
+    does. Reached at its first evaluation after iteration 0: that budget (an upper bound)."""
+    points = [(b, loss) for b, loss in curve if b > 0]
+    if points[0][1] <= target:
+        return points[0][0]
+    for (b0, l0), (b1, l1) in zip(points, points[1:]):
+        if l1 <= target:  # l0 > target >= l1
+            return b0 * (b1 / b0) ** (math.log(target / l0) / math.log(l1 / l0))
+    return None
+
+
+def reach_ratio(curves, baseline_curves):
+    """Per seed, the budget at which an arm first reaches the baseline's final val loss over the
+    baseline's final budget (0.8: 20% less), None where it never does; with the interval of the
+    seeds that reach it, and whether that interval excludes 1."""
+    per_seed = {}
+    for seed, curve in curves.items():
+        budget, loss = baseline_curves[seed][-1]
+        need = budget_to_reach(curve, loss)
+        per_seed[seed] = None if need is None else need / budget
+    iv = interval([r for r in per_seed.values() if r is not None])
+    return {"per_seed": per_seed, "reached": iv["n"], **iv, "excludes_one": excludes(iv, 1.0)}
+
+
+def paired(a, b, key):
+    """a[key] - b[key] paired by seed ({seed: value} each): the interval, per seed, and whether
+    the interval excludes zero."""
+    per_seed = {s: a[key][s] - b[key][s] for s in a[key]}
+    iv = interval(list(per_seed.values()))
+    return {"per_seed": per_seed, **iv, "excludes_zero": excludes(iv, 0.0)}
+
+
+def equal_budgets(summary):
+    """{'flops': F, 'seconds': S}: the smallest final budget of any run, which every run's curve
+    covers; and per arm, the val loss each seed's run had at it (loss_at_equal_flops, ...)."""
+    budgets = {kind: min(curve[-1][0] for a in summary.values() for curve in a[f"{kind}_curves"].values())
+               for kind in ("flops", "seconds")}
+    for a in summary.values():
+        for kind, budget in budgets.items():
+            a[f"loss_at_equal_{kind}"] = {s: loss_at(curve, budget) for s, curve in a[f"{kind}_curves"].items()}
+    return budgets
+
+
+def comparisons(c, summary):
+    """Every arm against gpt and (main study) contextlm against the parameter-matched GPT, paired
+    by seed: final val loss, val loss at equal FLOPs and at equal time, and the FLOPs and time
+    the arm needs to reach the baseline's final val loss, relative to the baseline's."""
+    pairs = [(name, "gpt") for name in summary if name != "gpt"]
+    if not c["ablation"]:
+        pairs.append(("contextlm", f"gpt+{c['n_ctx_layer']}L"))
+    return [{"arm": name, "baseline": base,
+             "final_val_loss": paired(summary[name], summary[base], "final_val_loss"),
+             "at_equal_flops": paired(summary[name], summary[base], "loss_at_equal_flops"),
+             "at_equal_seconds": paired(summary[name], summary[base], "loss_at_equal_seconds"),
+             "flops_to_reach_baseline": reach_ratio(summary[name]["flops_curves"], summary[base]["flops_curves"]),
+             "seconds_to_reach_baseline": reach_ratio(summary[name]["seconds_curves"],
+                                                      summary[base]["seconds_curves"])}
+            for name, base in pairs]
 
 
 # ---------------------------------------------------------------- report
@@ -193,14 +325,18 @@ def summarize(arms, runs, seeds):
             "tokens_per_sec": {str(s): by_seed[s]["tokens_per_sec"] for s in seeds},
             "val_loss_mean": loss, "val_loss_std": loss_std, "val_ppl": math.exp(loss), "speed_vs_gpt": speed,
             "curves": {str(s): [[r["iter"], r["val_loss"]] for r in by_seed[s]["evals"]] for s in seeds},
+            "flops_curves": {str(s): [[r["flops"], r["val_loss"]] for r in by_seed[s]["evals"]] for s in seeds},
+            "seconds_curves": {str(s): [[t, r["val_loss"]] for t, r in zip(by_seed[s]["seconds"], by_seed[s]["evals"])]
+                               for s in seeds},
         }
         _, out[name]["delta_vs_gpt"], out[name]["delta_std"] = paired_delta(out[name], out["gpt"])
     return out
 
 
-def markdown(c, summary, seeds, title):
-    """The report: one table row per arm, how to read it, and (main study) contextlm against
-    gpt and the parameter-matched GPT, paired by seed."""
+def markdown(c, summary, seeds, title, tests, budgets):
+    """The report: one table row per arm, how to read it, (main study) contextlm against gpt and
+    the parameter-matched GPT, paired by seed; then the comparisons (tests) with their intervals,
+    and each arm's loss at the equal budgets."""
     gpt_speeds = list(summary["gpt"]["tokens_per_sec"].values())
     gpt_speed = None if None in gpt_speeds else statistics.median(gpt_speeds)
     tokens = c["max_iters"] * c["gradient_accumulation_steps"] * c["batch_size"] * c["block_size"]
@@ -233,7 +369,56 @@ def markdown(c, summary, seeds, title):
             lines.append(f"contextlm − {other}, paired by seed: {pm(mean, std)} (per seed: "
                          + ", ".join(f"{d:+.4f}" for d in per_seed.values()) + ").")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + paired_lines(tests, seeds) + budget_lines(summary, budgets))
+
+
+def ci(iv, digits=4, sign="+"):
+    """'mean [low, high]', or the mean alone without an interval (one seed)."""
+    if iv["mean"] is None:
+        return "n/a"
+    f = f"{sign}.{digits}f"
+    return f"{iv['mean']:{f}} " + (f"[{iv['low']:{f}}, {iv['high']:{f}}]" if iv["low"] is not None else "(one seed)")
+
+
+def ratio_cell(r):
+    """A reach ratio's cell: 'mean [low, high], k/n seeds', or 'not reached'."""
+    n = len(r["per_seed"])
+    return "not reached" + (f" (0/{n} seeds)" if n > 1 else "") if not r["reached"] else \
+        f"{ci(r, 3, '')}" + (f", {r['reached']}/{n} seeds" if n > 1 else "")
+
+
+def paired_lines(tests, seeds):
+    """The comparisons' table: paired differences with 95% intervals, and the reach ratios."""
+    yes_no = {True: "yes", False: "no", None: "n/a"}
+    lines = ["| arm − baseline | seeds | Δ final val loss [95% CI] | CI excludes 0 | Δ at equal FLOPs "
+             "| Δ at equal time | FLOPs to reach baseline's final loss | time to reach it |",
+             "|---|---|---|---|---|---|---|---|"]
+    for t in tests:
+        lines.append(f"| {t['arm']} − {t['baseline']} | {t['final_val_loss']['n']} | {ci(t['final_val_loss'])} "
+                     f"| {yes_no[t['final_val_loss']['excludes_zero']]} | {ci(t['at_equal_flops'])} "
+                     f"| {ci(t['at_equal_seconds'])} | {ratio_cell(t['flops_to_reach_baseline'])} "
+                     f"| {ratio_cell(t['seconds_to_reach_baseline'])} |")
+    return lines + ["", f"Paired by seed over {len(seeds)} seed(s): mean difference with its 95% Student-t interval, "
+                    "mean ± t(0.975, n−1) · std / √n (none with one seed). Equal FLOPs, equal time: the val loss "
+                    "each run has at the smallest final budget of any run (table below), interpolated between "
+                    "evaluations linearly in log budget and log loss. To reach: the training FLOPs (or seconds) "
+                    "at which the arm's curve first reaches the baseline's final val loss of the same seed, "
+                    "interpolated the same way, over the baseline's final FLOPs (seconds): 0.80 = 20% less; "
+                    "the interval is over the seeds that reach it. FLOPs: model.flops_per_token × training "
+                    "tokens, the predictor's included; seconds: wall-clock training time from log.jsonl's step "
+                    "times, evaluation excluded.", ""]
+
+
+def budget_lines(summary, budgets):
+    """Per arm: its final budgets and the val loss it reaches at the equal budgets (mean over seeds)."""
+    mean = statistics.mean
+    lines = [f"| arm | training FLOPs | training time | val loss at {budgets['flops']:.3g} FLOPs "
+             f"| val loss at {budgets['seconds']:.0f} s |", "|---|---|---|---|---|"]
+    for name, a in summary.items():
+        final = {kind: mean(curve[-1][0] for curve in a[f"{kind}_curves"].values()) for kind in budgets}
+        lines.append(f"| {name} | {final['flops']:.3g} | {final['seconds']:.0f} s "
+                     f"| {mean(a['loss_at_equal_flops'].values()):.4f} | {mean(a['loss_at_equal_seconds'].values()):.4f} |")
+    return lines + ["", "(means over seeds; time: wall clock, meaningful on an otherwise idle machine only)", ""]
 
 
 def save_plot(fig, path):
@@ -244,14 +429,15 @@ def save_plot(fig, path):
     save_figure(fig, path)
 
 
-def band_plot(ax, curves, label, from_iter=0):
-    """Mean over seeds as a line, min-max over seeds as a band (evaluations from from_iter on)."""
-    per_seed = [[(it, loss) for it, loss in curve if it >= from_iter] for curve in curves.values()]
-    iters = [it for it, _ in per_seed[0]]
-    by_iter = list(zip(*[[loss for _, loss in curve] for curve in per_seed]))
-    line, = ax.plot(iters, [statistics.mean(v) for v in by_iter], label=label)
-    if len(per_seed) > 1:
-        ax.fill_between(iters, [min(v) for v in by_iter], [max(v) for v in by_iter], color=line.get_color(), alpha=0.2)
+def band_plot(ax, curves, label, from_x=0):
+    """Mean over seeds as a line, min-max over seeds as a band, of curves {seed: [(x, loss)]}
+    (x: iteration, FLOPs or seconds; from_x on), at the seeds' mean x of each evaluation."""
+    xs = [statistics.mean(x) for x in zip(*[[x for x, _ in curve] for curve in curves.values()])]
+    by_eval = list(zip(*[[loss for _, loss in curve] for curve in curves.values()]))  # (evaluations, seeds)
+    xs, by_eval = zip(*[(x, losses) for x, losses in zip(xs, by_eval) if x >= from_x])
+    line, = ax.plot(xs, [statistics.mean(v) for v in by_eval], label=label)
+    if len(curves) > 1:
+        ax.fill_between(xs, [min(v) for v in by_eval], [max(v) for v in by_eval], color=line.get_color(), alpha=0.2)
 
 
 def plot_curves(summary, seeds, path, title):
@@ -260,12 +446,27 @@ def plot_curves(summary, seeds, path, title):
     for name, a in summary.items():
         last = max(it for curve in a["curves"].values() for it, _ in curve)
         band_plot(whole, a["curves"], name)
-        band_plot(zoom, a["curves"], name, from_iter=last / 2)
+        band_plot(zoom, a["curves"], name, from_x=last / 2)
     for ax in (whole, zoom):
         ax.set_xlabel("iteration")
         ax.set_ylabel("validation loss")
     whole.set_title(f"{title}\nmean over {len(seeds)} seed(s)" + (", band: min-max" if len(seeds) > 1 else ""))
     zoom.set_title("second half, zoomed in")
+    save_plot(fig, path)
+
+
+def plot_efficiency(summary, seeds, budgets, path, title):
+    """Val loss against training FLOPs and against training seconds, from a quarter of the equal
+    budget on (the start dwarfs the differences), the equal budget as a dotted line."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, kind, label in zip(axes, ("flops", "seconds"), ("training FLOPs", "training seconds (wall clock)")):
+        for name, a in summary.items():
+            band_plot(ax, a[f"{kind}_curves"], name, from_x=budgets[kind] / 4)
+        ax.axvline(budgets[kind], color="k", linestyle=":", linewidth=1)
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation loss")
+    axes[0].set_title(f"{title}\nmean over {len(seeds)} seed(s)" + (", band: min-max" if len(seeds) > 1 else ""))
+    axes[1].set_title("against time; dotted: the equal budgets")
     save_plot(fig, path)
 
 
@@ -358,17 +559,22 @@ def main(argv=None):
     title = f"{'ablation' if c['ablation'] else 'next-context prediction'}, {c['dataset']}" + \
         (f", {c['backbone']} block" if c["backbone"] else "")
     summary = summarize(arms, runs, seeds)
+    budgets = equal_budgets(summary)
+    tests = comparisons(c, summary)
     stem = os.path.join(c["out_dir"], "ablation" if c["ablation"] else "results")
-    table = markdown(c, summary, seeds, title)
+    table = markdown(c, summary, seeds, title, tests, budgets)
     with writing(stem + ".md"), open(stem + ".md", "w") as f:
         f.write(table)
     with writing(stem + ".json"), open(stem + ".json", "w") as f:
         json.dump({"study": "ablation" if c["ablation"] else "main", "seeds": seeds, "config": c,
-                   "same_batches_checked": True, "arms": summary}, f, indent=1)
+                   "same_batches_checked": True, "arms": summary,
+                   "equal_budgets": budgets, "comparisons": tests}, f, indent=1)
     png = stem + ".png" if c["ablation"] else os.path.join(c["out_dir"], "curves.png")
     (plot_ablation if c["ablation"] else plot_curves)(summary, seeds, png, title)
+    efficiency_png = os.path.join(c["out_dir"], ("ablation_" if c["ablation"] else "") + "efficiency.png")
+    plot_efficiency(summary, seeds, budgets, efficiency_png, title)
     print("\n" + table)
-    print(f"wrote {stem}.md, {stem}.json and {png}")
+    print(f"wrote {stem}.md, {stem}.json, {png} and {efficiency_png}")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,14 @@ def test_quick_study_writes_table_json_and_plot(quick_study):
         assert final < math.log(65)  # below chance: every arm actually trained
         assert results["arms"][arm]["val_ppl"] == pytest.approx(math.exp(final))
     assert "± n/a" in table  # one seed: no std
+    # the paired comparisons and the efficiency views: one seed, so no interval, but every field
+    tests = {(t["arm"], t["baseline"]): t for t in results["comparisons"]}
+    assert list(tests) == [("contextlm", "gpt"), ("gpt+2L", "gpt"), ("contextlm", "gpt+2L")]
+    for t in tests.values():
+        assert t["final_val_loss"]["n"] == 1 and t["final_val_loss"]["low"] is None
+        assert {"at_equal_flops", "at_equal_seconds", "flops_to_reach_baseline", "seconds_to_reach_baseline"} <= set(t)
+    assert results["equal_budgets"]["flops"] == min(a["flops_curves"][seed][-1][0] for a in results["arms"].values())
+    assert "| contextlm − gpt+2L | 1 |" in table and (out / "efficiency.png").read_bytes().startswith(b"\x89PNG")
     gpt, ctx, big = (results["arms"][arm] for arm in ARMS)
     assert ctx["params"]["token"] == gpt["params"]["token"] and ctx["params"]["predictor"] > 0
     assert big["params"]["predictor"] == 0  # the parameter-matched GPT: 2 more token layers instead
@@ -201,3 +209,66 @@ def test_quick_study_on_pythias_block(char_data, tmp_path, capsys):
         assert not torch.equal(ckpt["model"]["lm_head.weight"], ckpt["model"]["transformer.wte.weight"])
     with pytest.raises(UserError, match="backbone='llama': must be one of '', gpt2, pythia"):
         compare.study_config(quick_args(char_data, tmp_path, "--backbone=llama"))
+
+
+# ---------------------------------------------------------------- the statistics, on known answers
+
+@pytest.mark.parametrize("df, t", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (7, 2.3646), (30, 2.0423), (10**6, 1.9600)])
+def test_t_quantile_matches_the_table(df, t):
+    assert compare.t_quantile(0.975, df) == pytest.approx(t, abs=1e-3)
+
+
+def test_paired_interval_is_the_hand_computation():
+    """Deltas -0.01, -0.02, -0.03, -0.04: mean -0.025, std sqrt(1/6000), half-width t(0.975, 3) *
+    std / 2 = 3.1824 * 0.012910 / 2 = 0.020542 (hand), so the interval excludes zero; planted: one
+    more seed at +0.05 widens it past zero."""
+    a = {"final_val_loss": {"1": 1.0, "2": 1.0, "3": 1.0, "4": 1.0}}
+    b = {"final_val_loss": {"1": 1.01, "2": 1.02, "3": 1.03, "4": 1.04}}
+    d = compare.paired(a, b, "final_val_loss")
+    assert d["n"] == 4 and d["mean"] == pytest.approx(-0.025) and d["std"] == pytest.approx(math.sqrt(1 / 6000))
+    assert d["low"] == pytest.approx(-0.025 - 0.020542, abs=1e-5) and d["high"] == pytest.approx(-0.025 + 0.020542, abs=1e-5)
+    assert d["excludes_zero"] is True
+    a["final_val_loss"]["5"], b["final_val_loss"]["5"] = 1.05, 1.0
+    assert compare.paired(a, b, "final_val_loss")["excludes_zero"] is False
+    one = compare.interval([0.3])
+    assert one["mean"] == 0.3 and one["low"] is None and compare.excludes(one, 0.0) is None
+
+
+def power_law(budgets, a=10.0, b=0.2):
+    return [[c, a * c ** -b] for c in budgets]
+
+
+def test_reach_ratio_is_the_analytic_ratio_on_power_laws():
+    """Baseline L(C) = 10 C^-0.2; the arm L(k C), k = 1.25 times as efficient, so it reaches the
+    baseline's final loss at 1/k = 0.8 of its FLOPs, between two of its evaluations (the log-log
+    interpolation is exact for a power law). Seed 2: the arm is worse (k = 0.9): not reached."""
+    budgets = [1e12 * i for i in range(1, 11)]
+    start = [[0, 20.0]]  # the evaluation at iteration 0, before any training
+    base = start + power_law(budgets)
+    better = start + [[c, 10.0 * (1.25 * c) ** -0.2] for c in budgets]
+    worse = start + [[c, 10.0 * (0.9 * c) ** -0.2] for c in budgets]
+    r = compare.reach_ratio({"1": better, "2": worse}, {"1": base, "2": base})
+    assert r["per_seed"]["1"] == pytest.approx(0.8, rel=1e-9) and r["per_seed"]["2"] is None
+    assert r["reached"] == 1 and r["mean"] == pytest.approx(0.8)
+    assert compare.budget_to_reach(better, base[-1][1]) == pytest.approx(8e12)
+    assert compare.budget_to_reach(worse, base[-1][1]) is None
+    # a noisy curve that dips below the target, then rises: the first crossing counts
+    assert compare.budget_to_reach([[0, 9], [1, 4], [2, 2], [4, 3], [8, 1]], 2.5) == pytest.approx(2 ** (math.log(2.5 / 4) / math.log(0.5)))
+    assert "not reached (0/2 seeds)" == compare.ratio_cell(compare.reach_ratio({"1": worse, "2": worse}, {"1": base, "2": base}))
+
+
+def test_loss_at_equal_budget_interpolates_in_log_log():
+    curve = [[0, 11.0], [1e3, 4.0], [4e3, 1.0], [8e3, 0.9]]
+    assert compare.loss_at(curve, 2e3) == pytest.approx(2.0)  # halfway in log budget: sqrt(4 * 1)
+    assert compare.loss_at(curve, 4e3) == 1.0 and compare.loss_at(curve, 8e3) == 0.9
+    assert compare.loss_at(power_law([1e12, 1e13]), 3e12) == pytest.approx(10.0 * 3e12 ** -0.2)
+    with pytest.raises(ValueError):
+        compare.loss_at(curve, 9e3)
+
+
+def test_training_seconds_add_up_the_step_times():
+    """Steps 0..9 of 100 tokens at 50 tokens/s (2 s each), logged every 2nd step: each logged step
+    stands for the steps since the last one. Evaluations at iterations 0, 4 and 10."""
+    timing = [{"iter": i, "tokens": 100 * (i + 1), "tokens_per_sec": 50.0} for i in range(0, 10, 2)]
+    evals = [{"iter": 0}, {"iter": 4}, {"iter": 10}]
+    assert compare.training_seconds(timing, evals) == [0.0, 2.0 + 2 * 2.0, 2.0 + 4 * 2.0 * 2]

@@ -1,0 +1,42 @@
+# The default study on GPT-2 BPE tokens: gpt vs contextlm vs gpt+2L on tiny Shakespeare in
+# GPT-2's tokenizer, at a shape where the predictor is a GPT-2-like share of the model.
+#   python prepare.py shakespeare
+#   python compare.py config/compare_shakespeare_bpe.py     # 5 seeds x 3 arms
+# Predictor share (model.param_breakdown, embeddings counted as in the paper's 124M): 1.57M
+# predictor parameters beside a 16.06M token pathway, 9.8% (GPT-2 124M + a 2-layer predictor:
+# 14.18M beside 124.48M, 11.4%). The 50,304 x 256 embedding is most of the token pathway.
+# Speed, measured (2 CPU cores shared with other work, OMP_NUM_THREADS=2): gpt ~1.5 s a step
+# (1,395 tokens/s), contextlm 0.88x, gpt+2L 0.86x, so ~5-6 min a run, ~1.5 h for 15 runs:
+#   python compare.py config/compare_shakespeare_bpe.py --seeds=1 --max_iters=20 --eval_interval=10 --eval_iters=2 --warmup_iters=2
+# The hyperparameters are shared by every arm and tuned for none of them.
+out_dir = "runs/compare-bpe"
+dataset = "shakespeare"
+seed = 1337
+seeds = 5
+
+n_layer = 4
+n_head = 4
+n_embd = 256
+block_size = 128
+dropout = 0.0
+bias = False
+n_ctx_layer = 2
+chunk_size = 4
+n_enc_layer = 0
+
+batch_size = 16
+gradient_accumulation_steps = 1
+max_iters = 200             # 200 x 16 x 128 = 410K tokens, ~1.4 epochs of the 302K-token text
+learning_rate = 2e-3
+min_lr = 2e-4
+warmup_iters = 20
+weight_decay = 0.1
+grad_clip = 1.0
+
+eval_interval = 20
+eval_iters = 10
+log_interval = 1
+always_save_checkpoint = False
+device = "cpu"
+dtype = "float32"
+compile = False
