@@ -417,7 +417,8 @@ def budget_lines(summary, budgets):
     for name, a in summary.items():
         final = {kind: mean(curve[-1][0] for curve in a[f"{kind}_curves"].values()) for kind in budgets}
         lines.append(f"| {name} | {final['flops']:.3g} | {final['seconds']:.0f} s "
-                     f"| {mean(a['loss_at_equal_flops'].values()):.4f} | {mean(a['loss_at_equal_seconds'].values()):.4f} |")
+                     f"| {mean(a['loss_at_equal_flops'].values()):.4f} "
+                     f"| {mean(a['loss_at_equal_seconds'].values()):.4f} |")
     return lines + ["", "(means over seeds; time: wall clock, meaningful on an otherwise idle machine only)", ""]
 
 

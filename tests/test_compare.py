@@ -226,7 +226,8 @@ def test_paired_interval_is_the_hand_computation():
     b = {"final_val_loss": {"1": 1.01, "2": 1.02, "3": 1.03, "4": 1.04}}
     d = compare.paired(a, b, "final_val_loss")
     assert d["n"] == 4 and d["mean"] == pytest.approx(-0.025) and d["std"] == pytest.approx(math.sqrt(1 / 6000))
-    assert d["low"] == pytest.approx(-0.025 - 0.020542, abs=1e-5) and d["high"] == pytest.approx(-0.025 + 0.020542, abs=1e-5)
+    assert d["low"] == pytest.approx(-0.025 - 0.020542, abs=1e-5)
+    assert d["high"] == pytest.approx(-0.025 + 0.020542, abs=1e-5)
     assert d["excludes_zero"] is True
     a["final_val_loss"]["5"], b["final_val_loss"]["5"] = 1.05, 1.0
     assert compare.paired(a, b, "final_val_loss")["excludes_zero"] is False
@@ -253,8 +254,10 @@ def test_reach_ratio_is_the_analytic_ratio_on_power_laws():
     assert compare.budget_to_reach(better, base[-1][1]) == pytest.approx(8e12)
     assert compare.budget_to_reach(worse, base[-1][1]) is None
     # a noisy curve that dips below the target, then rises: the first crossing counts
-    assert compare.budget_to_reach([[0, 9], [1, 4], [2, 2], [4, 3], [8, 1]], 2.5) == pytest.approx(2 ** (math.log(2.5 / 4) / math.log(0.5)))
-    assert "not reached (0/2 seeds)" == compare.ratio_cell(compare.reach_ratio({"1": worse, "2": worse}, {"1": base, "2": base}))
+    dip = [[0, 9], [1, 4], [2, 2], [4, 3], [8, 1]]
+    assert compare.budget_to_reach(dip, 2.5) == pytest.approx(2 ** (math.log(2.5 / 4) / math.log(0.5)))
+    never = compare.reach_ratio({"1": worse, "2": worse}, {"1": base, "2": base})
+    assert compare.ratio_cell(never) == "not reached (0/2 seeds)"
 
 
 def test_loss_at_equal_budget_interpolates_in_log_log():
