@@ -137,11 +137,12 @@ def train(config):
     if p.master:
         print(f"tokens per iteration: {tokens_per_iter:,} ({c.gradient_accumulation_steps} micro-batches "
               f"of {c.batch_size} x {c.block_size}, {p.world_size} process(es)) on {p.device}, {p.ptdtype}")
-        with writing(c.out_dir):
-            os.makedirs(c.out_dir, exist_ok=True)
 
     # ---- data
     meta, train_data, val_data = load_data(c, p.master)
+    if p.master:  # only once the data is there: a run that cannot start leaves no empty out_dir behind
+        with writing(c.out_dir):
+            os.makedirs(c.out_dir, exist_ok=True)
 
     # ---- model, optimizer and batch sampler: new, or as the run in out_dir left them
     ckpt_path = os.path.join(c.out_dir, "ckpt.pt")
