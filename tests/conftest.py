@@ -109,6 +109,20 @@ def cli(capsys, module, *args):
     return status, out, err
 
 
+def run_in_process(main, *args):
+    """The exit status of main() run as its script runs it (common.run_main, args as sys.argv),
+    its output left to the caller's capsys."""
+    import common
+    saved_argv, sys.argv = sys.argv, ["script", *map(str, args)]
+    try:
+        common.run_main(main)
+        return 0
+    except SystemExit as e:
+        return e.code
+    finally:
+        sys.argv = saved_argv
+
+
 def assert_one_line_error(status, err, *needles):
     """A non-zero exit and exactly one stderr line, 'error: ...', containing every needle."""
     assert status not in (0, None), f"expected a failure, got exit status {status}\n{err}"

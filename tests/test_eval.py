@@ -7,19 +7,18 @@ import json
 import math
 import os
 import string
-import sys
 from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_script, sharp_model
+from conftest import run_in_process, run_script, sharp_model
 from torch.nn import functional as F
 
 import eval as eval_script
 import plot
 import train
-from common import UserError, run_main, save_checkpoint
+from common import UserError, save_checkpoint
 from model import GPTConfig
 
 
@@ -38,19 +37,6 @@ def last_logits(model, context):
     """Next-token logits (vocab,) after the 1-D tensor `context`, one plain forward."""
     with torch.no_grad():
         return model(context[None])[0][0, -1]
-
-
-def run_in_process(main, *args):
-    """The exit status of main() run as its script runs it (common.run_main, args as sys.argv)."""
-    argv = sys.argv
-    sys.argv = ["script", *map(str, args)]
-    try:
-        run_main(main)
-        return 0
-    except SystemExit as e:
-        return e.code
-    finally:
-        sys.argv = argv
 
 
 # ---------------------------------------------------------------- 1. sliding-window perplexity

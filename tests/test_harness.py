@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import sharp_model
+from conftest import run_in_process, sharp_model
 from torch.nn import functional as F
 
 import eval as eval_script
 import prepare
-from common import Tokenizer, run_main, save_checkpoint
+from common import Tokenizer, save_checkpoint
 
 CHARS = list(" \n" + string.ascii_lowercase + "?.")  # the character model's vocabulary (few-shot prompts need \n)
 V = len(CHARS)
@@ -106,19 +106,6 @@ def direct_loglikelihood(model, context, continuation, block_size):
         logprob += F.log_softmax(logits, dim=-1)[full[j]].item()
         greedy &= logits.argmax().item() == full[j]
     return logprob, greedy
-
-
-def run_in_process(main, *args):
-    """The exit status of main() run as its script runs it (common.run_main, args as sys.argv)."""
-    argv = sys.argv
-    sys.argv = ["eval.py", *map(str, args)]
-    try:
-        run_main(main)
-        return 0
-    except SystemExit as e:
-        return e.code
-    finally:
-        sys.argv = argv
 
 
 # ---------------------------------------------------------------- 1. loglikelihood
