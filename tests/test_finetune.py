@@ -146,6 +146,32 @@ def test_neox_tokenizer_from_a_checkpoint(tmp_path, neox_tokenizer_dir):
             assert examples.ids[start:end].tolist().count(0) == 1
 
 
+def test_pythia_config_finetunes_a_pythia_run(tmp_path, neox_tokenizer_dir):
+    """config/finetune_alpaca_pythia.py, as its comment says to use it: a Pythia-block run
+    pretrained on NeoX BPE (a tiny stand-in), its Alpaca data prepared with --ckpt, then the
+    config with --init_from at that run (sizes shrunk for a CPU). The fine-tuned model is the
+    run's (Pythia block, NeoX tokenizer) and its masked val loss falls."""
+    root, pretrained, out = str(tmp_path), str(tmp_path / "pythia_run"), str(tmp_path / "alpaca_run")
+    prepare.main(["shakespeare", f"--data_root={root}", "--tokenizer=neox", f"--tokenizer_path={neox_tokenizer_dir}"])
+    # this BPE of 302 ids spells Alpaca's prompt in ~150 tokens: rows of 256
+    run_train(tiny_args(root, pretrained, dataset="shakespeare_neox", block_size=256, max_iters=10,
+                        eval_interval=10, **common.backbone_fields("pythia")))
+    source = write_jsonl(tmp_path / "instructions.jsonl", INSTRUCTIONS)
+    prepare.main(["alpaca", f"--data_root={root}", f"--source={source}", f"--ckpt={pretrained}",
+                  "--val_fraction=0.25"])
+    config = os.path.join(ROOT, "config", "finetune_alpaca_pythia.py")
+    small = dict(FT, block_size=256, max_iters=40, eval_interval=20, lr_decay_iters=40, warmup_iters=2, eval_iters=2,
+                 compile=False, device="cpu", dtype="float32", log_interval=1)
+    run_train([config, f"--init_from={pretrained}", f"--out_dir={out}", f"--data_root={root}"]
+              + [f"--{k}={v}" for k, v in small.items()])
+
+    checkpoint = common.load_checkpoint(out)
+    assert checkpoint["config"]["dataset"] == "alpaca_neox" and checkpoint["meta"]["tokenizer"] == "neox"
+    assert {k: checkpoint["model_args"][k] for k in common.BACKBONES["pythia"]} == common.BACKBONES["pythia"]
+    first, *_, last = read_log(out)[1]
+    assert last["val_loss"] < first["val_loss"] - 0.5, (first["val_loss"], last["val_loss"])
+
+
 # ---------------------------------------------------------------- 2. batches of examples
 
 def test_batch_loss_is_each_example_alone(data):
