@@ -191,6 +191,20 @@ def sharp_model(cfg, seed=0, untie_head=False):
     return model
 
 
+def record_greedy_choices(monkeypatch):
+    """Make model.generate choose greedily and record the logits it chooses from: the list that
+    fills up, one (batch, vocab) tensor a generated token."""
+    import model
+    seen = []
+
+    def greedy_recorder(logits, temperature=1.0, top_k=None):
+        seen.append(logits.clone())
+        return logits.argmax(dim=-1, keepdim=True)
+
+    monkeypatch.setattr(model, "sample_next", greedy_recorder)
+    return seen
+
+
 @pytest.fixture(scope="session")
 def char_data(tmp_path_factory):
     """A data_root holding shakespeare_char, prepared once per session (read it, don't change it)."""

@@ -4,9 +4,8 @@ block_size), and sampling is reproducible. Tiny configs, CPU, deterministic."""
 
 import pytest
 import torch
-from conftest import sharp_model
+from conftest import record_greedy_choices, sharp_model
 
-import model as model_module
 
 
 V = 50
@@ -83,13 +82,7 @@ def test_generate_logits_across_block_size(w, n_ctx, monkeypatch):
     """Through model.generate, past block_size (the window re-prefilled each step): the logits
     generate samples from with the cache equal those without it to 1e-5 at every step."""
     model = sharp(seed=w, chunk_size=w, n_ctx_layer=n_ctx, block_size=16)
-    seen = []
-
-    def greedy_recorder(logits, temperature=1.0, top_k=None):
-        seen.append(logits.clone())
-        return logits.argmax(dim=-1, keepdim=True)
-
-    monkeypatch.setattr(model_module, "sample_next", greedy_recorder)
+    seen = record_greedy_choices(monkeypatch)
     prompt = torch.randint(0, V, (2, 5), generator=torch.Generator().manual_seed(w))
     out_cached = model.generate(prompt, 20, temperature=0)
     cached, seen[:] = list(seen), []

@@ -19,11 +19,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import (NEOX, ROOT, assert_one_line_error, cli, hub_cache, make_pythia_folder, read_log, run_train,
-                      sharp_model, tiny_args)
+                      record_greedy_choices, sharp_model, tiny_args)
 from torch.nn import functional as F
 
 import common
-import model as model_module
 import sample
 import train
 from model import GPT, GPTConfig
@@ -305,13 +304,7 @@ def test_generate_across_block_size_rotary(w, n_ctx, monkeypatch):
     well past block_size: with the KV cache it gives exactly the tokens of repeated full
     forwards, and the logits it chooses from equal theirs to 1e-5 at every step."""
     model = sharp(seed=w, chunk_size=w, n_ctx_layer=n_ctx, block_size=16)
-    seen = []
-
-    def greedy_recorder(logits, temperature=1.0, top_k=None):
-        seen.append(logits.clone())
-        return logits.argmax(dim=-1, keepdim=True)
-
-    monkeypatch.setattr(model_module, "sample_next", greedy_recorder)
+    seen = record_greedy_choices(monkeypatch)
     for P in (5, 20):
         prompt = torch.randint(0, V, (3, P), generator=torch.Generator().manual_seed(w + P))
         out_cached = model.generate(prompt, 24, temperature=0)
