@@ -685,6 +685,43 @@ def pretrained_tokenizer(name_or_dir):
     return {"tokenizer": "gpt2"} if arch == "gpt2" else {"tokenizer": "neox", "tokenizer_path": name}
 
 
+def is_pretrained(spec):
+    """Whether spec names Hugging Face weights that GPT.from_pretrained loads: a GPT-2 or Pythia
+    name (gpt2-medium, pythia-160m, EleutherAI/pythia-1b) or a local folder with a config.json."""
+    return spec.startswith(("gpt2", "pythia-", "EleutherAI/pythia-")) or os.path.isfile(os.path.join(spec, "config.json"))
+
+
+def same_tokenizer(a, b):
+    """Whether two meta.json descriptions (a dataset's, a checkpoint's 'meta', pretrained_tokenizer's)
+    name one tokenizer, so that ids written by one are read right by the other: the same kind and
+    vocabulary (characters; for the NeoX BPE its tokenizer.json, which the hub and a local copy of
+    it share, so two paths are compared by their vocabularies)."""
+    if a["tokenizer"] != b["tokenizer"] or a.get("chars") != b.get("chars"):
+        return False
+    if "vocab_size" in a and "vocab_size" in b and a["vocab_size"] != b["vocab_size"]:
+        return False
+    if a["tokenizer"] == "neox" and a.get("tokenizer_path") != b.get("tokenizer_path"):
+        return Tokenizer(a).enc.get_vocab(with_added_tokens=True) == Tokenizer(b).enc.get_vocab(with_added_tokens=True)
+    return True
+
+
+def describe_tokenizer(meta):
+    """Like 'char tokens (65 ids)' or 'neox tokens (50277 ids, EleutherAI/pythia-160m)', for errors."""
+    details = ([f"{meta['vocab_size']} ids"] if "vocab_size" in meta else []) + \
+        ([meta["tokenizer_path"]] if "tokenizer_path" in meta else [])
+    return f"{meta['tokenizer']} tokens" + (f" ({', '.join(details)})" if details else "")
+
+
+def check_same_tokenizer(model_meta, data_meta, model, dataset, fix):
+    """Raise unless weights trained on model_meta's tokens read the ids of a dataset (data_meta)
+    as they were written (same_tokenizer); model and dataset name them in the one-line error."""
+    if same_tokenizer(model_meta, data_meta):
+        return
+    a, b = describe_tokenizer(model_meta), describe_tokenizer(data_meta)
+    why = f"reads {a}, but {dataset} is {b}" if a != b else f"and {dataset} have different vocabularies of {a}"
+    raise UserError(f"{model} {why}: {fix}")
+
+
 def checkpoint_tokenizer(checkpoint, path="checkpoint"):
     """The Tokenizer of the dataset a train.py checkpoint was trained on (its 'meta')."""
     if "meta" not in checkpoint:

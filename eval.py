@@ -10,9 +10,10 @@ window (its Figure 5 question: does the gain grow with context?).
     python eval.py --ckpt=out-gpt2,out-contextlm --datasets=openwebtext --by_position=True --json=positions.json
     python eval.py --ckpt=out-shakespeare-char --datasets=shakespeare_char --max_tokens=20000
 
---ckpt names train.py checkpoints (a directory holding ckpt.pt, or a .pt file) or OpenAI's GPT-2
-(gpt2, gpt2-medium, gpt2-large, gpt2-xl, or a local Hugging Face folder; needs transformers),
-loaded as plain GPT-2 (n_ctx_layer=0): a reference row. --json merges into the file: results of
+--ckpt names train.py checkpoints (a directory holding ckpt.pt, or a .pt file) or published weights:
+OpenAI's GPT-2 (gpt2, ..., gpt2-xl), EleutherAI's Pythia (pythia-70m, ..., pythia-1.4b) or a local
+Hugging Face folder of either (needs transformers), loaded as they are (n_ctx_layer=0): a reference
+row. A Pythia reads datasets prepared in its own tokenizer (prepare.py NAME --tokenizer=neox). --json merges into the file: results of
 other checkpoints, datasets and tasks already there are kept.
 
 Datasets (--datasets) are read from <data_root>/<NAME>/test.bin, or val.bin where there is no
@@ -66,12 +67,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from common import (Tokenizer, UserError, at_least, checkpoint_path, load_checkpoint, load_meta,
-                    model_from_checkpoint, model_from_hf, open_split, parse_config, run_main, setup_device,
-                    write_text)
+from common import (Tokenizer, UserError, at_least, check_same_tokenizer, checkpoint_path, is_pretrained,
+                    load_checkpoint, load_meta, model_from_checkpoint, model_from_hf, open_split, parse_config,
+                    pretrained_tokenizer, run_main, setup_device, write_text)
 
 DEFAULTS = dict(
-    ckpt="out",                  # comma-separated checkpoint directories (each holds ckpt.pt) or GPT-2 names
+    ckpt="out",                  # comma-separated checkpoint directories (each holds ckpt.pt), GPT-2 or Pythia names
     datasets="",                 # comma-separated dataset names under data_root (see prepare.py): Table 2
     tasks="",                    # comma-separated lm-evaluation-harness tasks, or `paper`: Table 4
     num_fewshot=0,               # tasks: examples shown before each question (the paper: 0 and 5)
@@ -87,8 +88,6 @@ DEFAULTS = dict(
     dtype="auto",
 )
 
-GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-GPT2_META = {"tokenizer": "gpt2", "vocab_size": 50257}  # what a GPT-2 model reads, as a dataset's meta.json says it
 # The paper's Table 4, in its column order. Its one metric per task, averaged into "Avg Acc", is
 # the harness's acc (acc_norm is in the JSON too).
 PAPER_TASKS = ("lambada_openai", "arc_easy", "lambada_standard", "arc_challenge", "winogrande", "piqa", "hellaswag",
@@ -364,19 +363,20 @@ def load_dataset(data_root, name, max_tokens):
     return torch.from_numpy(data.astype(np.int64)), split, meta
 
 
-def is_gpt2(spec):
-    """Whether --ckpt's entry names OpenAI's GPT-2 (a model name or a Hugging Face folder); a
-    train.py run directory of the same name wins."""
+def is_hf(spec):
+    """Whether --ckpt's entry names Hugging Face weights (GPT-2's or Pythia's, by name or local
+    folder: common.is_pretrained); a train.py run directory of the same name wins."""
     if spec.endswith(".pt") or os.path.isfile(os.path.join(spec, "ckpt.pt")):
         return False
-    return spec in GPT2_NAMES or os.path.isfile(os.path.join(spec, "config.json"))
+    return is_pretrained(spec)
 
 
 def load_model(spec):
     """(model on the CPU in eval mode, its tokenizer's meta, the row's name) of a train.py
-    checkpoint, or of GPT-2 (is_gpt2) as plain GPT-2: its weights, no context predictor."""
-    if is_gpt2(spec):
-        model, meta = model_from_hf(spec, {"n_ctx_layer": 0}), GPT2_META
+    checkpoint, or of Hugging Face weights (is_hf) as they are: GPT-2 or Pythia, no predictor."""
+    if is_hf(spec):
+        meta = pretrained_tokenizer(spec)
+        model = model_from_hf(spec, {"n_ctx_layer": 0})
     else:
         checkpoint = load_checkpoint(spec)
         if "meta" not in checkpoint:
@@ -389,14 +389,9 @@ def load_model(spec):
     return model.eval(), meta, f"{os.path.basename(path) or path} ({(n['token'] + n['predictor']) / 1e6:.4g}M)"
 
 
-def check_tokenizer(ckpt_meta, meta, ckpt_dir, name, vocab_size):
-    """The checkpoint must read token ids the way the dataset wrote them."""
-    if ckpt_meta["tokenizer"] != meta["tokenizer"]:
-        raise UserError(f"{ckpt_dir} uses the {ckpt_meta['tokenizer']} tokenizer but '{name}' is tokenized "
-                        f"with {meta['tokenizer']}: evaluate on a dataset prepared with the model's tokenizer")
-    if meta["tokenizer"] == "char" and ckpt_meta.get("chars") != meta.get("chars"):
-        raise UserError(f"{ckpt_dir} and '{name}' use different character vocabularies: "
-                        "evaluate on the dataset the model was trained on")
+def check_tokenizer(ckpt_meta, meta, spec, name, vocab_size):
+    """The model must read token ids the way the dataset wrote them."""
+    check_same_tokenizer(ckpt_meta, meta, spec, f"'{name}'", "evaluate on a dataset prepared with the model's tokenizer")
     if meta["vocab_size"] > vocab_size:
         raise UserError(f"'{name}' has {meta['vocab_size']} token ids, more than the model's vocab_size={vocab_size}")
 
@@ -496,7 +491,7 @@ def main():
     data = {name: load_dataset(c["data_root"], name, c["max_tokens"]) for name in datasets}
     tasks = resolve_tasks(c["tasks"], c["include_path"]) if c["tasks"] else []
     for spec in ckpts:
-        if not is_gpt2(spec):
+        if not is_hf(spec):
             checkpoint_path(spec)
     json_dir = os.path.dirname(c["json"]) or "."
     if c["json"] and not (os.path.isdir(json_dir) and os.access(json_dir, os.W_OK)):

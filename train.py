@@ -44,10 +44,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import (MODEL_KEYS, NOT_EMPTY, SEED, Tokenizer, UserError, above, at_least, between, get_batch,
-                    load_checkpoint, load_meta, model_from_checkpoint, model_from_hf, one_of, open_examples,
-                    open_split, parse_config, peak_flops, pretrained_tokenizer, run_main, sample_offsets,
-                    save_checkpoint, setup_device, writing)
+from common import (MODEL_KEYS, NOT_EMPTY, SEED, UserError, above, at_least, between,
+                    check_same_tokenizer, get_batch, is_pretrained, load_checkpoint, load_meta, model_from_checkpoint,
+                    model_from_hf, one_of, open_examples, open_split, parse_config, peak_flops, pretrained_tokenizer,
+                    run_main, same_tokenizer, sample_offsets, save_checkpoint, setup_device, writing)
 from model import GPT, GPTConfig
 
 # The paper's ContextLM-Base run (Table 1). config/train_contextlm_owt.py says the same with its
@@ -317,8 +317,7 @@ def build_model(c, meta, ckpt_path):
                 raise UserError(f"{ckpt_path} was trained with {', '.join(mismatch)}: resume with the same config")
             checkpoint["model_args"]["dropout"] = c.dropout  # the one model field a resume may change
             return model_from_checkpoint(checkpoint, ckpt_path), checkpoint
-        if c.init_from.startswith(("gpt2", "pythia-", "EleutherAI/pythia-")) or \
-                os.path.isfile(os.path.join(c.init_from, "config.json")):  # a Hugging Face folder
+        if is_pretrained(c.init_from):
             check_pretrained_tokenizer(c.init_from, meta, c.dataset)
             override = {k: getattr(c, k) for k in ("dropout", "chunk_size", "n_ctx_layer", "n_enc_layer")}
             model = model_from_hf(c.init_from, override)
@@ -363,9 +362,7 @@ def check_pretrained_tokenizer(init_from, meta, dataset):
     if meta["tokenizer"] != wanted["tokenizer"]:
         raise UserError(f"init_from={init_from} reads {wanted['tokenizer']} token ids, but '{dataset}' is tokenized "
                         f"with {meta['tokenizer']}: prepare a dataset with {PREPARE_HINT[wanted['tokenizer']]}")
-    vocabularies = [Tokenizer(m).enc.get_vocab(with_added_tokens=True)
-                    for m in (meta, wanted) if m["tokenizer"] == "neox"]
-    if vocabularies and vocabularies[0] != vocabularies[1]:
+    if not same_tokenizer(meta, wanted):
         raise UserError(f"'{dataset}' was tokenized with the neox tokenizer of {meta.get('tokenizer_path')}, not "
                         f"with {init_from}'s own: prepare it with --tokenizer_path={wanted['tokenizer_path']}")
 
@@ -375,10 +372,7 @@ def check_tokenizer(checkpoint, meta, path, fix):
     written: the same tokenizer and vocabulary (Pythia's from the hub or a local copy are one)."""
     if "meta" not in checkpoint:
         raise UserError(f"{path}: the checkpoint does not say which tokenizer it uses (no 'meta')")
-    theirs = checkpoint["meta"]
-    if any(theirs.get(k) != meta.get(k) for k in ("tokenizer", "vocab_size", "chars")):
-        raise UserError(f"{path} was trained on {theirs['tokenizer']} tokens (vocab_size {theirs.get('vocab_size')}), "
-                        f"the dataset is {meta['tokenizer']} tokens (vocab_size {meta.get('vocab_size')}): {fix}")
+    check_same_tokenizer(checkpoint["meta"], meta, path, "the dataset", fix)
 
 
 def build_or_resume(c, p, meta, ckpt_path, tokens_per_iter):

@@ -279,7 +279,11 @@ def test_eval_errors(sharp_setup, tmp_path, capsys):
         ([f"--ckpt={ckpt_dir}", "--datasets=tiny", "--stride=9"], "stride <= block_size"),
     ]
     write_dataset(str(tmp_path), "tiny", "val", [1, 2, 3], tokenizer="gpt2")  # same ids, another tokenizer
-    cases.append(([f"--ckpt={ckpt_dir}", "--datasets=tiny", f"--data_root={tmp_path}"], "tokenized with gpt2"))
+    cases.append(([f"--ckpt={ckpt_dir}", "--datasets=tiny", f"--data_root={tmp_path}"],
+                  "reads char tokens (50 ids), but 'tiny' is gpt2 tokens"))
+    write_dataset(str(tmp_path), "shuffled", "val", [1, 2, 3], chars=CHARS[::-1])  # same ids, other characters
+    cases.append(([f"--ckpt={ckpt_dir}", "--datasets=shuffled", f"--data_root={tmp_path}"],
+                  "and 'shuffled' have different vocabularies of char tokens (50 ids)"))
     for args, fix in cases:
         if not any(a.startswith("--data_root") for a in args):
             args = args + [f"--data_root={data_root}"]

@@ -164,12 +164,12 @@ def test_gpt2_weights_give_the_harness_own_numbers(tmp_path, monkeypatch):
     write_task(tmp_path, "local_text", [{"text": " ".join(texts)}], output_type="loglikelihood_rolling",
                doc_to_text="", doc_to_target="{{text}}", metric_list=[{"metric": "word_perplexity"}])
     model, meta, name = eval_script.load_model(folder)
-    assert meta == GPT2_META and model.config.n_ctx_layer == 0 and name.startswith("gpt2-tiny (")
-    assert eval_script.is_gpt2(folder) and eval_script.is_gpt2("gpt2-medium")
+    assert meta == {"tokenizer": "gpt2"} and model.config.n_ctx_layer == 0 and name.startswith("gpt2-tiny (")
+    assert eval_script.is_hf(folder) and eval_script.is_hf("gpt2-medium") and eval_script.is_hf("pythia-160m")
     (tmp_path / "gpt2").mkdir()
     (tmp_path / "gpt2" / "ckpt.pt").touch()
     monkeypatch.chdir(tmp_path)
-    assert not eval_script.is_gpt2("gpt2")  # a run directory named like GPT-2 is a run
+    assert not eval_script.is_hf("gpt2")  # a run directory named like GPT-2 is a run
     ours = evaluate(harness_lm(model, meta, stride=12, batch_size=2), ["local_lambada", "local_text"], tmp_path)
     theirs = evaluate("hf", ["local_lambada", "local_text"], tmp_path, model_args=f"pretrained={folder},dtype=float32",
                       device="cpu", batch_size=2)

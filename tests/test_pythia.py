@@ -562,6 +562,40 @@ def test_pretrained_weights_need_their_tokenizer(neox_data, char_data, pythia_to
     assert not os.path.exists(tmp_path / "out" / "ckpt.pt")
 
 
+def test_eval_pythia_folder_with_its_tokenizer(neox_data, char_data, pythia_tok_dir, tmp_path, capsys):
+    """eval.py --ckpt=<a local Pythia folder> scores a NeoX dataset with the Pythia weights as
+    they are: its ppl over non-overlapping windows is the Hugging Face model's, on the same
+    tokens (1e-5). The dataset must be in the folder's tokenizer: a char dataset, or a NeoX one
+    whose tokenizer.json has two ids swapped, is refused in one line."""
+    import eval as eval_script
+    path, hf = pythia_tok_dir
+    out = tmp_path / "r.json"
+    n = 4 * 32 + 1  # four windows of the folder's 32 positions, every target scored once
+    assert cli(capsys, eval_script, f"--ckpt={path}", "--datasets=shakespeare_neox", f"--data_root={neox_data}",
+               f"--max_tokens={n}", "--stride=32", "--device=cpu", f"--json={out}")[0] == 0
+    got = json.loads(out.read_text())[str(path)]["shakespeare_neox"]
+    ids = torch.from_numpy(common.open_split(neox_data, "shakespeare_neox", "val")[:n].astype("int64"))
+    with torch.no_grad():
+        nll = F.cross_entropy(hf(ids[:-1].view(4, 32)).logits.flatten(0, 1), ids[1:]).item()
+    assert got["tokens"] == n - 1 and got["ppl"] == pytest.approx(math.exp(nll), rel=1e-5)
+
+    other = tmp_path / "other"  # a NeoX dataset in another vocabulary
+    tokenizer = json.loads((path / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[40:42]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    other.mkdir()
+    (other / "tokenizer.json").write_text(json.dumps(tokenizer))
+    shutil.copytree(os.path.join(neox_data, "shakespeare_neox"), tmp_path / "data" / "swapped")
+    meta = json.loads((tmp_path / "data" / "swapped" / "meta.json").read_text()) | {"tokenizer_path": str(other)}
+    (tmp_path / "data" / "swapped" / "meta.json").write_text(json.dumps(meta))
+    for data_root, dataset, needles in [
+            (char_data, "shakespeare_char", ("reads neox tokens", "'shakespeare_char' is char tokens (65 ids)")),
+            (tmp_path / "data", "swapped", ("reads neox tokens", f"but 'swapped' is neox tokens (302 ids, {other})"))]:
+        status, _, err = cli(capsys, eval_script, f"--ckpt={path}", f"--datasets={dataset}", f"--data_root={data_root}")
+        assert_one_line_error(status, err, *needles, "evaluate on a dataset prepared with the model's tokenizer")
+
+
 SEPARATOR = "\n---------------\n"  # what sample.py prints after each sample
 
 
