@@ -2,10 +2,11 @@
 Does next-context prediction help? One command trains GPT, ContextLM and a parameter-matched GPT
 with the same data, schedule and token budget over several seeds, and tabulates the result.
 
-    python compare.py                                   # config/compare_shakespeare_char.py, 37 min on 2 CPU cores
+    python compare.py                                   # config/compare_shakespeare_char.py: 8 seeds x 3 arms
     python compare.py --quick                           # a tiny one-seed study (what CI runs), under a minute
-    python compare.py --ablation=True                   # chunk size x token-encoder depth (paper's Figure 4)
-    python compare.py --dataset=shakespeare --seeds=5   # GPT-2 BPE instead of characters, 5 seeds
+    python compare.py --ablation=True --seeds=3         # chunk size x token-encoder depth (paper's Figure 4)
+    python compare.py config/compare_shakespeare_bpe.py # GPT-2 BPE instead of characters, 5 seeds x 3 arms
+    python compare.py --seed=1341 --seeds=4             # seeds 1341-1344 only (a study split over processes)
     python compare.py config/compare_owt.py             # the paper's Table 2 comparison (GPUs)
     python compare.py --backbone=pythia                 # the default study on Pythia's block
 
@@ -25,7 +26,9 @@ sets the block of every arm at once (GPT-2's, or Pythia's: rotary, parallel, unt
 a config file, config/compare_shakespeare_char.py is used; `--quick` means config/compare_quick.py
 in its place. Each run lives in out_dir/<arm>-s<seed>/ (train.py's log.jsonl, ckpt.pt, train.log
 and run.json); a run already finished with the same config is not trained again, so an
-interrupted study resumes where it stopped. Progress is one line a run, like
+interrupted study resumes where it stopped, and processes that train disjoint seeds (--seed,
+--seeds) side by side fill one folder that the whole command then reports. Progress is one line
+a run, like
     [run 4/9] gpt-s1338 in runs/compare/gpt-s1338 (12m05s elapsed, about 22m10s left): trained in 190s, ...
 Outputs: out_dir/results.{md,json}, curves.png and efficiency.png (ablation.* and ablation_efficiency.png):
 the table, and every arm against gpt (and contextlm against gpt+{P}L) paired by seed with 95%
@@ -275,8 +278,9 @@ def equal_budgets(summary):
 
 def comparisons(c, summary):
     """Every arm against gpt and (main study) contextlm against the parameter-matched GPT, paired
-    by seed: final val loss, val loss at equal FLOPs and at equal time, and the FLOPs and time
-    the arm needs to reach the baseline's final val loss, relative to the baseline's."""
+    by seed: final val loss, val loss at equal FLOPs and at equal time, and the training tokens,
+    FLOPs and time the arm needs to reach the baseline's final val loss, relative to the
+    baseline's (tokens: on the iteration curves, every arm training the same tokens a step)."""
     pairs = [(name, "gpt") for name in summary if name != "gpt"]
     if not c["ablation"]:
         pairs.append(("contextlm", f"gpt+{c['n_ctx_layer']}L"))
@@ -284,6 +288,7 @@ def comparisons(c, summary):
              "final_val_loss": paired(summary[name], summary[base], "final_val_loss"),
              "at_equal_flops": paired(summary[name], summary[base], "loss_at_equal_flops"),
              "at_equal_seconds": paired(summary[name], summary[base], "loss_at_equal_seconds"),
+             "tokens_to_reach_baseline": reach_ratio(summary[name]["curves"], summary[base]["curves"]),
              "flops_to_reach_baseline": reach_ratio(summary[name]["flops_curves"], summary[base]["flops_curves"]),
              "seconds_to_reach_baseline": reach_ratio(summary[name]["seconds_curves"],
                                                       summary[base]["seconds_curves"])}
@@ -391,20 +396,24 @@ def paired_lines(tests, seeds):
     """The comparisons' table: paired differences with 95% intervals, and the reach ratios."""
     yes_no = {True: "yes", False: "no", None: "n/a"}
     lines = ["| arm − baseline | seeds | Δ final val loss [95% CI] | CI excludes 0 | Δ at equal FLOPs "
-             "| Δ at equal time | FLOPs to reach baseline's final loss | time to reach it |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| Δ at equal time | tokens to reach baseline's final loss | FLOPs to reach it | time to reach it |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for t in tests:
         lines.append(f"| {t['arm']} − {t['baseline']} | {t['final_val_loss']['n']} | {ci(t['final_val_loss'])} "
                      f"| {yes_no[t['final_val_loss']['excludes_zero']]} | {ci(t['at_equal_flops'])} "
-                     f"| {ci(t['at_equal_seconds'])} | {ratio_cell(t['flops_to_reach_baseline'])} "
+                     f"| {ci(t['at_equal_seconds'])} | {ratio_cell(t['tokens_to_reach_baseline'])} "
+                     f"| {ratio_cell(t['flops_to_reach_baseline'])} "
                      f"| {ratio_cell(t['seconds_to_reach_baseline'])} |")
     return lines + ["", f"Paired by seed over {len(seeds)} seed(s): mean difference with its 95% Student-t interval, "
                     "mean ± t(0.975, n−1) · std / √n (none with one seed). Equal FLOPs, equal time: the val loss "
                     "each run has at the smallest final budget of any run (table below), interpolated between "
-                    "evaluations linearly in log budget and log loss. To reach: the training FLOPs (or seconds) "
-                    "at which the arm's curve first reaches the baseline's final val loss of the same seed, "
-                    "interpolated the same way, over the baseline's final FLOPs (seconds): 0.80 = 20% less; "
-                    "the interval is over the seeds that reach it. FLOPs: model.flops_per_token × training "
+                    "evaluations linearly in log budget and log loss; the arm with the larger budget is then "
+                    "caught mid-schedule, its learning rate not yet decayed, which favours the cheaper arm. To "
+                    "reach: the training tokens (FLOPs, seconds) at which the arm's curve first reaches the "
+                    "baseline's final val loss of the same seed, interpolated the same way, over the "
+                    "baseline's final tokens (FLOPs, seconds): 0.80 = 20% less; the interval is over the seeds "
+                    "that reach it. Reached mid-schedule, before its learning rate has decayed: a run scheduled to "
+                    "end there would likely get there sooner, so the ratio is conservative. FLOPs: model.flops_per_token × training "
                     "tokens, the predictor's included; seconds: wall-clock training time from log.jsonl's step "
                     "times, evaluation excluded.", ""]
 

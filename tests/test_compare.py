@@ -54,7 +54,8 @@ def test_quick_study_writes_table_json_and_plot(quick_study):
     assert list(tests) == [("contextlm", "gpt"), ("gpt+2L", "gpt"), ("contextlm", "gpt+2L")]
     for t in tests.values():
         assert t["final_val_loss"]["n"] == 1 and t["final_val_loss"]["low"] is None
-        assert {"at_equal_flops", "at_equal_seconds", "flops_to_reach_baseline", "seconds_to_reach_baseline"} <= set(t)
+        assert {"at_equal_flops", "at_equal_seconds", "tokens_to_reach_baseline", "flops_to_reach_baseline",
+                "seconds_to_reach_baseline"} <= set(t)
     assert results["equal_budgets"]["flops"] == min(a["flops_curves"][seed][-1][0] for a in results["arms"].values())
     assert "| contextlm − gpt+2L | 1 |" in table and (out / "efficiency.png").read_bytes().startswith(b"\x89PNG")
     gpt, ctx, big = (results["arms"][arm] for arm in ARMS)
