@@ -412,10 +412,10 @@ def paired_lines(tests, seeds):
                     "reach: the training tokens (FLOPs, seconds) at which the arm's curve first reaches the "
                     "baseline's final val loss of the same seed, interpolated the same way, over the "
                     "baseline's final tokens (FLOPs, seconds): 0.80 = 20% less; the interval is over the seeds "
-                    "that reach it. Reached mid-schedule, before its learning rate has decayed: a run scheduled to "
-                    "end there would likely get there sooner, so the ratio is conservative. FLOPs: model.flops_per_token × training "
-                    "tokens, the predictor's included; seconds: wall-clock training time from log.jsonl's step "
-                    "times, evaluation excluded.", ""]
+                    "that reach it. Reached mid-schedule, before its learning rate has decayed: a run scheduled "
+                    "to end there would likely get there sooner, so the ratio is conservative. FLOPs: "
+                    "model.flops_per_token × training tokens, the predictor's included; seconds: wall-clock "
+                    "training time from log.jsonl's step times, evaluation excluded.", ""]
 
 
 def budget_lines(summary, budgets):

@@ -26,7 +26,7 @@ n_enc_layer = 0
 
 batch_size = 16
 gradient_accumulation_steps = 1
-max_iters = 200             # 200 x 16 x 128 = 410K tokens, ~1.4 epochs of the 302K-token text
+max_iters = 100             # 100 x 16 x 128 = 205K tokens, two thirds of an epoch of the 302K-token text
 learning_rate = 2e-3
 min_lr = 2e-4
 warmup_iters = 20
@@ -34,7 +34,7 @@ weight_decay = 0.1
 grad_clip = 1.0
 
 eval_interval = 20
-eval_iters = 10
+eval_iters = 6              # 6 x 16 x 128 = 12K tokens per estimate, the same for every run (val split: 36K)
 log_interval = 1
 always_save_checkpoint = False
 device = "cpu"
