@@ -1,17 +1,21 @@
 # The default study: does next-context prediction help a small character-level model?
 # gpt (4 layers) vs contextlm (4 token layers + a 2-layer context predictor, w=4) vs gpt+2L
-# (6 layers, parameter-matched), 3 seeds each, identical batches and schedule for every arm.
+# (6 layers, parameter-matched), 8 seeds each, identical batches and schedule for every arm
+# (docs/study.md has the result).
 #   python prepare.py shakespeare_char
-#   python compare.py                   # this file: 9 runs of 3-5 min, 37 min on 2 idle CPU cores
-#   python compare.py --ablation=True   # chunk size {2,4,8,16} x encoder depth {0,2}: 14 more
-#                                       # runs, 60 min (--seeds=1: 7 runs, 28 min)
+#   python compare.py                   # this file: 24 runs of 5-8 min on one core (gpt 5 min 15 s,
+#                                       # contextlm ~6 min, gpt+2L ~8 min), ~2.6 h in all
+#   python compare.py --seeds=4 & python compare.py --seed=1341 --seeds=4; wait; python compare.py
+#                                       # the same on two cores: two processes, then the report
+#   python compare.py --ablation=True --seeds=3   # chunk size {2,4,8,16} x encoder depth {0,2}:
+#                                       # 14 more runs, 60 min on 2 idle cores (--seeds=1: 7 runs, 28 min)
 # On cores shared with other busy processes two-thread PyTorch stalls (a step 10x slower):
 # there, run OMP_NUM_THREADS=1 python compare.py.
 # The hyperparameters are shared by every arm and tuned for none of them.
 out_dir = "runs/compare"
 dataset = "shakespeare_char"
 seed = 1337
-seeds = 3
+seeds = 8
 
 n_layer = 4
 n_head = 4
