@@ -688,7 +688,8 @@ def pretrained_tokenizer(name_or_dir):
 def is_pretrained(spec):
     """Whether spec names Hugging Face weights that GPT.from_pretrained loads: a GPT-2 or Pythia
     name (gpt2-medium, pythia-160m, EleutherAI/pythia-1b) or a local folder with a config.json."""
-    return spec.startswith(("gpt2", "pythia-", "EleutherAI/pythia-")) or os.path.isfile(os.path.join(spec, "config.json"))
+    names = ("gpt2", "pythia-", "EleutherAI/pythia-")
+    return spec.startswith(names) or os.path.isfile(os.path.join(spec, "config.json"))
 
 
 def same_tokenizer(a, b):

@@ -13,8 +13,9 @@ window (its Figure 5 question: does the gain grow with context?).
 --ckpt names train.py checkpoints (a directory holding ckpt.pt, or a .pt file) or published weights:
 OpenAI's GPT-2 (gpt2, ..., gpt2-xl), EleutherAI's Pythia (pythia-70m, ..., pythia-1.4b) or a local
 Hugging Face folder of either (needs transformers), loaded as they are (n_ctx_layer=0): a reference
-row. A Pythia reads datasets prepared in its own tokenizer (prepare.py NAME --tokenizer=neox). --json merges into the file: results of
-other checkpoints, datasets and tasks already there are kept.
+row. A Pythia reads datasets prepared in its own tokenizer (prepare.py NAME --tokenizer=neox).
+--json merges into the file: results of other checkpoints, datasets and tasks already there are
+kept.
 
 Datasets (--datasets) are read from <data_root>/<NAME>/test.bin, or val.bin where there is no
 test split. Table 2's columns:
@@ -391,7 +392,8 @@ def load_model(spec):
 
 def check_tokenizer(ckpt_meta, meta, spec, name, vocab_size):
     """The model must read token ids the way the dataset wrote them."""
-    check_same_tokenizer(ckpt_meta, meta, spec, f"'{name}'", "evaluate on a dataset prepared with the model's tokenizer")
+    check_same_tokenizer(ckpt_meta, meta, spec, f"'{name}'",
+                         "evaluate on a dataset prepared with the model's tokenizer")
     if meta["vocab_size"] > vocab_size:
         raise UserError(f"'{name}' has {meta['vocab_size']} token ids, more than the model's vocab_size={vocab_size}")
 

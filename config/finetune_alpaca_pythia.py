@@ -2,7 +2,7 @@
 # baseline, each fine-tuned from its pretrained run with the same recipe as the GPT-2 models
 # (config/finetune_alpaca_gpt2.py: Stanford Alpaca's 3 epochs, 128 examples a step, lr 2e-5).
 #   python prepare.py alpaca --ckpt=out-contextlm-pythia-160m --val_fraction=0.02  # NeoX BPE -> data/alpaca_neox/
-#   python train.py config/finetune_alpaca_pythia.py      # out-contextlm-pythia-160m -> out-alpaca-contextlm-pythia-160m
+#   python train.py config/finetune_alpaca_pythia.py      # -> out-alpaca-contextlm-pythia-160m
 #   python train.py config/finetune_alpaca_pythia.py --init_from=out-pythia-160m --out_dir=out-alpaca-pythia-160m
 # or from EleutherAI's weights (pip install transformers): --init_from=pythia-160m --n_ctx_layer=0
 # (a Pythia; with n_ctx_layer=2 a ContextLM whose predictor starts untrained). Another size: its run's

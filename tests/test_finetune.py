@@ -348,7 +348,8 @@ def test_bad_input_gets_one_line_errors(data, pretrained, char_data, tmp_path, c
     base = tiny_args(data, tmp_path / "out", dataset="alpaca", **FT)
     check(train, [*base, f"--init_from={tmp_path / 'no_such_run'}"], "no_such_run", "no train.py run to fine-tune")
     check(train, [*base, f"--init_from={tmp_path / 'no_such_run' / 'ckpt.pt'}"], "no checkpoint at")
-    check(train, [*base, f"--init_from={char_run}"], "reads char tokens (65 ids), but the dataset is gpt2 tokens (50257 ids)",
+    check(train, [*base, f"--init_from={char_run}"],
+          "reads char tokens (65 ids), but the dataset is gpt2 tokens (50257 ids)",
           f"python prepare.py alpaca --ckpt={char_run}")
     check(train, [*base, f"--init_from={pretrained}", "--block_size=65"], "block_size=65", "--block_size=64")
     assert not os.path.exists(tmp_path / "out" / "ckpt.pt")
