@@ -533,6 +533,15 @@ def test_train_from_pythia_weights(neox_data, pythia_tok_dir, tmp_path):
     assert [r["iter"] for r in common.read_log(tmp_path / "clm")[1]] == [0, 2, 4]  # the last row an iteration
 
 
+def swap_two_ids(tokenizer_json):
+    """Make tokenizer.json another vocabulary: two of its tokens trade ids."""
+    tokenizer = json.loads(tokenizer_json.read_text())
+    vocab = tokenizer["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[40:42]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    tokenizer_json.write_text(json.dumps(tokenizer))
+
+
 def test_pretrained_weights_need_their_tokenizer(neox_data, char_data, pythia_tok_dir, pythia_dir, tmp_path, capsys):
     """Weights read ids as their tokenizer wrote them: Pythia weights on a char dataset, on a NeoX
     dataset of another vocabulary (two ids swapped), GPT-2 weights on a NeoX dataset, Pythia
@@ -541,11 +550,7 @@ def test_pretrained_weights_need_their_tokenizer(neox_data, char_data, pythia_to
     path, _ = pythia_tok_dir
     other = tmp_path / "other"
     shutil.copytree(path, other)
-    tokenizer = json.loads((other / "tokenizer.json").read_text())
-    vocab = tokenizer["model"]["vocab"]
-    a, b = sorted(vocab, key=vocab.get)[40:42]
-    vocab[a], vocab[b] = vocab[b], vocab[a]
-    (other / "tokenizer.json").write_text(json.dumps(tokenizer))
+    swap_two_ids(other / "tokenizer.json")
     gpt2 = tmp_path / "gpt2"  # only config.json is read before the refusal
     gpt2.mkdir()
     (gpt2 / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
@@ -580,12 +585,9 @@ def test_eval_pythia_folder_with_its_tokenizer(neox_data, char_data, pythia_tok_
     assert got["tokens"] == n - 1 and got["ppl"] == pytest.approx(math.exp(nll), rel=1e-5)
 
     other = tmp_path / "other"  # a NeoX dataset in another vocabulary
-    tokenizer = json.loads((path / "tokenizer.json").read_text())
-    vocab = tokenizer["model"]["vocab"]
-    a, b = sorted(vocab, key=vocab.get)[40:42]
-    vocab[a], vocab[b] = vocab[b], vocab[a]
     other.mkdir()
-    (other / "tokenizer.json").write_text(json.dumps(tokenizer))
+    shutil.copy(path / "tokenizer.json", other / "tokenizer.json")
+    swap_two_ids(other / "tokenizer.json")
     shutil.copytree(os.path.join(neox_data, "shakespeare_neox"), tmp_path / "data" / "swapped")
     meta = json.loads((tmp_path / "data" / "swapped" / "meta.json").read_text()) | {"tokenizer_path": str(other)}
     (tmp_path / "data" / "swapped" / "meta.json").write_text(json.dumps(meta))
