@@ -26,7 +26,7 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
 # the config keys that shape the model: GPTConfig's fields, in order, written out so that this
 # module does not import model.py (tests/test_prepare.py checks that they agree)
 MODEL_KEYS = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "dropout", "bias",
-              "chunk_size", "n_ctx_layer", "n_enc_layer",
+              "chunk_size", "n_ctx_layer", "n_enc_layer", "context_scale", "context_gain_init",
               "rotary_pct", "rotary_base", "parallel_residual", "tie_embeddings", "gelu_approximate", "layer_norm_eps")
 
 
@@ -217,9 +217,13 @@ def model_variants(c):
     bench.py measures these three; compare.py trains them (its ablation grid varies contextlm)."""
     L, P, w = c["n_layer"], c["n_ctx_layer"], c["chunk_size"]  # P >= 1 (bench's and compare's CHECKS)
     # chunk_size and n_enc_layer do nothing without a predictor: the GPTs keep w and no encoder
-    return {"gpt": dict(n_layer=L, n_ctx_layer=0, chunk_size=w, n_enc_layer=0),
-            "contextlm": dict(n_layer=L, n_ctx_layer=P, chunk_size=w, n_enc_layer=c["n_enc_layer"]),
-            f"gpt+{P}L": dict(n_layer=L + P, n_ctx_layer=0, chunk_size=w, n_enc_layer=0)}
+    # (and the default context_scale, so that a study of another context_scale reuses their runs)
+    gpt = dict(n_ctx_layer=0, chunk_size=w, n_enc_layer=0, context_scale="learned", context_gain_init=0.0)
+    return {"gpt": dict(n_layer=L, **gpt),
+            "contextlm": dict(n_layer=L, n_ctx_layer=P, chunk_size=w, n_enc_layer=c["n_enc_layer"],
+                              context_scale=c.get("context_scale", "learned"),
+                              context_gain_init=c.get("context_gain_init", 0.0)),
+            f"gpt+{P}L": dict(n_layer=L + P, **gpt)}
 
 
 # The Transformer blocks the study runs on: GPTConfig's backbone fields, set all at once by
@@ -732,9 +736,9 @@ def checkpoint_tokenizer(checkpoint, path="checkpoint"):
 
 def model_from_checkpoint(checkpoint, path="checkpoint"):
     """Rebuild the GPT a checkpoint describes and load its weights."""
-    from model import GPT, GPTConfig
-    try:
-        model = GPT(GPTConfig(**checkpoint["model_args"]))
+    from model import FIELDS_BEFORE_THEY_EXISTED, GPT, GPTConfig
+    try:  # a field the checkpoint predates keeps the meaning it had then
+        model = GPT(GPTConfig(**(FIELDS_BEFORE_THEY_EXISTED | checkpoint["model_args"])))
     except (TypeError, ValueError) as e:
         raise UserError(f"{path}: invalid model_args ({e})")
     # torch.compile prefixes parameter names with '_orig_mod.'

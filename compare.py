@@ -9,6 +9,10 @@ with the same data, schedule and token budget over several seeds, and tabulates 
     python compare.py --seed=1341 --seeds=4             # seeds 1341-1344 only (a study split over processes)
     python compare.py config/compare_owt.py             # the paper's Table 2 comparison (GPUs)
     python compare.py --backbone=pythia                 # the default study on Pythia's block
+    python compare.py config/compare_stability.py       # the stability sweep: gpt and contextlm at 3 widths
+                                                        # x 2 learning rates x 3 seeds, ~1 h on 2 cores
+    python compare.py --arms="['contextlm']" --earlier=assets/study_shakespeare_char.json --out_dir=runs/new
+                                                        # contextlm alone, paired with the published runs
 
 The arms (common.model_variants, the three models bench.py measures) differ only in model
 fields; everything else (batches, optimizer, schedule, budget, evaluation) is shared. Within a
@@ -33,6 +37,11 @@ a run, like
 Outputs: out_dir/results.{md,json}, curves.png and efficiency.png (ablation.* and ablation_efficiency.png):
 the table, and every arm against gpt (and contextlm against gpt+{P}L) paired by seed with 95%
 intervals, at equal FLOPs and time, and the FLOPs and time each needs to reach the baseline's loss.
+With --earlier, the arms not trained here come from an earlier results.json whose settings and
+seeds match (a retrained arm appears as both, '<arm>' and '<arm> (earlier)', and is compared
+with itself). The sweep writes out_dir/sweep.{md,json,png} (sweep-<scale>.* for a context_scale
+other than the default): per width x learning rate, contextlm − gpt paired by seed, the largest
+‖ĉ‖/‖h‖ and the val loss rise with ĉ = 0 (docs/method.md, "Scale").
 """
 
 import contextlib
@@ -51,7 +60,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import train  # noqa: E402
 from common import (BACKBONES, CONFIG_DIR, UserError, at_least, backbone_fields, counts,  # noqa: E402
-                    expand_quick, load_meta, model_variants, one_of, parse_config, read_log,
+                    expand_quick, is_number, load_meta, model_variants, one_of, parse_config, read_log,
                     run_main, save_figure, writing)
 
 DEFAULT_STUDY = os.path.join(CONFIG_DIR, "compare_shakespeare_char.py")  # when argv names no config file
@@ -67,7 +76,12 @@ DEFAULTS = {k: v for k, v in train.DEFAULTS.items() if k not in ("init_from", "e
     backbone="",                  # gpt2 or pythia: sets the block's fields (common.BACKBONES); '' = as configured
     ablation=False,               # train the chunk-size x encoder-depth grid instead of the three arms
     chunk_sizes=[2, 4, 8, 16],    # the ablation's chunk sizes; encoder depths are 0 and n_layer // 2
+    sweep=False,                  # the stability sweep: gpt and contextlm at each width x learning rate
+    widths=[128, 256, 384],       # the sweep's n_embd
+    learning_rates=[1e-3, 2e-3],  # the sweep's learning_rate (min_lr keeps its ratio to it)
     fresh=False,                  # train again runs that are already finished
+    arms=[],                      # the arms to train, by name (like ['contextlm']); [] = every arm
+    earlier="",                   # an earlier study's results.json: the arms not trained here come from it
 )
 
 # train.py's checks, and the study's (each run's model and schedule: train.check_config, in main)
@@ -76,6 +90,10 @@ CHECKS = train.CHECKS | dict(
     lr_decay_iters=at_least(0, "0 = max_iters"),
     seeds=at_least(1, "train at least one seed per arm"),
     chunk_sizes=counts("the ablation's chunk sizes, like [2, 4, 8, 16]"), backbone=one_of("", *BACKBONES),
+    widths=counts("the sweep's widths, like [128, 256, 384]"),
+    arms=((lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v)), "a list of arm names, like ['contextlm']"),
+    learning_rates=((lambda v: isinstance(v, list) and len(v) > 0 and all(is_number(x) and x > 0 for x in v)),
+                    "a non-empty list of numbers above 0, like [1e-3, 2e-3]"),
 )
 
 
@@ -180,6 +198,38 @@ def check_same_batches(runs, seeds):
                                 "is not controlled: rerun the study with --fresh=True")
 
 
+EARLIER = " (earlier)"  # the name suffix of an earlier study's arm that this study trains again
+
+
+def read_earlier(c, seeds, trained):
+    """The arms of an earlier study (c['earlier'], its results.json) as run_all would give them,
+    {arm: {seed: collect()}}; an arm this study trains (trained) is named '<arm> (earlier)'. Its
+    settings must be this study's, but for the model fields that set arms apart (so with the same
+    seed, it drew the same batches): then a new arm can be paired with runs trained before it."""
+    try:
+        with open(c["earlier"]) as f:
+            earlier = json.load(f)
+        config, arms = earlier["config"], earlier["arms"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"--earlier={c['earlier']}: not a results.json that compare.py wrote ({e})")
+    own = ("out_dir", "wandb_run_name", "context_scale", "context_gain_init")  # an arm's own, or not a setting
+    differ = [k for k in train.DEFAULTS if k in config and k not in own and config[k] != c[k]]
+    missing = sorted(set(seeds) - set(earlier["seeds"]))
+    if earlier.get("study") != "main" or differ or missing:
+        why = f"its {', '.join(f'{k}={config[k]!r}' for k in differ)}" if differ else \
+            f"it has no seed {', '.join(map(str, missing))}" if missing else "it is not a study of the three arms"
+        raise UserError(f"--earlier={c['earlier']} cannot be paired with this study: {why}")
+    runs = {}
+    for name, a in arms.items():
+        runs[name + EARLIER if name in trained else name] = {s: {
+            "model": a["model"], "params": a["params"], "final": a["final_val_loss"][str(s)],
+            "tokens_per_sec": a["tokens_per_sec"][str(s)],
+            "evals": [{"iter": it, "val_loss": loss, "flops": flops} for (it, loss), (flops, _)
+                      in zip(a["curves"][str(s)], a["flops_curves"][str(s)])],
+            "seconds": [t for t, _ in a["seconds_curves"][str(s)]]} for s in seeds}
+    return runs
+
+
 # ---------------------------------------------------------------- statistics: paired intervals, equal budgets
 
 def t_cdf(x, df, steps=2000):
@@ -282,8 +332,9 @@ def comparisons(c, summary):
     FLOPs and time the arm needs to reach the baseline's final val loss, relative to the
     baseline's (tokens: on the iteration curves, every arm training the same tokens a step)."""
     pairs = [(name, "gpt") for name in summary if name != "gpt"]
-    if not c["ablation"]:
+    if not c["ablation"] and {"contextlm", f"gpt+{c['n_ctx_layer']}L"} <= set(summary):
         pairs.append(("contextlm", f"gpt+{c['n_ctx_layer']}L"))
+    pairs += [(name.removesuffix(EARLIER), name) for name in summary if name.endswith(EARLIER)]
     return [{"arm": name, "baseline": base,
              "final_val_loss": paired(summary[name], summary[base], "final_val_loss"),
              "at_equal_flops": paired(summary[name], summary[base], "loss_at_equal_flops"),
@@ -366,10 +417,15 @@ def markdown(c, summary, seeds, title, tests, budgets):
               f"{UNTIMED_ITERS}), median over seeds, relative to gpt"
               + (f" ({gpt_speed:,.0f} tokens/s)" if gpt_speed else "")
               + "; wall clock, so meaningful on an otherwise idle machine only. All arms of each seed drew "
-              "identical batches (data_hash equal at every evaluation).", ""]
+              "identical batches (data_hash equal at every evaluation" + (
+                  f"; the arms read from {c['earlier']} were trained before, with the same settings and seeds"
+                  if c["earlier"] else "") + ")." + (
+                  " Their clocks ran in another session: between an arm trained here and one read from there, "
+                  "tokens/s and every time column compare two machines' loads, not two models (bench.py does)."
+                  if c["earlier"] else ""), ""]
     matched = f"gpt+{c['n_ctx_layer']}L"
-    if not c["ablation"]:  # the reviewers' question: more than the predictor's extra parameters?
-        for other in ("gpt", matched):
+    if not c["ablation"] and {"contextlm", matched} <= set(summary):  # the reviewers' question: more than
+        for other in ("gpt", matched):                                 # the predictor's extra parameters?
             per_seed, mean, std = paired_delta(summary["contextlm"], summary[other])
             lines.append(f"contextlm − {other}, paired by seed: {pm(mean, std)} (per seed: "
                          + ", ".join(f"{d:+.4f}" for d in per_seed.values()) + ").")
@@ -504,6 +560,107 @@ def plot_ablation(summary, seeds, path, title):
     save_plot(fig, path)
 
 
+# ---------------------------------------------------------------- the stability sweep
+
+def sweep_cells(c):
+    """{cell name: the study config of one width x learning rate}: gpt and contextlm train in the
+    cell's own folder, min_lr keeping its ratio to learning_rate, everything else shared."""
+    return {f"w{width}-lr{lr:g}": c | dict(n_embd=width, learning_rate=lr, min_lr=c["min_lr"] * lr / c["learning_rate"],
+                                           out_dir=os.path.join(c["out_dir"], f"w{width}-lr{lr:g}"))
+            for width in c["widths"] for lr in c["learning_rates"]}
+
+
+def sweep_arms(c):
+    """The sweep's two arms: gpt, and contextlm under its own name for a context_scale other than
+    the default (contextlm-none), so that the studies of both share one folder and its gpt runs."""
+    variants = model_variants(c)
+    scale = c["context_scale"]
+    return {"gpt": variants["gpt"], "contextlm" if scale == "learned" else f"contextlm-{scale}": variants["contextlm"]}
+
+
+def sweep_cell(cell, runs, seeds):
+    """One cell's numbers from {arm: {seed: collect()}}: the final val loss of each arm, contextlm
+    − gpt paired by seed (final, and the worst mean over seeds at any evaluation after warmup),
+    the largest ‖ĉ‖/‖h‖ of each contextlm run, and how much val loss rises with ĉ = 0."""
+    (_, gpt), (_, ctx) = runs.items()  # gpt, then contextlm (sweep_arms)
+    after_warmup = [i for i, r in enumerate(gpt[seeds[0]]["evals"]) if r["iter"] > cell["warmup_iters"]]
+    deltas = [(gpt[seeds[0]]["evals"][i]["iter"],
+               statistics.mean(ctx[s]["evals"][i]["val_loss"] - gpt[s]["evals"][i]["val_loss"] for s in seeds))
+              for i in after_warmup]
+    last = {s: ctx[s]["evals"][-1] for s in seeds}
+    return {"n_embd": cell["n_embd"], "learning_rate": cell["learning_rate"],
+            "gpt": {str(s): gpt[s]["final"] for s in seeds}, "contextlm": {str(s): ctx[s]["final"] for s in seeds},
+            "delta": interval([ctx[s]["final"] - gpt[s]["final"] for s in seeds]),
+            "worst_delta_after_warmup": max(deltas, key=lambda d: d[1]),
+            "delta_curve": deltas,
+            "max_context_ratio": {str(s): max(r["context_ratio"] for r in ctx[s]["evals"]) for s in seeds},
+            "context_ratio_curves": {str(s): [[r["iter"], r["context_ratio"]] for r in ctx[s]["evals"]]
+                                     for s in seeds},
+            "no_context_rise": statistics.mean(last[s]["val_loss_no_context"] - last[s]["val_loss"] for s in seeds)}
+
+
+def sweep_markdown(c, cells, seeds):
+    """The sweep's report: one row a cell, and how to read it."""
+    lines = [f"## stability sweep, {c['dataset']}, context_scale={c['context_scale']}", "",
+             f"n_layer={c['n_layer']}, block_size={c['block_size']}, batch {c['batch_size']}, dropout {c['dropout']}, "
+             f"{c['max_iters']} iterations (warmup {c['warmup_iters']}), seeds {', '.join(map(str, seeds))}.", "",
+             "| width | lr | gpt | contextlm | contextlm − gpt [95% CI] | worst Δ after warmup (iter) "
+             "| largest ‖ĉ‖/‖h‖ | val loss rise with ĉ = 0 |", "|---|---|---|---|---|---|---|---|"]
+    for cell in cells.values():
+        it, worst = cell["worst_delta_after_warmup"]
+        lines.append(f"| {cell['n_embd']} | {cell['learning_rate']:g} | {statistics.mean(cell['gpt'].values()):.4f} "
+                     f"| {statistics.mean(cell['contextlm'].values()):.4f} | {ci(cell['delta'])} | {worst:+.4f} ({it}) "
+                     f"| {max(cell['max_context_ratio'].values()):.2f} | {cell['no_context_rise']:+.4f} |")
+    return "\n".join(lines + [
+        "", "gpt, contextlm: final val loss, mean over seeds. contextlm − gpt: final val loss paired by seed, mean "
+        "with its 95% Student-t interval. Worst Δ after warmup: the largest mean over seeds of contextlm − gpt at "
+        "any evaluation after warmup_iters, and its iteration. Largest ‖ĉ‖/‖h‖: the context's norm over the norm "
+        "of the token state it is added to, mean over the val batches' positions, the largest at any evaluation "
+        "of any seed. Val loss rise with ĉ = 0: the trained contextlm evaluated with the context replaced by "
+        "zeros, minus its val loss (mean over seeds): how much the decoder relies on the context.", ""])
+
+
+def plot_sweep(cells, path, title):
+    """contextlm − gpt (mean over seeds) and ‖ĉ‖/‖h‖ (every seed) over iterations, a line per cell."""
+    fig, (delta_ax, ratio_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, cell in cells.items():
+        line, = delta_ax.plot(*zip(*cell["delta_curve"]), label=name)
+        for i, curve in enumerate(cell["context_ratio_curves"].values()):
+            ratio_ax.plot(*zip(*curve), color=line.get_color(), alpha=0.7, label=name if i == 0 else None)
+    delta_ax.axhline(0, color="k", linewidth=1)
+    delta_ax.set_ylabel("val loss, contextlm − gpt (mean over seeds)")
+    delta_ax.set_title(f"{title}\nafter warmup")
+    ratio_ax.set_yscale("log", nonpositive="mask")  # 0 at iteration 0: the gain starts there
+    ratio_ax.set_ylabel("‖ĉ‖ / ‖h‖ at the injection")
+    ratio_ax.set_title("the context's size beside the token state")
+    for ax in (delta_ax, ratio_ax):
+        ax.set_xlabel("iteration")
+    save_plot(fig, path)
+
+
+def run_sweep(c, seeds, master):
+    """Train and report the stability sweep: gpt and contextlm in every cell (sweep_cells)."""
+    cells = {}
+    for name, cell in sweep_cells(c).items():
+        print(f"cell {name}: n_embd={cell['n_embd']}, learning_rate={cell['learning_rate']:g}")
+        runs = run_all(cell, sweep_arms(cell), seeds, master)
+        if master:
+            check_same_batches(runs, seeds)
+            cells[name] = sweep_cell(cell, runs, seeds)
+    if not master:
+        return
+    scale = c["context_scale"]  # the default's report is sweep.*, another context_scale's sweep-<it>.*
+    stem = os.path.join(c["out_dir"], "sweep" if scale == "learned" else f"sweep-{scale}")
+    table = sweep_markdown(c, cells, seeds)
+    with writing(stem + ".md"), open(stem + ".md", "w") as f:
+        f.write(table)
+    with writing(stem + ".json"), open(stem + ".json", "w") as f:
+        json.dump({"study": "sweep", "seeds": seeds, "config": c, "cells": cells}, f, indent=1)
+    plot_sweep(cells, stem + ".png", f"stability sweep, context_scale={c['context_scale']}")
+    print("\n" + table)
+    print(f"wrote {stem}.md, {stem}.json and {stem}.png")
+
+
 # ---------------------------------------------------------------- main
 
 def study_config(argv):
@@ -513,6 +670,8 @@ def study_config(argv):
     if all(a.startswith("--") for a in argv):  # no config file: the default study
         argv = [DEFAULT_STUDY] + argv
     c = parse_config(DEFAULTS, argv, CHECKS)
+    if c["sweep"] and c["ablation"]:
+        raise UserError("--sweep=True and --ablation=True are two studies: run one, then the other")
     if c["backbone"]:  # all the arms on that block: its fields replace the configured ones
         c |= backbone_fields(c["backbone"])
     load_meta(c["data_root"], c["dataset"])  # a missing dataset fails now, not after the first run
@@ -558,14 +717,28 @@ def main(argv=None):
         sys.stdout = open(os.devnull, "w")
     arms = arms_of(c)
     seeds = [c["seed"] + i for i in range(c["seeds"])]
-    for name, fields in arms.items():  # every run's model and schedule, before the first run trains
-        train.check_config(run_config(c, name, fields, c["seed"]))
-    runs = run_all(c, arms, seeds, master)
+    for cell in sweep_cells(c).values() if c["sweep"] else [c]:
+        for name, fields in arms.items():  # every run's model and schedule, before the first run trains
+            train.check_config(run_config(cell, name, fields, c["seed"]))
+    if c["sweep"]:
+        run_sweep(c, seeds, master)
+        return train.end_ddp()
+    trained = {name: fields for name, fields in arms.items() if not c["arms"] or name in c["arms"]}
+    if set(c["arms"]) - set(arms):
+        raise UserError(f"--arms={c['arms']}: this study's arms are {', '.join(arms)}")
+    runs = run_all(c, trained, seeds, master)
     train.end_ddp()  # train() keeps one process group for all the runs under torchrun
     if not master:
         return
 
     check_same_batches(runs, seeds)
+    if c["earlier"]:  # the earlier study's arms, then this one's (gpt first: every arm is paired with it)
+        earlier = read_earlier(c, seeds, trained)
+        arms = {name: next(iter(by_seed.values()))["model"] for name, by_seed in earlier.items()} | trained
+        runs = {name: (earlier | runs)[name] for name in arms}
+    elif set(trained) != set(arms):
+        raise UserError("a study of some arms (--arms) is reported beside an earlier one's: give --earlier=PATH "
+                        "to its results.json")
     title = f"{'ablation' if c['ablation'] else 'next-context prediction'}, {c['dataset']}" + \
         (f", {c['backbone']} block" if c["backbone"] else "")
     summary = summarize(arms, runs, seeds)

@@ -32,6 +32,12 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 
+CONTEXT_SCALES = ("learned", "tied", "none")
+# What a checkpoint written before a GPTConfig field existed meant by its absence: the behaviour
+# of the code that wrote it (context_scale came in 2026-12; until then P's output was added as is)
+FIELDS_BEFORE_THEY_EXISTED = {"context_scale": "none"}
+
+
 @dataclass
 class GPTConfig:
     block_size: int = 1024
@@ -44,6 +50,8 @@ class GPTConfig:
     chunk_size: int = 4      # w: tokens per context chunk
     n_ctx_layer: int = 2     # depth of the context predictor P; 0 = plain GPT-2
     n_enc_layer: int = 0     # how many of the n_layer blocks form the token encoder E
+    context_scale: str = "learned"  # how ĉ joins h (add_context): 'learned', 'tied' or 'none' (the paper, literally)
+    context_gain_init: float = 0.0  # 'learned': the gain's start; 0 = ContextLM starts as its GPT
     # the GPT-NeoX (Pythia) block; the defaults are GPT-2's
     rotary_pct: float = 0.0          # share of each head's dims rotated by RoPE (Pythia 0.25); 0 = learned wpe
     rotary_base: float = 10000.0     # RoPE's base: the slowest rotation has a period of ~2*pi*base positions
@@ -72,6 +80,8 @@ class GPTConfig:
               f"rotates {rotary_dims} of the {self.n_embd // self.n_head} dims of a head; that must be even, >= 2")
         check(self.rotary_base > 0, "rotary_base", "must be > 0")
         check(self.gelu_approximate in ("tanh", "none"), "gelu_approximate", "must be 'tanh' or 'none'")
+        check(self.context_scale in CONTEXT_SCALES, "context_scale", f"must be one of {', '.join(CONTEXT_SCALES)}")
+        check(math.isfinite(self.context_gain_init), "context_gain_init", "must be a finite number")
         check(self.layer_norm_eps > 0, "layer_norm_eps", "must be > 0")
 
 
@@ -155,6 +165,11 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+def rms(x):
+    """Root mean square over the channels: (B, T, C) -> (B, T, 1)."""
+    return x.float().pow(2).mean(dim=-1, keepdim=True).sqrt().to(x.dtype)
+
+
 def run_blocks(blocks, x, caches=None, rope=None):
     """x (B, T, C) through a stack of blocks; caches, if given, holds one KVCache per block;
     rope is RoPE's (cos, sin) for x's positions, None with learned positions."""
@@ -182,6 +197,8 @@ class GPT(nn.Module):
         # The context predictor P: its own causal stack over chunk embeddings. It has no final
         # LayerNorm: ĉ is added to h and must stay on h's scale (docs/method.md, "Scale").
         self.context_predictor = nn.ModuleList([Block(config) for _ in range(config.n_ctx_layer)])
+        if config.context_scale == "learned" and config.n_ctx_layer > 0:  # how much context D receives
+            self.context_gain = nn.Parameter(torch.tensor(config.context_gain_init))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2
@@ -210,17 +227,18 @@ class GPT(nn.Module):
 
     # ---------------------------------------------------------------- the forward pass
 
-    def forward(self, idx, targets=None, all_logits=False):
+    def forward(self, idx, targets=None, all_logits=False, context=True):
         """idx (B, T) -> (logits, loss). With targets (B, T): logits (B, T, vocab) and the mean
         cross-entropy (targets of -1 are ignored). Without: the last position's logits
-        (B, 1, vocab) and None, or every position's with all_logits=True."""
+        (B, 1, vocab) and None, or every position's with all_logits=True. context=False leaves ĉ
+        out (zeros in its place): an ablation that shows how much the decoder relies on it."""
         B, T = idx.size()
         assert T <= self.config.block_size, f"sequence of {T} > block_size {self.config.block_size}"
         pos = torch.arange(T, device=idx.device)  # (T,): token positions 0 .. T-1
         h = self.encode(idx, pos)               # 1. token encoder E
         x = h
-        if self.config.n_ctx_layer > 0:
-            x = h + self.predicted_context(h)   # 2-5. the context each position receives
+        if self.config.n_ctx_layer > 0 and context:
+            x = self.add_context(h, self.predicted_context(h))  # 2-5. the context each position receives
         x = self.decode(x, pos)                 # 6. token decoder D
         if targets is not None:
             logits = self.lm_head(x)
@@ -255,6 +273,28 @@ class GPT(nn.Module):
         # 5. shifted broadcast: ĉ_k is built from tokens < k*w and used from position k*w - 1 on
         k = (torch.arange(T, device=h.device) + 1) // w  # (T,): k(t)
         return c_hat[:, k]  # (B, T, C)
+
+    def add_context(self, h, context):
+        """Step 6's input, h + ĉ_{k(t)}: (B, T, C) each. P is a residual stream, and like every
+        one it grows in training; left as is (context_scale='none'), a context tens of times larger
+        than h drowns the token in D's first LayerNorm. So ĉ is brought to the root-mean-square of
+        the token state it joins, position by position ('tied'), and by default times a learned
+        gain that starts at 0 ('learned'): ContextLM starts as its GPT, and training decides how
+        much context to let in (docs/method.md, "Scale")."""
+        if self.config.context_scale != "none":
+            context = context * (rms(h) / rms(context).clamp_min(1e-12))  # the clamp: a context of zeros stays zeros
+        if self.config.context_scale == "learned":
+            context = self.context_gain * context
+        return h + context
+
+    @torch.no_grad()
+    def context_ratio(self, idx):
+        """‖ĉ‖ / ‖h‖ where the context is added (step 6), mean over the positions of idx (B, T): how
+        large the context is beside the token state it joins (docs/method.md, "Scale")."""
+        pos = torch.arange(idx.size(1), device=idx.device)
+        h = self.encode(idx, pos)
+        context = self.add_context(h, self.predicted_context(h)) - h
+        return (context.norm(dim=-1) / h.norm(dim=-1)).mean().item()
 
     def decode(self, x, pos, caches=None):
         """Step 6 before the head: D's blocks and the final LayerNorm, (B, T, C) at positions pos
@@ -292,19 +332,22 @@ class GPT(nn.Module):
         return n
 
     def param_breakdown(self):
-        """{'token': token pathway (E, D, embeddings, head), 'predictor': context predictor P}."""
+        """{'token': token pathway (E, D, embeddings, head), 'predictor': context predictor P (and
+        its gain)}."""
         predictor = sum(p.numel() for p in self.context_predictor.parameters())
+        predictor += self.context_gain.numel() if hasattr(self, "context_gain") else 0
         return {"token": self.get_num_params(non_embedding=False) - predictor, "predictor": predictor}
 
     def flops_per_token(self, T=None):
         """Training FLOPs (forward + backward) per token at sequence length T, PaLM-style:
-        6 per weight plus attention; P's share is paid on K = T // w chunk positions only."""
+        6 per weight plus attention; P's share is paid on K = T // w chunk positions only (the
+        context's gain, one multiply an element like a LayerNorm's, is not counted)."""
         cfg = self.config
         T = T or cfg.block_size
         H, Q = cfg.n_head, cfg.n_embd // cfg.n_head
-        n_predictor = self.param_breakdown()["predictor"]
-        token = 6 * (self.get_num_params() - n_predictor) + 12 * cfg.n_layer * H * Q * T
+        token = 6 * (self.get_num_params() - self.param_breakdown()["predictor"]) + 12 * cfg.n_layer * H * Q * T
         K = T // cfg.chunk_size
+        n_predictor = sum(p.numel() for p in self.context_predictor.parameters())
         predictor = (6 * n_predictor * K + 12 * cfg.n_ctx_layer * H * Q * K * K) / T
         return token + predictor
 
@@ -359,7 +402,7 @@ class GPT(nn.Module):
         config_args, state_dict = (gpt2_weights if arch == "gpt2" else neox_weights)(hf)
         model = cls(GPTConfig(**config_args, **override_args))
         missing, unexpected = model.load_state_dict(state_dict, strict=False)
-        unfilled = [k for k in missing if not k.startswith("context_predictor.")] + unexpected
+        unfilled = [k for k in missing if not k.startswith(("context_predictor.", "context_gain"))] + unexpected
         if unfilled:
             raise ValueError(f"{name_or_dir}: {', '.join(unfilled[:3])} did not map onto this model's weights")
         return model
@@ -381,7 +424,7 @@ class GPT(nn.Module):
         x = h
         if self.config.n_ctx_layer > 0:
             context = self.predicted_context(h, caches=state.predictor)  # P's cache at chunk positions j * w
-            x = h + context
+            x = self.add_context(h, context)
             # decoding picks up in the chunk being filled, under the context of the last position
             state.chunk = h[:, T // self.config.chunk_size * self.config.chunk_size:]
             state.context = context[:, -1:]
@@ -406,7 +449,7 @@ class GPT(nn.Module):
                 chunk_pos = self.chunk_position(pos // w)  # (1,)
                 state.context = run_blocks(self.context_predictor, c, state.predictor, self.rotary(chunk_pos))
                 state.chunk = state.chunk[:, :0]
-            x = h + state.context  # 5. the context in force at this position
+            x = self.add_context(h, state.context)  # 5-6. the context in force at this position
         x = self.decode(x, pos, caches=state.decoder)  # 6. D on the new position
         state.pos += 1
         return self.lm_head(x)

@@ -2,7 +2,7 @@
 Figures from training runs and checkpoints.
 
 Validation loss against iterations, tokens and training FLOPs (the paper's Figure 1), from each
-run's log.jsonl:
+run's log.jsonl, and for a ContextLM the size of its context beside the token state (‖ĉ‖/‖h‖):
     python plot.py curves --runs=out-gpt2,out-contextlm [--labels=GPT-2,ContextLM] [--out=curves.png]
 
 The attention probabilities of one token layer (mean over heads) for a prompt, two checkpoints
@@ -68,7 +68,9 @@ def eval_rows(run_dir):
 
 def plot_curves(c):
     """Validation loss of each run in c["runs"] against iterations, tokens and FLOPs, three panels
-    saved to c["out"]; the figure, whose lines hold what was drawn."""
+    saved to c["out"], and a fourth where a run is a ContextLM: the size of its context beside
+    the token state, ‖ĉ‖/‖h‖ at every evaluation (docs/method.md, "Scale"); the figure, whose
+    lines hold what was drawn."""
     runs = [r for r in c["runs"].split(",") if r]
     if not runs:
         raise UserError("name the runs to plot: --runs=DIR[,DIR...]")
@@ -76,17 +78,27 @@ def plot_curves(c):
         [os.path.basename(os.path.normpath(r)) for r in runs]
     if len(labels) != len(runs):
         raise UserError(f"--labels has {len(labels)} entries for {len(runs)} runs: give one label per run")
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
-    for run, label in zip(runs, labels):
-        rows = eval_rows(run)
+    rows_of = [eval_rows(run) for run in runs]
+    ratios = any("context_ratio" in r for rows in rows_of for r in rows)
+    fig, axes = plt.subplots(1, 3 + ratios, figsize=(13 + 4 * ratios, 3.6))
+    for ax in axes[1:3]:
+        ax.sharey(axes[0])
+    for rows, label in zip(rows_of, labels):
         loss = [r["val_loss"] for r in rows]
+        line = None
         for ax, key in zip(axes, ("iter", "tokens", "flops")):
-            ax.plot([r[key] for r in rows], loss, marker=".", label=label)
-    for ax, xlabel in zip(axes, ("iterations", "training tokens", "training FLOPs")):
+            line, = ax.plot([r[key] for r in rows], loss, marker=".", label=label)
+        ratio = [(r["iter"], r["context_ratio"]) for r in rows if "context_ratio" in r]
+        if ratio:
+            axes[3].plot(*zip(*ratio), marker=".", color=line.get_color(), label=label)
+    for ax, xlabel in zip(axes, ("iterations", "training tokens", "training FLOPs", "iterations")):
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation loss")
     axes[0].legend()
+    if ratios:
+        axes[3].set_ylabel("‖ĉ‖ / ‖h‖ where the context is added")
+        axes[3].set_yscale("log", nonpositive="mask")  # 0 at iteration 0: the gain starts there
     save_figure(fig, c["out"])
     print(f"wrote {c['out']}")
     return fig

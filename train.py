@@ -48,7 +48,7 @@ from common import (MODEL_KEYS, NOT_EMPTY, SEED, UserError, above, at_least, bet
                     check_same_tokenizer, get_batch, is_pretrained, load_checkpoint, load_meta, model_from_checkpoint,
                     model_from_hf, one_of, open_examples, open_split, parse_config, peak_flops, pretrained_tokenizer,
                     run_main, same_tokenizer, sample_offsets, save_checkpoint, setup_device, writing)
-from model import GPT, GPTConfig
+from model import FIELDS_BEFORE_THEY_EXISTED, GPT, GPTConfig
 
 # The paper's ContextLM-Base run (Table 1). config/train_contextlm_owt.py says the same with its
 # own names (out_dir, wandb_run_name); tests/test_train.py checks that the two agree.
@@ -79,6 +79,8 @@ DEFAULTS = dict(
     chunk_size=4,
     n_ctx_layer=2,
     n_enc_layer=0,
+    context_scale="learned",      # ĉ at h's scale times a learned gain; 'tied': no gain; 'none': as P outputs it
+    context_gain_init=0.0,        # the learned gain's start: 0 = ContextLM starts as its GPT
     rotary_pct=0.0,               # share of each head RoPE turns; 0 = learned positions (GPT-2), Pythia 0.25
     rotary_base=10000.0,          # RoPE's base
     parallel_residual=False,      # attention and MLP side by side, as GPT-NeoX (Pythia)
@@ -112,6 +114,7 @@ CHECKS = dict(
     dataset=NOT_EMPTY, gradient_accumulation_steps=at_least(1), batch_size=at_least(1), block_size=at_least(1),
     n_layer=at_least(1), n_head=at_least(1), n_embd=at_least(1), dropout=between(0, 1),
     chunk_size=at_least(1), n_ctx_layer=at_least(0, "0 = plain GPT-2"), n_enc_layer=at_least(0),
+    context_scale=one_of("learned", "tied", "none"), context_gain_init=between(-1e3, 1e3),
     rotary_pct=between(0, 1, "0 = learned positions", high_closed=True), rotary_base=above(0),
     gelu_approximate=one_of("tanh", "none"), layer_norm_eps=above(0),
     learning_rate=above(0), max_iters=at_least(0), weight_decay=at_least(0), beta1=between(0, 1),
@@ -163,14 +166,14 @@ def train(config):
 
             # evaluate, and checkpoint
             if p.master and (iter_num % c.eval_interval == 0 or iter_num == c.max_iters or c.eval_only):
-                losses = estimate_loss(model, train_data, val_data, c, p)
-                last_val = losses["val"]
-                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                last = c.eval_only or iter_num >= c.max_iters
+                losses = estimate_loss(model, raw_model, train_data, val_data, c, p, last)
+                last_val = losses["val_loss"]
+                print(f"step {iter_num}: " + ", ".join(f"{LOSS_NAMES[k]} {v:.4f}" for k, v in losses.items()))
                 run_log.write({"iter": iter_num, "tokens": tokens_seen, "flops": tokens_seen * flops_per_token,
-                               "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
-                               "data_hash": data_hash})
-                if losses["val"] < best_val_loss or c.always_save_checkpoint:
-                    best_val_loss = min(best_val_loss, losses["val"])
+                               **losses, "lr": lr, "data_hash": data_hash})
+                if last_val < best_val_loss or c.always_save_checkpoint:
+                    best_val_loss = min(best_val_loss, last_val)
                     if iter_num > 0:
                         save_training_state(ckpt_path, raw_model, optimizer, scaler, data_gen, config, meta,
                                             iter_num, best_val_loss, tokens_seen, data_hash)
@@ -308,13 +311,15 @@ def build_model(c, meta, ckpt_path):
             check_tokenizer(checkpoint, meta, ckpt_path, "resume on the dataset the run was trained on")
             # compared with the run's own config, not its model_args: a run's architecture may come
             # from the weights it started from (GPT-2's, Pythia's, a run it fine-tunes), which the
-            # config does not say; a field added to GPTConfig after the run was written has its default
-            trained = checkpoint.get("config", checkpoint["model_args"])
+            # config does not say; a field added to GPTConfig after the run was written has the
+            # meaning it had then
+            trained = FIELDS_BEFORE_THEY_EXISTED | checkpoint.get("config", checkpoint["model_args"])
             trained = {f.name: trained.get(f.name, f.default) for f in fields(GPTConfig)}
-            mismatch = [f"{k}={trained[k]!r} (config says {v!r})" for k, v in model_args.items()
-                        if k not in ("dropout", "vocab_size") and trained[k] != v]
-            if mismatch:
-                raise UserError(f"{ckpt_path} was trained with {', '.join(mismatch)}: resume with the same config")
+            differ = [k for k, v in model_args.items() if k not in ("dropout", "vocab_size") and trained[k] != v]
+            if differ:
+                raise UserError(f"{ckpt_path} was trained with "
+                                + ", ".join(f"{k}={trained[k]!r} (config says {model_args[k]!r})" for k in differ)
+                                + ": resume with the same config (" + " ".join(f"--{k}={trained[k]}" for k in differ) + ")")
             checkpoint["model_args"]["dropout"] = c.dropout  # the one model field a resume may change
             return model_from_checkpoint(checkpoint, ckpt_path), checkpoint
         if is_pretrained(c.init_from):
@@ -458,24 +463,35 @@ def get_lr(it, c):
     return c.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c.learning_rate - c.min_lr)
 
 
+# estimate_loss's keys (log.jsonl's) and how the evaluation line names them
+LOSS_NAMES = {"train_loss": "train loss", "val_loss": "val loss", "context_ratio": "‖ĉ‖/‖h‖",
+              "val_loss_no_context": "val loss with ĉ = 0"}
+
+
 @torch.no_grad()
-def estimate_loss(model, train_data, val_data, c, p):
-    """{'train': loss, 'val': loss}, each the mean over c.eval_iters batches of (c.batch_size,
-    c.block_size): the same batches at every evaluation."""
-    out = {}
+def estimate_loss(model, raw_model, train_data, val_data, c, p, last=False):
+    """{'train_loss', 'val_loss'}, each the mean over c.eval_iters batches of (c.batch_size,
+    c.block_size): the same batches at every evaluation. For a ContextLM also 'context_ratio',
+    ‖ĉ‖/‖h‖ where the context is added, on the val batches (docs/method.md, "Scale"), and at the
+    last evaluation 'val_loss_no_context': the val loss with ĉ replaced by zeros, which says how
+    much the decoder relies on the context. model runs the losses; raw_model the diagnostics."""
+    contextlm = raw_model.config.n_ctx_layer > 0
+    keys = ["train_loss", "val_loss"] + ["context_ratio"] * contextlm + ["val_loss_no_context"] * (contextlm and last)
+    values = {k: torch.zeros(c.eval_iters) for k in keys}
     model.eval()
     for split, data in (("train", train_data), ("val", val_data)):
         gen = torch.Generator().manual_seed(0)
-        losses = torch.zeros(c.eval_iters)
-        for k in range(c.eval_iters):
+        for i in range(c.eval_iters):
             offsets = sample_offsets(data, c.block_size, (c.batch_size,), gen)
             X, Y = get_batch(data, offsets, c.block_size, p.device)
             with p.autocast:
-                _, loss = model(X, Y)
-            losses[k] = loss.item()
-        out[split] = losses.mean().item()
+                values[f"{split}_loss"][i] = model(X, Y)[1].item()
+                if split == "val" and contextlm:
+                    values["context_ratio"][i] = raw_model.context_ratio(X)
+                    if last:
+                        values["val_loss_no_context"][i] = raw_model(X, Y, context=False)[1].item()
     model.train()
-    return out
+    return {k: v.mean().item() for k, v in values.items()}
 
 
 def save_training_state(path, raw_model, optimizer, scaler, data_gen, config, meta,

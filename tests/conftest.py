@@ -182,7 +182,9 @@ def sharp_model(cfg, seed=0, untie_head=False):
     model = GPT(GPTConfig(**cfg)).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if ".ln_" in name or "ln_f" in name:
+            if name == "context_gain":  # the context at the token state's full scale
+                p.fill_(1.0)
+            elif ".ln_" in name or "ln_f" in name:
                 p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn_like(p))
             else:
                 p.normal_(0.0, 0.2)

@@ -122,6 +122,8 @@ CASES = [
     # train.py: what cannot be written
     case("train-init_from-no-run", "train.py", [*TRAIN, "--init_from={bad}/nowhere"], "no train.py run to fine-tune"),
     case("train-rotary_pct", "train.py", [*TRAIN, "--rotary_pct=1.5"], "--rotary_pct=1.5: must be"),
+    case("train-context_scale", "train.py", [*TRAIN, "--context_scale=layernorm"],
+         "--context_scale='layernorm': must be one of learned, tied, none"),
     case("train-out_dir-is-a-file", "train.py", [*TRAIN, "--out_dir=out/ckpt.pt"], "cannot write out/ckpt.pt"),
     case("train-disk-full-at-save", "train.py", [*RESUME, "--max_iters=4"], "cannot write out/ckpt.pt",
          "No space left on device", "previous checkpoint there is unchanged", fault="disk full at fsync"),
@@ -206,6 +208,13 @@ CASES = [
     case("compare-backbone-unknown", "compare.py", [*COMPARE, "--backbone=llama"], "--backbone='llama': must be one of"),
     case("compare-lr_decay_iters", "compare.py", [*COMPARE, "--lr_decay_iters=-1"], "--lr_decay_iters=-1: must be"),
     case("compare-no-decay", "compare.py", [*COMPARE, "--warmup_iters=30"], "--warmup_iters=30 leaves no decay"),
+    case("compare-sweep-and-ablation", "compare.py", [*COMPARE, "--sweep=True", "--ablation=True"],
+         "two studies: run one, then the other"),
+    case("compare-learning_rates", "compare.py", [*COMPARE, "--sweep=True", "--learning_rates=[0.001, -1]"],
+         "--learning_rates=[0.001, -1]: must be a non-empty list of numbers above 0"),
+    case("compare-arms-unknown", "compare.py", [*COMPARE, "--arms=['gpt3']"], "this study's arms are gpt, contextlm"),
+    case("compare-earlier-missing", "compare.py", [*COMPARE, "--arms=['contextlm']", "--earlier={bad}/nowhere.json"],
+         "not a results.json that compare.py wrote"),
     case("compare-out_dir-is-a-file", "compare.py", [*COMPARE, "--out_dir=out/ckpt.pt"], "cannot write out/ckpt.pt"),
 
     # plot.py

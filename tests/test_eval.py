@@ -344,13 +344,14 @@ def last_eval_rows(run_dir):
 
 def test_plot_curves(runs, tmp_path):
     """What was drawn: in each panel, each run's val_loss against iter, tokens and flops exactly
-    as its log.jsonl has them (the resumed run's second iteration 4), labelled as asked."""
+    as its log.jsonl has them (the resumed run's second iteration 4), labelled as asked; in a
+    fourth, the ContextLM's context_ratio against iter (the GPT has none)."""
     out = tmp_path / "curves.png"
     run_script("plot.py", "curves", f"--runs={','.join(runs)}", "--labels=ContextLM,GPT-2", f"--out={out}")
     assert is_png(out)
     fig = plot.plot_curves(dict(plot.CURVES_DEFAULTS, runs=",".join(runs), labels="ContextLM,GPT-2",
                                 out=str(tmp_path / "in_process.png")))
-    assert [ax.get_xlabel() for ax in fig.axes] == ["iterations", "training tokens", "training FLOPs"]
+    assert [ax.get_xlabel() for ax in fig.axes] == ["iterations", "training tokens", "training FLOPs", "iterations"]
     assert [r["iter"] for r in last_eval_rows(runs[0])] == [0, 2, 4, 6]
     for ax, key in zip(fig.axes, ("iter", "tokens", "flops")):
         lines = ax.get_lines()
@@ -359,6 +360,11 @@ def test_plot_curves(runs, tmp_path):
             rows = last_eval_rows(run)
             assert list(line.get_xdata()) == [r[key] for r in rows]
             assert list(line.get_ydata()) == [r["val_loss"] for r in rows]
+    ratio_lines = fig.axes[3].get_lines()
+    assert [line.get_label() for line in ratio_lines] == ["ContextLM"]
+    rows = last_eval_rows(runs[0])
+    assert list(ratio_lines[0].get_xdata()) == [r["iter"] for r in rows]
+    assert list(ratio_lines[0].get_ydata()) == [r["context_ratio"] for r in rows]
 
 
 def test_plot_attention(runs, tmp_path):

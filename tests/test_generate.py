@@ -39,11 +39,13 @@ CACHE_CASES = [(w, n_enc, n_ctx, P)
 
 
 @pytest.mark.parametrize("w,n_enc,n_ctx,P", CACHE_CASES)
-def test_cached_logits_match_full_forward(w, n_enc, n_ctx, P):
+@pytest.mark.parametrize("scale", ["learned", "none"])
+def test_cached_logits_match_full_forward(w, n_enc, n_ctx, P, scale):
     """Prefill then decode_step, one token at a time: the
     next-token logits equal a full forward over the same tokens to 1e-5 at every step, across at
-    least three chunk boundaries (n_ctx_layer=0, plain GPT, takes the same path)."""
-    model = sharp(seed=w + P, chunk_size=w, n_enc_layer=n_enc, n_ctx_layer=n_ctx)
+    least three chunk boundaries (n_ctx_layer=0, plain GPT, takes the same path), with the
+    context at the token state's scale (the default) and as P outputs it (runs before 2026-12)."""
+    model = sharp(seed=w + P, chunk_size=w, n_enc_layer=n_enc, n_ctx_layer=n_ctx, context_scale=scale)
     steps = 4 * w + 2  # the prompt's chunk plus at least three more boundaries
     assert P + steps <= model.config.block_size
     seq = torch.randint(0, V, (2, P + steps), generator=torch.Generator().manual_seed(P))

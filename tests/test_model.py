@@ -14,9 +14,10 @@ from model import GPT, Block, GPTConfig, run_blocks
 
 
 def tiny(seed=0, **kw):
-    """A tiny model in eval mode; kw override the tiny defaults."""
+    """A tiny model in eval mode; kw override the tiny defaults. The context's learned gain starts
+    at 1, not 0, so that the context pathway shows in every output from the first step."""
     cfg = dict(block_size=16, vocab_size=64, n_layer=3, n_head=2, n_embd=16,
-               chunk_size=4, n_ctx_layer=2, n_enc_layer=0)
+               chunk_size=4, n_ctx_layer=2, n_enc_layer=0, context_gain_init=1.0)
     cfg.update(kw)
     torch.manual_seed(seed)
     return GPT(GPTConfig(**cfg)).eval()
@@ -188,7 +189,7 @@ def forward_with_handles(model, idx):
     h_ctx = h.detach().requires_grad_()
     ctx = model.predicted_context(h_ctx)
     ctx.retain_grad()
-    x = run_blocks(model.token_decoder, h + ctx)
+    x = run_blocks(model.token_decoder, model.add_context(h, ctx))
     logits = model.lm_head(model.transformer.ln_f(x))
     handle.remove()
     return logits, h_ctx, leaves[0], ctx
@@ -241,21 +242,82 @@ def test_context_gradient_routing(w, T, n_enc, n_layer):
         torch.testing.assert_close(g_hat[:, k], g_b[:, positions].sum(dim=1), rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("w", [1, 4])
-def test_context_stays_on_h_scale(w):
-    """docs/method.md "Scale": what forward adds to h before D (ĉ^b = D's input - h) is the predictor's
-    raw output, on h's scale at initialisation (std ~0.02), not a LayerNorm-ed std-1 vector."""
-    model = tiny(chunk_size=w, n_enc_layer=0)
+def decoder_input(model, idx):
+    """(what D's first block receives, h) for the tokens idx: ĉ^b as added is the difference."""
     seen = []
     handle = model.token_decoder[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
-    idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         model(idx)
-        h = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(16))
-        torch.testing.assert_close(seen[0] - h, model.predicted_context(h), rtol=0, atol=1e-6)
+        h = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(idx.size(1)))
     handle.remove()
-    c_b = (seen[0] - h)[:, w - 1:]  # positions that receive a predicted ĉ_k, k >= 1
-    assert 0.2 * h.std() < c_b.std() < 3 * h.std()
+    return seen[0], h
+
+
+@pytest.mark.parametrize("w", [1, 4])
+def test_context_joins_h_at_its_scale(w):
+    """docs/method.md "Scale": with context_scale='tied' what forward adds to h before D is ĉ^b in
+    P's direction with h's norm, position by position; 'learned' (the default) multiplies that by
+    the learned gain, so ‖ĉ‖/‖h‖ is the gain wherever ĉ lands; 'none' adds P's output as it is,
+    which at initialisation is on h's scale too (not a LayerNorm-ed std-1 vector)."""
+    idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+    for scale in ("tied", "learned", "none"):
+        model = tiny(chunk_size=w, n_enc_layer=0, context_scale=scale, context_gain_init=0.7)
+        x, h = decoder_input(model, idx)
+        with torch.no_grad():
+            added, raw = x - h, model.predicted_context(h)
+        if scale == "none":
+            torch.testing.assert_close(added, raw, rtol=0, atol=1e-6)
+            assert 0.2 * h.std() < added[:, w - 1:].std() < 3 * h.std()  # positions with a predicted ĉ_k
+            continue
+        ratio = added.norm(dim=-1) / h.norm(dim=-1)  # (B, T)
+        torch.testing.assert_close(ratio, torch.full_like(ratio, 1.0 if scale == "tied" else 0.7), rtol=1e-5, atol=0)
+        cosine = F.cosine_similarity(added, raw, dim=-1)
+        torch.testing.assert_close(cosine, torch.ones_like(cosine), rtol=0, atol=1e-5)
+        assert model.context_ratio(idx) == pytest.approx(1.0 if scale == "tied" else 0.7, rel=1e-5)
+
+
+def test_contextlm_starts_as_its_gpt():
+    """With the default context_gain_init=0, a new ContextLM's logits are those of the GPT with the
+    same token pathway (the predictor's gradient is zero only at that first step: the gain's is not)."""
+    clm = tiny(context_gain_init=0.0)
+    gpt = GPT(GPTConfig(**{**vars(clm.config), "n_ctx_layer": 0})).eval()
+    missing, unexpected = gpt.load_state_dict(clm.state_dict(), strict=False)
+    assert not missing and all(k.startswith(("context_predictor.", "context_gain")) for k in unexpected)
+    idx = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(clm(idx, all_logits=True)[0], gpt(idx, all_logits=True)[0], rtol=0, atol=0)
+    targets = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(1))
+    clm.train()
+    clm(idx, targets)[1].backward()
+    assert clm.context_gain.grad.abs() > 0
+
+
+def train_at_high_lr(context_scale, steps=30):
+    """A 64-wide ContextLM trained for `steps` steps at lr 1e-2 on a repeated text (AdamW, clipping,
+    as train.py): its ‖ĉ‖/‖h‖ on the last batch."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=32, vocab_size=32, n_layer=2, n_head=2, n_embd=64, bias=False,
+                          chunk_size=4, n_ctx_layer=2, context_scale=context_scale))
+    optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+    g = torch.Generator().manual_seed(1)
+    text = torch.randint(0, 32, (512,), generator=g)
+    for _ in range(steps):
+        rows = torch.randint(0, 512 - 33, (16,), generator=g)
+        x = torch.stack([text[r:r + 32] for r in rows])
+        y = torch.stack([text[r + 1:r + 33] for r in rows])
+        model(x, y)[1].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return model.eval().context_ratio(x)
+
+
+def test_high_lr_keeps_the_context_on_h_scale():
+    """The predicted context outgrew the token state in training when P's output was added as is:
+    at a high learning rate, a few dozen steps take ‖ĉ‖/‖h‖ far past 3 with context_scale='none'
+    (the behaviour before 2026-12, kept for reproduction), and keep it under 3 with the default."""
+    assert train_at_high_lr("learned") < 3
+    assert train_at_high_lr("none") > 3
 
 
 # ---------------------------------------------------------------- 4. n_ctx_layer = 0 is GPT-2
@@ -327,14 +389,15 @@ def test_from_pretrained_contextlm_keeps_token_pathway(hf_dir, n_enc):
     """from_pretrained with the default n_ctx_layer=2 loads the same token-pathway weights as the
     n_ctx_layer=0 load (every shared state_dict entry equal) and a freshly initialised predictor:
     LayerNorm gains 1 and biases 0, Linear biases 0, weights ~ N(0, 0.02) (c_proj scaled by
-    1/sqrt(2 n_layer)), none of them a copied GPT-2 tensor."""
+    1/sqrt(2 n_layer)), none of them a copied GPT-2 tensor, and the context's gain at 0."""
     path, hf = hf_dir
     gpt = GPT.from_pretrained(str(path), override_args=dict(n_ctx_layer=0))
     clm = GPT.from_pretrained(str(path), override_args=dict(n_enc_layer=n_enc))
     assert clm.config.n_ctx_layer == 2 and len(clm.context_predictor) == 2
     sd_gpt, sd_clm = gpt.state_dict(), clm.state_dict()
     predictor_keys = {k for k in sd_clm if k.startswith("context_predictor.")}
-    assert set(sd_clm) - predictor_keys == set(sd_gpt)
+    assert set(sd_clm) - predictor_keys == set(sd_gpt) | {"context_gain"}
+    assert sd_clm["context_gain"] == 0  # the context's learned gain starts at 0
     for k, v in sd_gpt.items():
         assert torch.equal(sd_clm[k], v), k
     hf_tensors = list(hf.state_dict().values())
@@ -438,14 +501,14 @@ def block_params(C, bias=True):
 @pytest.mark.parametrize("n_ctx", [0, 1, 2, 3])
 @pytest.mark.parametrize("bias", [True, False])
 def test_param_breakdown(n_ctx, bias):
-    """param_breakdown()['predictor'] is the parameter count of n_ctx_layer Blocks (0 for plain
-    GPT) and 'token' is exactly the same-size GPT's total."""
+    """param_breakdown()['predictor'] is the parameter count of n_ctx_layer Blocks and the context's
+    gain (0 for plain GPT) and 'token' is exactly the same-size GPT's total."""
     model = tiny(n_ctx_layer=n_ctx, bias=bias)
     gpt = tiny(n_ctx_layer=0, bias=bias)
     pb = model.param_breakdown()
     one_block = sum(p.numel() for p in Block(model.config).parameters())
     assert one_block == block_params(16, bias)
-    assert pb["predictor"] == n_ctx * one_block
+    assert pb["predictor"] == n_ctx * one_block + (n_ctx > 0)
     assert pb["token"] == sum(p.numel() for p in gpt.parameters())
     assert pb["token"] + pb["predictor"] == sum(p.numel() for p in model.parameters())
 

@@ -107,7 +107,8 @@ def test_contextlm_from_pythia_keeps_token_pathway(pythia_dir, n_enc):
     assert clm.config.n_ctx_layer == 2 and clm.config.chunk_size == 3 and clm.config.rotary_pct == 0.25
     sd_gpt, sd_clm, sd_hf = gpt.state_dict(), clm.state_dict(), hf.state_dict()
     predictor = {k for k in sd_clm if k.startswith("context_predictor.")}
-    assert set(sd_clm) - predictor == set(sd_gpt)
+    assert set(sd_clm) - predictor == set(sd_gpt) | {"context_gain"}
+    assert sd_clm["context_gain"].item() == 0.0  # the ContextLM starts as the Pythia it was loaded from
     for k, v in sd_gpt.items():
         assert torch.equal(sd_clm[k], v), k
         assert torch.equal(v, neox_tensor(sd_hf, k)), k

@@ -172,3 +172,33 @@ def test_bad_input_gets_one_line_errors(char_ckpt, tmp_path, capsys):
     check([ckpt, "--num_samples=0"], "num_samples=0", "at least 1")
     check([ckpt, "--temperature=hot"], "temperature", "float")
     check([f"--init_from={tmp_path / 'no_such_hf_dir'}"], "cannot load GPT-2 weights", "no_such_hf_dir")
+
+
+# ---------------------------------------------------------------- a checkpoint from before context_scale
+
+BEFORE_CONTEXT_SCALE = os.path.join(os.path.dirname(__file__), "fixtures", "contextlm_2026-11.pt")
+
+
+def test_checkpoint_from_before_context_scale_decodes_as_it_did(tmp_path, capsys):
+    """tests/fixtures/contextlm_2026-11.pt is a tiny char ContextLM that main wrote at 749dfd2,
+    before context_scale existed (its optimizer state dropped, to keep it small). It loads with
+    P's output added as is ('none'), and its loss on a line of text and its last logits are the
+    ones that code computed, in the full forward and in KV-cache decoding; sample.py samples it."""
+    checkpoint = common.load_checkpoint(BEFORE_CONTEXT_SCALE)
+    assert "context_scale" not in checkpoint["model_args"] and "context_scale" not in checkpoint["config"]
+    model = common.model_from_checkpoint(checkpoint).eval()
+    assert model.config.context_scale == "none" and not hasattr(model, "context_gain")
+    ids = torch.tensor([common.Tokenizer(checkpoint["meta"]).encode("ROMEO:\nWhat say you, my lord?")])
+    with torch.no_grad():
+        logits, loss = model(ids[:, :-1], ids[:, 1:])
+        step_logits, state = model.prefill(ids[:, :5])
+        for t in range(5, ids.size(1) - 1):
+            step_logits = model.decode_step(ids[:, t:t + 1], state)
+    then = torch.tensor([1.7362, 4.0438, -1.0840, -7.3521, -7.5224, -0.2108])  # 749dfd2's, to 4 decimals
+    assert loss.item() == pytest.approx(2.8261935710906982, abs=1e-5)
+    assert torch.allclose(logits[0, -1, :6], then, atol=1e-4)
+    assert torch.allclose(step_logits[0, -1], logits[0, -1], atol=1e-5)
+    shutil.copy(BEFORE_CONTEXT_SCALE, tmp_path / "ckpt.pt")
+    status, out, err = cli(capsys, sample, f"--out_dir={tmp_path}", "--start=ROMEO:", "--max_new_tokens=20",
+                           "--num_samples=1", "--device=cpu")
+    assert status == 0 and out.startswith("ROMEO:"), err

@@ -29,7 +29,7 @@ from model import GPTConfig
 # ---------------------------------------------------------------- 1. a short run learns
 
 TRAIN_KEYS = {"iter", "tokens", "flops", "train_loss", "lr", "tokens_per_sec", "mfu"}
-EVAL_KEYS = {"iter", "tokens", "flops", "train_loss", "val_loss", "lr", "data_hash"}
+EVAL_KEYS = {"iter", "tokens", "flops", "train_loss", "val_loss", "lr", "data_hash", "context_ratio"}
 
 
 def test_short_run_lowers_val_loss_and_writes_documented_files(char_data, tmp_path):
@@ -40,7 +40,9 @@ def test_short_run_lowers_val_loss_and_writes_documented_files(char_data, tmp_pa
     assert [r["iter"] for r in train_rows] == list(range(8))
     assert [r["iter"] for r in eval_rows] == [0, 4, 8]
     assert all(set(r) == TRAIN_KEYS for r in train_rows), train_rows[0]
-    assert all(set(r) == EVAL_KEYS for r in eval_rows), eval_rows[0]
+    assert all(set(r) == EVAL_KEYS for r in eval_rows[:-1]), eval_rows[0]
+    assert set(eval_rows[-1]) == EVAL_KEYS | {"val_loss_no_context"}  # the zero-context ablation, last eval only
+    assert eval_rows[0]["context_ratio"] == 0.0 < eval_rows[-1]["context_ratio"] < 3  # the gain starts at 0
     assert train_rows[-1]["tokens"] == 8 * 2 * 4 * 32  # iterations x micro-batches x batch x block
     # from ln(65) = 4.17 (uniform over the characters) to clearly better
     assert eval_rows[-1]["val_loss"] < eval_rows[0]["val_loss"] - 0.3, eval_rows
@@ -146,6 +148,28 @@ def test_resume_takes_the_new_dropout(char_data, tmp_path):
         assert losses[dropout]["iter"] == 2
         assert common.load_checkpoint(str(out))["model_args"]["dropout"] == dropout
     assert losses[0.0]["train_loss"] != losses[0.1]["train_loss"]
+
+
+def test_run_from_before_context_scale_resumes_with_the_old_option(char_data, tmp_path):
+    """A run written before context_scale existed (its model_args and config without the field)
+    was a run with P's output added as is: resuming it under today's default is refused in one
+    line that names --context_scale=none, and with it the run goes on exactly as the same run
+    written with the field."""
+    run_train(tiny_args(char_data, tmp_path / "new", max_iters=2, eval_interval=2, context_scale="none"))
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    ckpt = torch.load(tmp_path / "old" / "ckpt.pt", weights_only=True)
+    for fields in (ckpt["model_args"], ckpt["config"]):
+        del fields["context_scale"], fields["context_gain_init"]
+    torch.save(ckpt, tmp_path / "old" / "ckpt.pt")
+    with pytest.raises(common.UserError, match=r"context_scale='none' \(config says 'learned'\): resume with the "
+                                               r"same config \(--context_scale=none\)$"):
+        run_train(tiny_args(char_data, tmp_path / "old", max_iters=4, eval_interval=2, init_from="resume"))
+    losses = []
+    for run in ("new", "old"):
+        run_train(tiny_args(char_data, tmp_path / run, max_iters=4, eval_interval=2, init_from="resume",
+                            context_scale="none"))
+        losses.append([(r["iter"], r["train_loss"]) for r in read_log(tmp_path / run)[0] if r["iter"] >= 2])
+    assert losses[0] == losses[1] and [it for it, _ in losses[0]] == [2, 3]
 
 
 # ---------------------------------------------------------------- 3. DDP on CPU

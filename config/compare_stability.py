@@ -1,0 +1,44 @@
+# The stability sweep: gpt and contextlm, paired seeds, at every width x learning rate, on
+# characters (docs/method.md, "Scale", has the result). The char study's settings, shortened to
+# 150 steps so that the sweep's 36 runs take about an hour on 2 cores:
+#   python prepare.py shakespeare_char
+#   python compare.py config/compare_stability.py           # ~1 h 45 min in one process
+#   python compare.py config/compare_stability.py --widths=[384] & \
+#   python compare.py config/compare_stability.py --widths=[128,256]; wait; \
+#   python compare.py config/compare_stability.py           # ~50 min on 2 cores, then the report
+#   python compare.py config/compare_stability.py --context_scale=none --seeds=1   # the old default
+# Each cell trains in out_dir/w<width>-lr<lr>/; the report is out_dir/sweep.{md,json,png}.
+out_dir = "runs/stability"
+dataset = "shakespeare_char"
+sweep = True
+widths = [128, 256, 384]
+learning_rates = [1e-3, 2e-3]
+seed = 1337
+seeds = 3
+
+n_layer = 4
+n_head = 4
+n_embd = 128                # each cell sets its own
+block_size = 128
+dropout = 0.0
+bias = False
+n_ctx_layer = 2
+chunk_size = 4
+n_enc_layer = 0
+
+batch_size = 32
+gradient_accumulation_steps = 1
+max_iters = 150             # 150 x 32 x 128 = 614K tokens, 0.6 epochs
+learning_rate = 2e-3        # each cell sets its own; min_lr keeps the ratio
+min_lr = 2e-4
+warmup_iters = 15
+weight_decay = 0.1
+grad_clip = 1.0
+
+eval_interval = 25
+eval_iters = 10             # 10 x 32 x 128 = 41K tokens per estimate
+log_interval = 1
+always_save_checkpoint = False
+device = "cpu"
+dtype = "float32"
+compile = False
