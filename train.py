@@ -48,7 +48,7 @@ from common import (MODEL_KEYS, NOT_EMPTY, SEED, UserError, above, at_least, bet
                     check_same_tokenizer, get_batch, is_pretrained, load_checkpoint, load_meta, model_from_checkpoint,
                     model_from_hf, one_of, open_examples, open_split, parse_config, peak_flops, pretrained_tokenizer,
                     run_main, same_tokenizer, sample_offsets, save_checkpoint, setup_device, writing)
-from model import FIELDS_BEFORE_THEY_EXISTED, GPT, GPTConfig
+from model import CONTEXT_SCALES, FIELDS_BEFORE_THEY_EXISTED, GPT, GPTConfig
 
 # The paper's ContextLM-Base run (Table 1). config/train_contextlm_owt.py says the same with its
 # own names (out_dir, wandb_run_name); tests/test_train.py checks that the two agree.
@@ -114,7 +114,7 @@ CHECKS = dict(
     dataset=NOT_EMPTY, gradient_accumulation_steps=at_least(1), batch_size=at_least(1), block_size=at_least(1),
     n_layer=at_least(1), n_head=at_least(1), n_embd=at_least(1), dropout=between(0, 1),
     chunk_size=at_least(1), n_ctx_layer=at_least(0, "0 = plain GPT-2"), n_enc_layer=at_least(0),
-    context_scale=one_of("learned", "tied", "none"), context_gain_init=between(-1e3, 1e3),
+    context_scale=one_of(*CONTEXT_SCALES), context_gain_init=between(-1e3, 1e3),
     rotary_pct=between(0, 1, "0 = learned positions", high_closed=True), rotary_base=above(0),
     gelu_approximate=one_of("tanh", "none"), layer_norm_eps=above(0),
     learning_rate=above(0), max_iters=at_least(0), weight_decay=at_least(0), beta1=between(0, 1),
