@@ -10,8 +10,8 @@ shape, then decoding speed with the KV cache against full recompute.
     python bench.py --shape=pythia-160m                  # on Pythia's block (rotary, parallel, untied head)
     python bench.py --quick --backbone=pythia            # the tiny shape on Pythia's block
 
-The three models are the study's (common.model_variants, as compare.py trains them), of one shape
-and one block (--backbone: GPT-2's, or Pythia's GPT-NeoX block; common.BACKBONES):
+The three models are the study's (config.model_variants, as compare.py trains them), of one shape
+and one block (--backbone: GPT-2's, or Pythia's GPT-NeoX block; config.BACKBONES):
     gpt                GPT-2 with the same n_layer token layers (n_ctx_layer=0): the baseline
     contextlm          the same token layers plus an n_ctx_layer-layer context predictor
     gpt+{P}L           GPT-2 with n_layer + n_ctx_layer layers (P = n_ctx_layer): as many
@@ -30,22 +30,22 @@ import resource
 import statistics
 import sys
 import time
-from types import SimpleNamespace
 
 import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from common import (BACKBONES, SEED, UserError, at_least, backbone_fields, check_options, counts,  # noqa: E402
-                    expand_quick, model_variants, one_of, parse_config, peak_flops, run_main,
-                    save_figure, setup_device, writing)
+from config import (BACKBONES, SEED, UserError, at_least, backbone_fields, check_options, counts,  # noqa: E402
+                    expand_quick, model_variants, one_of, parse_config, run_main, writing)
+from device import peak_flops, setup_device  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
+from plot import save_figure  # noqa: E402
 
 DEFAULTS = dict(
     # shape: a name; each of the six keys after it that is not 0 overrides the named shape
     shape="gpt2",            # gpt2, gpt2-medium, gpt2-large, gpt2-xl, pythia-70m ... pythia-1.4b, or tiny (--quick's)
-    backbone="",             # the block, gpt2 or pythia (common.BACKBONES); '' = the shape's
+    backbone="",             # the block, gpt2 or pythia (config.BACKBONES); '' = the shape's
     n_layer=0,               # token layers of gpt and contextlm
     n_head=0,
     n_embd=0,
@@ -78,7 +78,7 @@ DEFAULTS = dict(
 )
 
 # the valid values of the options above, checked by resolve() once the shape has filled in its
-# zeros (device and dtype: common.setup_device)
+# zeros (device and dtype: device.setup_device)
 CHECKS = dict(
     n_layer=at_least(1), n_head=at_least(1), n_embd=at_least(1), block_size=at_least(1),
     vocab_size=at_least(1), batch_size=at_least(1),
@@ -139,7 +139,7 @@ def resolve(config):
 
 
 def model_args_of(c):
-    """GPTConfig arguments of the three models (common.model_variants), by name, in c's shape."""
+    """GPTConfig arguments of the three models (config.model_variants), by name, in c's shape."""
     shared = dict(block_size=c["block_size"], vocab_size=c["vocab_size"], n_head=c["n_head"],
                   n_embd=c["n_embd"], bias=c["bias"], dropout=0.0) | backbone_fields(c["backbone"])
     return {name: shared | fields for name, fields in model_variants(c).items()}
@@ -229,11 +229,11 @@ def in_fresh_process(fn, *args):
 def bench_training(c, variants, device, dtype, autocast, use_compile):
     """Per model: tokens/s (median over rounds), peak memory, parameters, FLOPs/token and MFU."""
     device_type = device.split(":")[0]
-    x, y = random_batch(c.vocab_size, c.batch_size, c.block_size, c.seed, device)
+    x, y = random_batch(c["vocab_size"], c["batch_size"], c["block_size"], c["seed"], device)
     warm_up_runtime(variants["contextlm"], device, autocast, x, y)
-    tokens_per_round = c.steps_per_round * c.batch_size * c.block_size
+    tokens_per_round = c["steps_per_round"] * c["batch_size"] * c["block_size"]
     # Interleaved rounds spread drift (clocks, temperature, other processes) evenly over the models
-    groups = [list(variants)] if c.interleave else [[name] for name in variants]
+    groups = [list(variants)] if c["interleave"] else [[name] for name in variants]
     rows, speeds, memory = {}, {name: [] for name in variants}, {name: None for name in variants}
     for group in groups:
         steps = {}
@@ -241,15 +241,15 @@ def bench_training(c, variants, device, dtype, autocast, use_compile):
             # CUDA: the models already built hold the same memory throughout (their gradients are
             # freed after each step), so what a step of this one adds on top is its own peak
             base = torch.cuda.memory_allocated(device) if device_type == "cuda" else 0
-            model, steps[name] = make_trainer(variants[name], device, autocast, use_compile, c.seed)
+            model, steps[name] = make_trainer(variants[name], device, autocast, use_compile, c["seed"])
             params = model.param_breakdown()
             rows[name] = dict(n_layer=model.config.n_layer, n_ctx_layer=model.config.n_ctx_layer,
                               params_token=params["token"], params_predictor=params["predictor"],
-                              flops_per_token=model.flops_per_token(c.block_size))
+                              flops_per_token=model.flops_per_token(c["block_size"]))
             del model  # the step function keeps it
             progress(f"{name}: {(params['token'] + params['predictor']) / 1e6:.2f}M parameters, "
-                     f"{c.warmup_steps} warm-up steps{' (compiling)' if use_compile else ''}")
-            for _ in range(c.warmup_steps):
+                     f"{c['warmup_steps']} warm-up steps{' (compiling)' if use_compile else ''}")
+            for _ in range(c["warmup_steps"]):
                 steps[name](x, y)
             if device_type == "cuda":
                 synchronize(device)
@@ -257,15 +257,15 @@ def bench_training(c, variants, device, dtype, autocast, use_compile):
                 steps[name](x, y)
                 synchronize(device)
                 memory[name] = torch.cuda.max_memory_allocated(device) - base
-        for r in range(c.train_rounds):
+        for r in range(c["train_rounds"]):
             for name in group:
                 synchronize(device)
                 t0 = time.perf_counter()
-                for _ in range(c.steps_per_round):
+                for _ in range(c["steps_per_round"]):
                     steps[name](x, y)
                 synchronize(device)
                 speeds[name].append(tokens_per_round / (time.perf_counter() - t0))
-            progress(f"training round {r + 1}/{c.train_rounds}: " +
+            progress(f"training round {r + 1}/{c['train_rounds']}: " +
                      ", ".join(f"{name} {speeds[name][-1]:,.0f} tok/s" for name in group))
         del steps  # free this group's models before the next group is built
         if device_type == "cuda":
@@ -278,8 +278,8 @@ def bench_training(c, variants, device, dtype, autocast, use_compile):
         # per model: one process's high-water mark is never shared by two models.
         for name in variants:
             progress(f"{name}: peak memory of two training steps, in a fresh process")
-            memory[name] = in_fresh_process(cpu_peak_memory, variants[name], c.batch_size, dtype, use_compile,
-                                            c.seed, torch.get_num_threads())
+            memory[name] = in_fresh_process(cpu_peak_memory, variants[name], c["batch_size"], dtype, use_compile,
+                                            c["seed"], torch.get_num_threads())
     # (MPS: no per-model peak to read, so no memory figures)
 
     peak = peak_flops(device)  # None where unknown (CPU, MPS): no MFU then
@@ -298,10 +298,10 @@ def bench_training(c, variants, device, dtype, autocast, use_compile):
 def bench_decoding(c, variants, device, autocast):
     """Per decoding model and length: greedy generation tokens/s with the KV cache and with a
     full forward over the whole sequence at every step, medians over rounds."""
-    prompt = random_tokens(c.vocab_size, (c.gen_batch_size, c.prompt_len), c.seed + 2, device)
+    prompt = random_tokens(c["vocab_size"], (c["gen_batch_size"], c["prompt_len"]), c["seed"] + 2, device)
     models = {}
     for name in DECODERS:
-        torch.manual_seed(c.seed)
+        torch.manual_seed(c["seed"])
         models[name] = GPT(GPTConfig(**variants[name])).to(device).eval()
 
     def tokens_per_sec(name, length, use_cache):
@@ -310,28 +310,28 @@ def bench_decoding(c, variants, device, autocast):
         with autocast:
             models[name].generate(prompt, length, temperature=0.0, use_cache=use_cache)
         synchronize(device)
-        return c.gen_batch_size * length / (time.perf_counter() - t0)
+        return c["gen_batch_size"] * length / (time.perf_counter() - t0)
 
     progress("decoding: warm-up")
     for name in DECODERS:
         for use_cache in (True, False):
-            tokens_per_sec(name, min(c.gen_lengths), use_cache)
-    runs = {(name, n, use_cache): [] for name in DECODERS for n in c.gen_lengths for use_cache in (True, False)}
-    for r in range(c.gen_rounds):
-        for n in c.gen_lengths:
+            tokens_per_sec(name, min(c["gen_lengths"]), use_cache)
+    runs = {(name, n, use_cache): [] for name in DECODERS for n in c["gen_lengths"] for use_cache in (True, False)}
+    for r in range(c["gen_rounds"]):
+        for n in c["gen_lengths"]:
             for name in DECODERS:
                 for use_cache in (True, False):
                     runs[name, n, use_cache].append(tokens_per_sec(name, n, use_cache))
-        progress(f"decoding round {r + 1}/{c.gen_rounds}: " + ", ".join(
+        progress(f"decoding round {r + 1}/{c['gen_rounds']}: " + ", ".join(
             f"{name}@{n} {runs[name, n, True][-1]:,.0f} / {runs[name, n, False][-1]:,.0f} tok/s"
-            for n in c.gen_lengths for name in DECODERS) + " (cache / recompute)")
+            for n in c["gen_lengths"] for name in DECODERS) + " (cache / recompute)")
 
     rows = []
-    for n in c.gen_lengths:
+    for n in c["gen_lengths"]:
         gpt_cache = statistics.median(runs["gpt", n, True])
         for name in DECODERS:
             cache, recompute = statistics.median(runs[name, n, True]), statistics.median(runs[name, n, False])
-            rows.append(dict(model=name, length=n, batch_size=c.gen_batch_size,
+            rows.append(dict(model=name, length=n, batch_size=c["gen_batch_size"],
                              cache_tokens_per_sec=cache, recompute_tokens_per_sec=recompute,
                              speedup=cache / recompute, ratio_to_gpt=cache / gpt_cache))
     return rows
@@ -369,18 +369,18 @@ MEMORY_MEASURES = {  # what "peak memory" means, by device type (MPS: not measur
 
 def run_bench(config):
     """Measure everything `config` (DEFAULTS' keys) asks for; the results as a JSON-ready dict."""
-    c = SimpleNamespace(**resolve(config))
-    device, device_type, ptdtype, autocast = setup_device(c.device, c.dtype)
-    use_compile = device_type == "cuda" if c.compile is None else c.compile
+    c = resolve(config)
+    device, device_type, ptdtype, autocast = setup_device(c["device"], c["dtype"])
+    use_compile = device_type == "cuda" if c["compile"] is None else c["compile"]
     dtype = str(ptdtype).removeprefix("torch.")
-    if c.threads:
-        torch.set_num_threads(c.threads)
+    if c["threads"]:
+        torch.set_num_threads(c["threads"])
     torch.backends.cuda.matmul.allow_tf32 = True  # as train.py
     torch.backends.cudnn.allow_tf32 = True
-    variants = model_args_of(vars(c))
-    shape_name = c.shape if all(getattr(c, key) == value for key, value in SHAPES[c.shape].items()) else "custom"
-    progress(f"{shape_name}: {c.backbone} block, {c.n_layer} layers, {c.n_head} heads, {c.n_embd} dims, "
-             f"block {c.block_size}, batch {c.batch_size}, vocab {c.vocab_size} on {device} "
+    variants = model_args_of(c)
+    shape_name = c["shape"] if all(c[key] == value for key, value in SHAPES[c["shape"]].items()) else "custom"
+    progress(f"{shape_name}: {c['backbone']} block, {c['n_layer']} layers, {c['n_head']} heads, {c['n_embd']} dims, "
+             f"block {c['block_size']}, batch {c['batch_size']}, vocab {c['vocab_size']} on {device} "
              f"({dtype}{', compiled' if use_compile else ''})")
     t0 = time.time()
     training = bench_training(c, variants, device, dtype, autocast, use_compile)
@@ -393,8 +393,8 @@ def run_bench(config):
         dtype=dtype,
         compile=use_compile,
         shape={"name": shape_name} | {
-            key: getattr(c, key) for key in (*SHAPES["tiny"], "n_ctx_layer", "chunk_size", "n_enc_layer", "bias")},
-        settings=vars(c),
+            key: c[key] for key in (*SHAPES["tiny"], "n_ctx_layer", "chunk_size", "n_enc_layer", "bias")},
+        settings=c,
         memory_measure=MEMORY_MEASURES.get(device_type),
         training=training,
         decoding=decoding,

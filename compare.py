@@ -14,7 +14,7 @@ with the same data, schedule and token budget over several seeds, and tabulates 
     python compare.py --arms="['contextlm']" --earlier=assets/study_shakespeare_char.json --out_dir=runs/new
                                                         # contextlm alone, paired with the published runs
 
-The arms (common.model_variants, the three models bench.py measures) differ only in model
+The arms (config.model_variants, the three models bench.py measures) differ only in model
 fields; everything else (batches, optimizer, schedule, budget, evaluation) is shared. Within a
 seed, every arm draws exactly the same batches in the same order: train.py's sampler has its own
 generator, and each evaluation row of log.jsonl carries a fingerprint (data_hash) of every batch
@@ -53,15 +53,11 @@ import statistics
 import sys
 import time
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-
-import train  # noqa: E402
-from common import (BACKBONES, CONFIG_DIR, UserError, at_least, backbone_fields, counts,  # noqa: E402
-                    expand_quick, is_number, load_meta, model_variants, one_of, parse_config, read_log,
-                    run_main, save_figure, writing)
+import train
+from config import (BACKBONES, CONFIG_DIR, UserError, at_least, backbone_fields, counts, expand_quick, is_number,
+                    model_variants, one_of, parse_config, run_main, writing)
+from data import load_meta
+from plot import plot_study_ablation, plot_study_curves, plot_study_efficiency, plot_study_sweep, read_log
 
 DEFAULT_STUDY = os.path.join(CONFIG_DIR, "compare_shakespeare_char.py")  # when argv names no config file
 UNTIMED_ITERS = 10  # tokens/s leaves out the first iterations (allocation, compilation)
@@ -73,7 +69,7 @@ DEFAULTS = {k: v for k, v in train.DEFAULTS.items() if k not in ("init_from", "e
     lr_decay_iters=0,             # 0: decay over the whole run (= max_iters)
     seed=1337,                    # the first seed; seed s also seeds the batch sampler of every arm
     seeds=3,                      # runs per arm, seeds seed, seed + 1, ...
-    backbone="",                  # gpt2 or pythia: sets the block's fields (common.BACKBONES); '' = as configured
+    backbone="",                  # gpt2 or pythia: sets the block's fields (config.BACKBONES); '' = as configured
     ablation=False,               # train the chunk-size x encoder-depth grid instead of the three arms
     chunk_sizes=[2, 4, 8, 16],    # the ablation's chunk sizes; encoder depths are 0 and n_layer // 2
     sweep=False,                  # the stability sweep: gpt and contextlm at each width x learning rate
@@ -100,7 +96,7 @@ CHECKS = train.CHECKS | dict(
 # ---------------------------------------------------------------- the arms and their runs
 
 def arms_of(c):
-    """{arm: the model fields it sets}: common.model_variants' three models, or with ablation=True
+    """{arm: the model fields it sets}: config.model_variants' three models, or with ablation=True
     gpt and a contextlm for each chunk size x encoder depth. Every other setting is shared."""
     variants = model_variants(c)
     if not c["ablation"]:
@@ -487,79 +483,6 @@ def budget_lines(summary, budgets):
     return lines + ["", "(means over seeds; time: wall clock, meaningful on an otherwise idle machine only)", ""]
 
 
-def save_plot(fig, path):
-    """Grid and legend, then common.save_figure."""
-    for ax in fig.axes:
-        ax.grid(alpha=0.3)
-    fig.axes[0].legend()
-    save_figure(fig, path)
-
-
-def band_plot(ax, curves, label, from_x=0):
-    """Mean over seeds as a line, min-max over seeds as a band, of curves {seed: [(x, loss)]}
-    (x: iteration, FLOPs or seconds; from_x on), at the seeds' mean x of each evaluation."""
-    xs = [statistics.mean(x) for x in zip(*[[x for x, _ in curve] for curve in curves.values()])]
-    by_eval = list(zip(*[[loss for _, loss in curve] for curve in curves.values()]))  # (evaluations, seeds)
-    xs, by_eval = zip(*[(x, losses) for x, losses in zip(xs, by_eval) if x >= from_x])
-    line, = ax.plot(xs, [statistics.mean(v) for v in by_eval], label=label)
-    if len(curves) > 1:
-        ax.fill_between(xs, [min(v) for v in by_eval], [max(v) for v in by_eval], color=line.get_color(), alpha=0.2)
-
-
-def plot_curves(summary, seeds, path, title):
-    """The whole run, and its second half zoomed in, where the arms' differences show."""
-    fig, (whole, zoom) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, a in summary.items():
-        last = max(it for curve in a["curves"].values() for it, _ in curve)
-        band_plot(whole, a["curves"], name)
-        band_plot(zoom, a["curves"], name, from_x=last / 2)
-    for ax in (whole, zoom):
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("validation loss")
-    whole.set_title(f"{title}\nmean over {len(seeds)} seed(s)" + (", band: min-max" if len(seeds) > 1 else ""))
-    zoom.set_title("second half, zoomed in")
-    save_plot(fig, path)
-
-
-def plot_efficiency(summary, seeds, budgets, path, title):
-    """Val loss against training FLOPs and against training seconds, from a quarter of the equal
-    budget on (the start dwarfs the differences), the equal budget as a dotted line."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, kind, label in zip(axes, ("flops", "seconds"), ("training FLOPs", "training seconds (wall clock)")):
-        for name, a in summary.items():
-            band_plot(ax, a[f"{kind}_curves"], name, from_x=budgets[kind] / 4)
-        ax.axvline(budgets[kind], color="k", linestyle=":", linewidth=1)
-        ax.set_xlabel(label)
-        ax.set_ylabel("validation loss")
-    axes[0].set_title(f"{title}\nmean over {len(seeds)} seed(s)" + (", band: min-max" if len(seeds) > 1 else ""))
-    axes[1].set_title("against time; dotted: the equal budgets")
-    save_plot(fig, path)
-
-
-def plot_ablation(summary, seeds, path, title):
-    """Final val loss against chunk size, one line per encoder depth, gpt as a horizontal band."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    gpt = list(summary["gpt"]["final_val_loss"].values())
-    ax.axhline(statistics.mean(gpt), color="k", linestyle="--", label="gpt")
-    ax.axhspan(min(gpt), max(gpt), color="k", alpha=0.1)
-    contextlm = [a for a in summary.values() if a["model"]["n_ctx_layer"]]
-    for enc in sorted({a["model"]["n_enc_layer"] for a in contextlm}):
-        cells = sorted((a["model"]["chunk_size"], list(a["final_val_loss"].values()))
-                       for a in contextlm if a["model"]["n_enc_layer"] == enc)
-        means = [statistics.mean(losses) for _, losses in cells]
-        low = [m - min(losses) for m, (_, losses) in zip(means, cells)]
-        high = [max(losses) - m for m, (_, losses) in zip(means, cells)]
-        ax.errorbar([w for w, _ in cells], means, yerr=[low, high], marker="o", capsize=3,
-                    label=f"contextlm, {enc} encoder layers")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({a["model"]["chunk_size"] for a in contextlm}))
-    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.set_xlabel("chunk size w")
-    ax.set_ylabel("final validation loss")
-    ax.set_title(f"{title}\nmean over {len(seeds)} seed(s)" + (", bars: min-max" if len(seeds) > 1 else ""))
-    save_plot(fig, path)
-
-
 # ---------------------------------------------------------------- the stability sweep
 
 def sweep_cells(c):
@@ -620,24 +543,6 @@ def sweep_markdown(c, cells, seeds):
         "zeros, minus its val loss (mean over seeds): how much the decoder relies on the context.", ""])
 
 
-def plot_sweep(cells, path, title):
-    """contextlm − gpt (mean over seeds) and ‖ĉ‖/‖h‖ (every seed) over iterations, a line per cell."""
-    fig, (delta_ax, ratio_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, cell in cells.items():
-        line, = delta_ax.plot(*zip(*cell["delta_curve"]), label=name)
-        for i, curve in enumerate(cell["context_ratio_curves"].values()):
-            ratio_ax.plot(*zip(*curve), color=line.get_color(), alpha=0.7, label=name if i == 0 else None)
-    delta_ax.axhline(0, color="k", linewidth=1)
-    delta_ax.set_ylabel("val loss, contextlm − gpt (mean over seeds)")
-    delta_ax.set_title(f"{title}\nafter warmup")
-    ratio_ax.set_yscale("log", nonpositive="mask")  # 0 at iteration 0: the gain starts there
-    ratio_ax.set_ylabel("‖ĉ‖ / ‖h‖ at the injection")
-    ratio_ax.set_title("the context's size beside the token state")
-    for ax in (delta_ax, ratio_ax):
-        ax.set_xlabel("iteration")
-    save_plot(fig, path)
-
-
 def run_sweep(c, seeds, master):
     """Train and report the stability sweep: gpt and contextlm in every cell (sweep_cells)."""
     cells = {}
@@ -656,7 +561,7 @@ def run_sweep(c, seeds, master):
         f.write(table)
     with writing(stem + ".json"), open(stem + ".json", "w") as f:
         json.dump({"study": "sweep", "seeds": seeds, "config": c, "cells": cells}, f, indent=1)
-    plot_sweep(cells, stem + ".png", f"stability sweep, context_scale={c['context_scale']}")
+    plot_study_sweep(cells, stem + ".png", f"stability sweep, context_scale={c['context_scale']}")
     print("\n" + table)
     print(f"wrote {stem}.md, {stem}.json and {stem}.png")
 
@@ -678,13 +583,6 @@ def study_config(argv):
     return c
 
 
-def duration(seconds):
-    """Like 1h02m, 12m05s or 40s."""
-    minutes, s = divmod(round(seconds), 60)
-    h, m = divmod(minutes, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
-
-
 def run_all(c, arms, seeds, master):
     """Train every run of the study, or reuse it where it finished earlier, seed by seed (early
     seeds are complete first), with one progress line a run; {arm: {seed: collect()}} on rank 0."""
@@ -696,9 +594,9 @@ def run_all(c, arms, seeds, master):
     t0, trained, trained_s = time.time(), 0, 0.0
     for i, ((name, seed, cfg), done) in enumerate(zip(todo, earlier), 1):
         # time left: the mean time of the runs trained so far, times the runs still to train
-        left = f", about {duration(trained_s / trained * (to_train - trained))} left" if trained else ""
+        left = f", about {train.format_duration(trained_s / trained * (to_train - trained))} left" if trained else ""
         print(f"[run {i}/{len(todo)}] {name}-s{seed} in {cfg['out_dir']} "
-              f"({duration(time.time() - t0)} elapsed{left}): ", end="", flush=True)
+              f"({train.format_duration(time.time() - t0)} elapsed{left}): ", end="", flush=True)
         status = "finished earlier, reused"
         if done is None:
             done = train_run(cfg, master)
@@ -753,9 +651,9 @@ def main(argv=None):
                    "same_batches_checked": True, "arms": summary,
                    "equal_budgets": budgets, "comparisons": tests}, f, indent=1)
     png = stem + ".png" if c["ablation"] else os.path.join(c["out_dir"], "curves.png")
-    (plot_ablation if c["ablation"] else plot_curves)(summary, seeds, png, title)
+    (plot_study_ablation if c["ablation"] else plot_study_curves)(summary, seeds, png, title)
     efficiency_png = os.path.join(c["out_dir"], ("ablation_" if c["ablation"] else "") + "efficiency.png")
-    plot_efficiency(summary, seeds, budgets, efficiency_png, title)
+    plot_study_efficiency(summary, seeds, budgets, efficiency_png, title)
     print("\n" + table)
     print(f"wrote {stem}.md, {stem}.json, {png} and {efficiency_png}")
 

@@ -68,9 +68,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from common import (Tokenizer, UserError, at_least, check_same_tokenizer, checkpoint_path, is_pretrained,
-                    load_checkpoint, load_meta, model_from_checkpoint, model_from_hf, open_split, parse_config,
-                    pretrained_tokenizer, run_main, setup_device, write_text)
+from checkpoint import checkpoint_path, is_pretrained, load_run
+from config import UserError, at_least, parse_config, run_main, write_text
+from data import Tokenizer, check_same_tokenizer, load_meta, open_split
+from device import setup_device
 
 DEFAULTS = dict(
     ckpt="out",                  # comma-separated checkpoint directories (each holds ckpt.pt), GPT-2 or Pythia names
@@ -93,7 +94,7 @@ DEFAULTS = dict(
 # the harness's acc (acc_norm is in the JSON too).
 PAPER_TASKS = ("lambada_openai", "arc_easy", "lambada_standard", "arc_challenge", "winogrande", "piqa", "hellaswag",
                "sciq", "race")
-# the valid values of the options above that need a check (common's; stride <= block_size: main)
+# the valid values of the options above that need a check (config's; stride <= block_size: main)
 CHECKS = dict(stride=at_least(0, "0 = block_size // 2"), batch_size=at_least(1), max_tokens=at_least(0, "0 = all"),
               num_fewshot=at_least(0), limit=at_least(0, "0 = all"))
 
@@ -206,93 +207,14 @@ def loss_by_position(model, ids, block_size, batch_size, device, autocast):
 
 @functools.cache
 def harness_lm_class():
-    """HarnessLM, this repo's GPT as an lm-evaluation-harness model. Built at first use, so that
-    lm_eval is imported only when --tasks is used. The harness's TemplateLM turns each request's
-    text into token ids its own way (context and continuation encoded together, then split;
-    trailing spaces of the context moved to the continuation); the scoring is ours."""
+    """harness.HarnessLM, this repo's GPT as an lm-evaluation-harness model, scoring with this
+    file's functions. Imported at first use, so that lm_eval is needed only when --tasks is used."""
     try:
-        from lm_eval.api.model import TemplateLM
+        import lm_eval.api.model  # noqa: F401
     except ImportError:
         raise UserError("--tasks needs lm-evaluation-harness: pip install -r requirements-eval.txt")
-
-    class HarnessLM(TemplateLM):
-
-        def __init__(self, model, tokenizer, name, stride, batch_size, device, autocast):
-            super().__init__()
-            self.model, self.tok, self.name = model, tokenizer, name
-            self.block_size = model.config.block_size
-            self.stride, self.batch_size = stride, batch_size
-            self._device, self.autocast = device, autocast
-
-        @property
-        def eot_token_id(self):
-            """<|endoftext|>: the harness's context for a text that has none (BPE tokenizers only)."""
-            if self.tok.eot_token is None:
-                raise UserError(f"{self.name}: this task scores text with no context before it, and a character-level "
-                                "model has no <|endoftext|> to start from: evaluate a GPT-2 BPE checkpoint on it")
-            return self.tok.eot_token
-
-        def tok_encode(self, string, add_special_tokens=None, **kwargs):
-            try:
-                return self.tok.encode(string)
-            except UserError as e:  # a character the model's vocabulary lacks
-                raise UserError(f"{self.name} cannot read this task: {e}; evaluate a GPT-2 BPE checkpoint on it, "
-                                "or a task written in the model's characters")
-
-        def _loglikelihood_tokens(self, requests, disable_tqdm=False, **kwargs):
-            """[(log-likelihood, is_greedy)] of each request ((context, continuation), context ids,
-            continuation ids)."""
-            pairs = [(context, continuation) for _, context, continuation in requests]
-            return score_continuations(self.model, pairs, self.block_size, self.batch_size, self._device,
-                                       self.autocast)
-
-        def loglikelihood_rolling(self, requests, disable_tqdm=False):
-            """The log-likelihood of each request's text, every token scored once by eval.py's sliding
-            window, after <|endoftext|> (GPT-2 BPE; a character-level model scores all but the first)."""
-            prefix = [] if self.tok.eot_token is None else [self.eot_token_id]
-            out = []
-            for (text,) in [r.args for r in requests]:
-                ids = torch.tensor(prefix + self.tok_encode(text))
-                total, _ = sliding_window_nll(self.model, ids, self.block_size, self.stride, self.batch_size,
-                                              self._device, self.autocast)
-                out.append(-total)
-            return out
-
-        def generate_until(self, requests, disable_tqdm=False):
-            """Each request's (context, generation kwargs) -> the text model.generate (KV cache)
-            appends, cut before the first of the `until` strings; greedy unless do_sample."""
-            out = []
-            for context, kwargs in [r.args for r in requests]:
-                kwargs = dict(kwargs)
-                until = kwargs.pop("until", None) or []
-                until = [until] if isinstance(until, str) else list(until)
-                max_gen_toks = int(kwargs.pop("max_gen_toks", 256))
-                temperature = float(kwargs.pop("temperature", 1.0))
-                if not kwargs.pop("do_sample", False):
-                    temperature = 0.0  # greedy, as the harness's models decode unless a task samples
-                top_k = kwargs.pop("top_k", None)
-                if kwargs.pop("top_p", 1.0) not in (None, 1.0) or kwargs:
-                    raise UserError(f"generation_kwargs {sorted(kwargs) or ['top_p']} are not supported "
-                                    "(model.generate takes until, max_gen_toks, do_sample, temperature, top_k): "
-                                    "drop them from the task's YAML")
-                if self.tok.eot_token is not None:
-                    until.append(self.tok.decode([self.eot_token_id]))
-                ids = self.tok_encode(context) if context else [self.eot_token_id]
-                # leave room for the answer in the window, as the harness's own models do, so that
-                # it decodes from one KV cache; a window too short for that slides (model.generate)
-                keep = self.block_size - max_gen_toks if max_gen_toks < self.block_size else self.block_size
-                ids = torch.tensor([ids[-keep:]], device=self._device)
-                with self.autocast:
-                    new = self.model.generate(ids, max_gen_toks, temperature=temperature, top_k=top_k,
-                                              vocab_size=self.tok.vocab_size,
-                                              stop_token=self.tok.eot_token)[0, ids.size(1):]
-                text = self.tok.decode(new.tolist())
-                for stop in until:
-                    text = text.split(stop)[0]
-                out.append(text)
-            return out
-
-    return HarnessLM
+    from harness import HarnessLM
+    return functools.partial(HarnessLM, score_pairs=score_continuations, score_text=sliding_window_nll)
 
 
 @functools.cache
@@ -364,26 +286,10 @@ def load_dataset(data_root, name, max_tokens):
     return torch.from_numpy(data.astype(np.int64)), split, meta
 
 
-def is_hf(spec):
-    """Whether --ckpt's entry names Hugging Face weights (GPT-2's or Pythia's, by name or local
-    folder: common.is_pretrained); a train.py run directory of the same name wins."""
-    if spec.endswith(".pt") or os.path.isfile(os.path.join(spec, "ckpt.pt")):
-        return False
-    return is_pretrained(spec)
-
-
 def load_model(spec):
     """(model on the CPU in eval mode, its tokenizer's meta, the row's name) of a train.py
-    checkpoint, or of Hugging Face weights (is_hf) as they are: GPT-2 or Pythia, no predictor."""
-    if is_hf(spec):
-        meta = pretrained_tokenizer(spec)
-        model = model_from_hf(spec, {"n_ctx_layer": 0})
-    else:
-        checkpoint = load_checkpoint(spec)
-        if "meta" not in checkpoint:
-            raise UserError(f"{spec}: the checkpoint does not say which tokenizer it uses (no 'meta'): "
-                            "train it again with train.py")
-        model, meta = model_from_checkpoint(checkpoint, spec), checkpoint["meta"]
+    checkpoint, or of Hugging Face weights as they are: GPT-2 or Pythia, no predictor."""
+    model, meta, _ = load_run(spec)
     n = model.param_breakdown()
     # a row is named after the checkpoint's folder
     path = os.path.normpath(os.path.dirname(spec) if spec.endswith(".pt") else spec)
@@ -493,7 +399,7 @@ def main():
     data = {name: load_dataset(c["data_root"], name, c["max_tokens"]) for name in datasets}
     tasks = resolve_tasks(c["tasks"], c["include_path"]) if c["tasks"] else []
     for spec in ckpts:
-        if not is_hf(spec):
+        if not is_pretrained(spec):
             checkpoint_path(spec)
     json_dir = os.path.dirname(c["json"]) or "."
     if c["json"] and not (os.path.isdir(json_dir) and os.access(json_dir, os.W_OK)):

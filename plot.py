@@ -17,9 +17,11 @@ paper's Figure 5 question)?
 Layers count the token layers transformer.h (encoder, then decoder), negative from the end.
 """
 
+import io
 import json
 import math
 import os
+import statistics
 import sys
 
 import matplotlib
@@ -27,10 +29,52 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402  (a dependency of matplotlib)
 from torch.nn import functional as F  # noqa: E402
 
-from common import (UserError, checkpoint_tokenizer, load_checkpoint, model_from_checkpoint,  # noqa: E402
-                    parse_config, read_log, run_main, save_figure, setup_device)
+from checkpoint import load_run  # noqa: E402
+from config import UserError, WriteError, parse_config, run_main  # noqa: E402
+from data import Tokenizer  # noqa: E402
+from device import setup_device  # noqa: E402
+
+
+# ---------------------------------------------------------------- run logs and figures (compare.py and bench.py too)
+
+def read_log(run_dir):
+    """(training rows, evaluation rows) of train.py's run_dir/log.jsonl, each sorted by iteration,
+    one row per iteration: a resumed run repeats iterations, and the last row for each one wins."""
+    path = os.path.join(run_dir, "log.jsonl")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} is missing: train with `python train.py --out_dir={run_dir}` or fix the path")
+    rows = ({}, {})  # training, evaluation (rows with val_loss)
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a crash; the rest is still good
+                print(f"warning: {path}:{n} is not valid JSON, skipped", file=sys.stderr)
+                continue
+            if not (isinstance(row, dict) and isinstance(row.get("iter"), int)):
+                print(f"warning: {path}:{n} is not a row of train.py's log (no 'iter'), skipped", file=sys.stderr)
+                continue
+            rows["val_loss" in row][row["iter"]] = row
+    return tuple([by_iter[it] for it in sorted(by_iter)] for by_iter in rows)
+
+
+def save_figure(fig, path):
+    """Save a matplotlib figure as a compact PNG and close it. Plots use few colours, so a
+    128-colour palette looks the same at a quarter of the size (figures live in the repo)."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    image = Image.open(buf).convert("RGB").quantize(colors=128)
+    try:
+        image.save(path, optimize=True)
+    except (OSError, ValueError) as e:  # no such folder, no permission, a full disk; an unknown extension
+        raise WriteError(f"cannot write {path} ({getattr(e, 'strerror', None) or e}): give a .png path in an "
+                         "existing folder that can be written") from e
+
 
 CURVES_DEFAULTS = dict(
     runs="",            # comma-separated out_dirs of train.py runs (each holds log.jsonl)
@@ -215,9 +259,8 @@ def plot_attention(c):
 
     panels = []
     for d in ckpts:
-        checkpoint = load_checkpoint(d)
-        tokenizer = checkpoint_tokenizer(checkpoint, d)
-        model = model_from_checkpoint(checkpoint, d).eval().to(device)
+        model, meta, _ = load_run(d, hf=False)
+        model, tokenizer = model.eval().to(device), Tokenizer(meta)
         ids = tokenizer.encode(prompt)
         if len(ids) > model.config.block_size:
             raise UserError(f"the prompt has {len(ids)} tokens, more than {d}'s block_size="
@@ -244,6 +287,99 @@ def plot_attention(c):
     save_figure(fig, c["out"])
     print(f"wrote {c['out']}")
     return fig
+
+
+# ---------------------------------------------------------------- the study's figures (compare.py draws them)
+
+def save_plot(fig, path):
+    """Grid and legend, then plot.save_figure."""
+    for ax in fig.axes:
+        ax.grid(alpha=0.3)
+    fig.axes[0].legend()
+    save_figure(fig, path)
+
+
+def band_plot(ax, curves, label, from_x=0):
+    """Mean over seeds as a line, min-max over seeds as a band, of curves {seed: [(x, loss)]}
+    (x: iteration, FLOPs or seconds; from_x on), at the seeds' mean x of each evaluation."""
+    xs = [statistics.mean(x) for x in zip(*[[x for x, _ in curve] for curve in curves.values()])]
+    by_eval = list(zip(*[[loss for _, loss in curve] for curve in curves.values()]))  # (evaluations, seeds)
+    xs, by_eval = zip(*[(x, losses) for x, losses in zip(xs, by_eval) if x >= from_x])
+    line, = ax.plot(xs, [statistics.mean(v) for v in by_eval], label=label)
+    if len(curves) > 1:
+        ax.fill_between(xs, [min(v) for v in by_eval], [max(v) for v in by_eval], color=line.get_color(), alpha=0.2)
+
+
+def plot_study_curves(summary, seeds, path, title):
+    """The whole run, and its second half zoomed in, where the arms' differences show."""
+    fig, (whole, zoom) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, a in summary.items():
+        last = max(it for curve in a["curves"].values() for it, _ in curve)
+        band_plot(whole, a["curves"], name)
+        band_plot(zoom, a["curves"], name, from_x=last / 2)
+    for ax in (whole, zoom):
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("validation loss")
+    whole.set_title(f"{title}\nmean over {len(seeds)} seed(s)" + (", band: min-max" if len(seeds) > 1 else ""))
+    zoom.set_title("second half, zoomed in")
+    save_plot(fig, path)
+
+
+def plot_study_efficiency(summary, seeds, budgets, path, title):
+    """Val loss against training FLOPs and against training seconds, from a quarter of the equal
+    budget on (the start dwarfs the differences), the equal budget as a dotted line."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, kind, label in zip(axes, ("flops", "seconds"), ("training FLOPs", "training seconds (wall clock)")):
+        for name, a in summary.items():
+            band_plot(ax, a[f"{kind}_curves"], name, from_x=budgets[kind] / 4)
+        ax.axvline(budgets[kind], color="k", linestyle=":", linewidth=1)
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation loss")
+    axes[0].set_title(f"{title}\nmean over {len(seeds)} seed(s)" + (", band: min-max" if len(seeds) > 1 else ""))
+    axes[1].set_title("against time; dotted: the equal budgets")
+    save_plot(fig, path)
+
+
+def plot_study_ablation(summary, seeds, path, title):
+    """Final val loss against chunk size, one line per encoder depth, gpt as a horizontal band."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    gpt = list(summary["gpt"]["final_val_loss"].values())
+    ax.axhline(statistics.mean(gpt), color="k", linestyle="--", label="gpt")
+    ax.axhspan(min(gpt), max(gpt), color="k", alpha=0.1)
+    contextlm = [a for a in summary.values() if a["model"]["n_ctx_layer"]]
+    for enc in sorted({a["model"]["n_enc_layer"] for a in contextlm}):
+        cells = sorted((a["model"]["chunk_size"], list(a["final_val_loss"].values()))
+                       for a in contextlm if a["model"]["n_enc_layer"] == enc)
+        means = [statistics.mean(losses) for _, losses in cells]
+        low = [m - min(losses) for m, (_, losses) in zip(means, cells)]
+        high = [max(losses) - m for m, (_, losses) in zip(means, cells)]
+        ax.errorbar([w for w, _ in cells], means, yerr=[low, high], marker="o", capsize=3,
+                    label=f"contextlm, {enc} encoder layers")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({a["model"]["chunk_size"] for a in contextlm}))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_xlabel("chunk size w")
+    ax.set_ylabel("final validation loss")
+    ax.set_title(f"{title}\nmean over {len(seeds)} seed(s)" + (", bars: min-max" if len(seeds) > 1 else ""))
+    save_plot(fig, path)
+
+
+def plot_study_sweep(cells, path, title):
+    """contextlm − gpt (mean over seeds) and ‖ĉ‖/‖h‖ (every seed) over iterations, a line per cell."""
+    fig, (delta_ax, ratio_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, cell in cells.items():
+        line, = delta_ax.plot(*zip(*cell["delta_curve"]), label=name)
+        for i, curve in enumerate(cell["context_ratio_curves"].values()):
+            ratio_ax.plot(*zip(*curve), color=line.get_color(), alpha=0.7, label=name if i == 0 else None)
+    delta_ax.axhline(0, color="k", linewidth=1)
+    delta_ax.set_ylabel("val loss, contextlm − gpt (mean over seeds)")
+    delta_ax.set_title(f"{title}\nafter warmup")
+    ratio_ax.set_yscale("log", nonpositive="mask")  # 0 at iteration 0: the gain starts there
+    ratio_ax.set_ylabel("‖ĉ‖ / ‖h‖ at the injection")
+    ratio_ax.set_title("the context's size beside the token state")
+    for ax in (delta_ax, ratio_ax):
+        ax.set_xlabel("iteration")
+    save_plot(fig, path)
 
 
 # ---------------------------------------------------------------- the script

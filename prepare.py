@@ -44,8 +44,8 @@ import sys
 
 import numpy as np
 
-from common import PYTHIA_TOKENIZER, UserError, at_least, between, gpt2_encoding, neox_tokenizer, parse_config, \
-    run_main, writing
+from config import UserError, at_least, between, parse_config, run_main, writing
+from data import PYTHIA_TOKENIZER, gpt2_encoding, neox_tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -62,7 +62,7 @@ DEFAULTS = dict(
     ckpt="",                   # alpaca: take the tokenizer from this train.py checkpoint (its out_dir) instead
 )
 
-# the valid values of the options above that need a check (common's; the others: where they are read)
+# the valid values of the options above that need a check (config's; the others: where they are read)
 CHECKS = dict(num_proc=at_least(1), val_fraction=between(0, 1, low_open=True), seed=at_least(0))
 
 
@@ -79,7 +79,7 @@ def bpe_encoder(kind, path):
     if kind == "gpt2":
         enc = gpt2_encoding()
         return enc.encode_ordinary, enc.eot_token, enc.n_vocab
-    tok = neox_tokenizer(path)  # common.Tokenizer's, so that sample.py and eval.py read the same ids
+    tok = neox_tokenizer(path)  # data.Tokenizer's, so that sample.py and eval.py read the same ids
     tok.encode_special_tokens = True
     return (lambda text: tok.encode(text, add_special_tokens=False).ids), tok.token_to_id("<|endoftext|>"), \
         tok.get_vocab_size(with_added_tokens=True)
@@ -442,11 +442,12 @@ def read_instructions(source, num_proc):
 
 def instruction_tokenizer(config):
     """(Tokenizer, its meta.json entries): --tokenizer's, or with --ckpt the checkpoint's."""
-    from common import Tokenizer, checkpoint_tokenizer, load_checkpoint
+    from data import Tokenizer
     if config["ckpt"]:
-        checkpoint = load_checkpoint(config["ckpt"])
-        tokenizer = checkpoint_tokenizer(checkpoint, config["ckpt"])
-        described = {k: v for k, v in checkpoint["meta"].items() if k in ("tokenizer", "tokenizer_path")}
+        from checkpoint import load_checkpoint, run_meta  # (loads PyTorch)
+        meta = run_meta(load_checkpoint(config["ckpt"]), config["ckpt"])
+        tokenizer = Tokenizer(meta)
+        described = {k: v for k, v in meta.items() if k in ("tokenizer", "tokenizer_path")}
     else:  # main() has checked --tokenizer
         described = {"tokenizer": config["tokenizer"]}
         if config["tokenizer"] == "neox":
@@ -459,12 +460,12 @@ def instruction_tokenizer(config):
 
 
 def alpaca(config):
-    """Instruction data: each example is its Alpaca prompt (common.alpaca_prompt), then its output
+    """Instruction data: each example is its Alpaca prompt (data.alpaca_prompt), then its output
     and the end-of-text token, in the tokenizer of the model to fine-tune. A shuffled val_fraction
     of the examples (at least one) is val. Each split's examples are written back to back, and
     their bounds [start, target_start, end] to <split>.examples.npy: the response is
     ids[target_start:end], the only tokens train.py trains on."""
-    from common import alpaca_prompt
+    from data import alpaca_prompt
     if not 0 < config["val_fraction"] < 1:
         raise UserError(f"--val_fraction={config['val_fraction']}: must be between 0 and 1")
     tokenizer, described = instruction_tokenizer(config)

@@ -25,9 +25,10 @@ import uuid
 
 import torch
 
-from common import (SEED, TEMPLATES, Tokenizer, UserError, alpaca_prompt, at_least, checkpoint_tokenizer,
-                    load_checkpoint, model_from_checkpoint, model_from_hf, one_of, or_none, parse_config,
-                    pretrained_tokenizer, run_main, setup_device, write_text)
+from checkpoint import load_run
+from config import SEED, UserError, at_least, one_of, or_none, parse_config, run_main, write_text
+from data import TEMPLATES, Tokenizer, alpaca_prompt
+from device import setup_device
 
 DEFAULTS = dict(
     init_from="resume",   # 'resume' (out_dir/ckpt.pt), a GPT-2 or Pythia name, or a local Hugging Face folder
@@ -46,7 +47,7 @@ DEFAULTS = dict(
     answers="",           # the answer file; '' = model_answer/<run>.jsonl beside the question file
 )
 
-# the valid values of the options above that need a check (common's; the prompt: read_prompt)
+# the valid values of the options above that need a check (config's; the prompt: read_prompt)
 CHECKS = dict(
     num_samples=at_least(1), max_new_tokens=at_least(1),
     temperature=at_least(0, "0 = greedy"),  # a negative one would quietly favour the least likely tokens
@@ -68,19 +69,6 @@ def latest_run():
     path = max(found, key=os.path.getmtime)
     print(f"sampling from {path}, the most recent checkpoint; --out_dir=DIR picks another", file=sys.stderr)
     return os.path.dirname(path)
-
-
-def load_model(init_from, out_dir, device):
-    """(model, tokenizer) from a train.py checkpoint (out_dir's) or from GPT-2 or Pythia weights,
-    with the tokenizer they were trained with."""
-    if init_from == "resume":
-        checkpoint = load_checkpoint(out_dir)
-        model = model_from_checkpoint(checkpoint, out_dir)
-        tokenizer = checkpoint_tokenizer(checkpoint, out_dir)
-    else:
-        tokenizer = Tokenizer(pretrained_tokenizer(init_from))
-        model = model_from_hf(init_from, {"n_ctx_layer": 0})  # GPT-2 and Pythia have no predictor
-    return model.eval().to(device), tokenizer
 
 
 def read_prompt(start):
@@ -183,7 +171,9 @@ def main():
     device, _, _, autocast = setup_device(c["device"], c["dtype"])
     torch.manual_seed(c["seed"])
     out_dir = c["out_dir"] or (latest_run() if c["init_from"] == "resume" else "")
-    model, tokenizer = load_model(c["init_from"], out_dir, device)
+    # a train.py run, or GPT-2's or Pythia's weights as published (no predictor)
+    model, meta, _ = load_run(out_dir, hf=False) if c["init_from"] == "resume" else load_run(c["init_from"])
+    model, tokenizer = model.eval().to(device), Tokenizer(meta)
     if c["template"] and tokenizer.eot_token is None:
         raise UserError("--template needs a model with an end-of-text token; this one reads characters")
     if c["compile"]:

@@ -40,15 +40,18 @@ from contextlib import nullcontext
 from dataclasses import asdict, fields
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from common import (MODEL_KEYS, NOT_EMPTY, SEED, UserError, above, at_least, between,
-                    check_same_tokenizer, get_batch, is_pretrained, load_checkpoint, load_meta, model_from_checkpoint,
-                    model_from_hf, one_of, open_examples, open_split, parse_config, peak_flops, pretrained_tokenizer,
-                    run_main, same_tokenizer, sample_offsets, save_checkpoint, setup_device, writing)
-from model import CONTEXT_SCALES, FIELDS_BEFORE_THEY_EXISTED, GPT, GPTConfig
+from checkpoint import is_pretrained, is_run, load_run, pretrained_tokenizer, save_checkpoint
+from config import NOT_EMPTY, SEED, UserError, above, at_least, between, one_of, parse_config, run_main, writing
+from data import Examples, check_same_tokenizer, load_meta, open_examples, open_split, same_tokenizer
+from device import peak_flops, setup_device
+from model import FIELDS_BEFORE_THEY_EXISTED, GPT, GPTConfig
+
+MODEL_KEYS = tuple(f.name for f in fields(GPTConfig))  # the config keys that shape the model
 
 # The paper's ContextLM-Base run (Table 1). config/train_contextlm_owt.py says the same with its
 # own names (out_dir, wandb_run_name); tests/test_train.py checks that the two agree.
@@ -107,16 +110,12 @@ DEFAULTS = dict(
     seed=1337,                    # seeds the model init and, separately, the batch sampler
 )
 
-# The valid values of the options above that a bad value would crash or quietly spoil (common's
-# checks; device and dtype: common.setup_device). Options that must agree: check_config.
+# The valid values of the options above that a bad value would crash or quietly spoil (config's
+# checks; device and dtype: device.setup_device). The model's fields are GPTConfig's to check, and
+# options that must agree check_config's.
 CHECKS = dict(
     out_dir=NOT_EMPTY, eval_interval=at_least(1), log_interval=at_least(1), eval_iters=at_least(1),
     dataset=NOT_EMPTY, gradient_accumulation_steps=at_least(1), batch_size=at_least(1), block_size=at_least(1),
-    n_layer=at_least(1), n_head=at_least(1), n_embd=at_least(1), dropout=between(0, 1),
-    chunk_size=at_least(1), n_ctx_layer=at_least(0, "0 = plain GPT-2"), n_enc_layer=at_least(0),
-    context_scale=one_of(*CONTEXT_SCALES), context_gain_init=between(-1e3, 1e3),
-    rotary_pct=between(0, 1, "0 = learned positions", high_closed=True), rotary_base=above(0),
-    gelu_approximate=one_of("tanh", "none"), layer_norm_eps=above(0),
     learning_rate=above(0), max_iters=at_least(0), weight_decay=at_least(0), beta1=between(0, 1),
     beta2=between(0, 1), grad_clip=at_least(0, "0 disables clipping"),
     warmup_iters=at_least(0), lr_decay_iters=at_least(0), min_lr=at_least(0),
@@ -132,23 +131,23 @@ def train(config):
     """Train as `config` (a dict of DEFAULTS' keys) says. Returns a summary: iter_num (where it
     stopped), best_val_loss, val_loss (the last evaluation's), data_hash, params (param_breakdown)."""
     check_config(config)
-    c = SimpleNamespace(**config)  # the config is read as c.key from here on
+    c = config
 
     # ---- processes and device
     p = setup_processes(c)
-    tokens_per_iter = c.gradient_accumulation_steps * c.batch_size * c.block_size
+    tokens_per_iter = c["gradient_accumulation_steps"] * c["batch_size"] * c["block_size"]
     if p.master:
-        print(f"tokens per iteration: {tokens_per_iter:,} ({c.gradient_accumulation_steps} micro-batches "
-              f"of {c.batch_size} x {c.block_size}, {p.world_size} process(es)) on {p.device}, {p.ptdtype}")
+        print(f"tokens per iteration: {tokens_per_iter:,} ({c['gradient_accumulation_steps']} micro-batches "
+              f"of {c['batch_size']} x {c['block_size']}, {p.world_size} process(es)) on {p.device}, {p.ptdtype}")
 
     # ---- data
     meta, train_data, val_data = load_data(c, p.master)
     if p.master:  # only once the data is there: a run that cannot start leaves no empty out_dir behind
-        with writing(c.out_dir):
-            os.makedirs(c.out_dir, exist_ok=True)
+        with writing(c["out_dir"]):
+            os.makedirs(c["out_dir"], exist_ok=True)
 
     # ---- model, optimizer and batch sampler: new, or as the run in out_dir left them
-    ckpt_path = os.path.join(c.out_dir, "ckpt.pt")
+    ckpt_path = os.path.join(c["out_dir"], "ckpt.pt")
     raw_model, optimizer, scaler, data_gen, progress = build_or_resume(c, p, meta, ckpt_path, tokens_per_iter)
     iter_num, best_val_loss, tokens_seen, data_hash = progress
     model, train_model = compile_and_wrap(raw_model, c, p)  # raw_model's weights are what a checkpoint saves
@@ -156,8 +155,8 @@ def train(config):
     stop_signals, previous_handlers = catch_stop_signals()
 
     # ---- the training loop
-    flops_per_token, last_val = raw_model.flops_per_token(c.block_size), None
-    clock = StepClock(raw_model, p.micro_steps * c.batch_size, p.device)
+    flops_per_token, last_val = raw_model.flops_per_token(c["block_size"]), None
+    clock = StepClock(raw_model, p.micro_steps * c["batch_size"], p.device)
     try:
         while True:
             lr = get_lr(iter_num, c)
@@ -165,38 +164,39 @@ def train(config):
                 group["lr"] = lr
 
             # evaluate, and checkpoint
-            if p.master and (iter_num % c.eval_interval == 0 or iter_num == c.max_iters or c.eval_only):
-                last = c.eval_only or iter_num >= c.max_iters
+            if p.master and (iter_num % c["eval_interval"] == 0 or iter_num == c["max_iters"] or c["eval_only"]):
+                last = c["eval_only"] or iter_num >= c["max_iters"]
                 losses = estimate_loss(model, raw_model, train_data, val_data, c, p, last)
                 last_val = losses["val_loss"]
                 print(f"step {iter_num}: " + ", ".join(f"{LOSS_NAMES[k]} {v:.4f}" for k, v in losses.items()))
                 run_log.write({"iter": iter_num, "tokens": tokens_seen, "flops": tokens_seen * flops_per_token,
                                **losses, "lr": lr, "data_hash": data_hash})
-                if last_val < best_val_loss or c.always_save_checkpoint:
+                if last_val < best_val_loss or c["always_save_checkpoint"]:
                     best_val_loss = min(best_val_loss, last_val)
                     if iter_num > 0:
                         save_training_state(ckpt_path, raw_model, optimizer, scaler, data_gen, config, meta,
                                             iter_num, best_val_loss, tokens_seen, data_hash)
                         print(f"saved checkpoint to {ckpt_path}")
                 clock.restart()  # keep evaluation out of the next step's timing
-            if c.eval_only or iter_num >= c.max_iters:
+            if c["eval_only"] or iter_num >= c["max_iters"]:
                 break
 
             # one optimizer step over the global batch
-            offsets = sample_offsets(train_data, c.block_size, (c.gradient_accumulation_steps, c.batch_size), data_gen)
+            shape = (c["gradient_accumulation_steps"], c["batch_size"])
+            offsets = sample_offsets(train_data, c["block_size"], shape, data_gen)
             data_hash = hashlib.sha256(bytes.fromhex(data_hash) + offsets.numpy().tobytes()).hexdigest()
             loss = train_step(train_model, raw_model, optimizer, scaler, train_data, offsets, iter_num, c, p)
             tokens_seen += tokens_per_iter
 
             # timing and logging
             dt = clock.lap(iter_num)
-            if iter_num % c.log_interval == 0:
+            if iter_num % c["log_interval"] == 0:
                 if p.ddp:  # report the loss of the global batch, not just this rank's share
                     dist.all_reduce(loss, op=dist.ReduceOp.AVG)
                 if p.master:
                     lossf, mfu = loss.item(), clock.mfu(iter_num)
-                    print(step_line(iter_num, c.max_iters, lossf, lr, dt, tokens_per_iter, mfu,
-                                    clock.eta(iter_num, c.max_iters)))
+                    print(step_line(iter_num, c["max_iters"], lossf, lr, dt, tokens_per_iter, mfu,
+                                    clock.eta(iter_num, c["max_iters"])))
                     run_log.write({"iter": iter_num, "tokens": tokens_seen, "flops": tokens_seen * flops_per_token,
                                    "train_loss": lossf, "lr": lr, "tokens_per_sec": tokens_per_iter / dt, "mfu": mfu})
             iter_num += 1
@@ -224,19 +224,19 @@ def train(config):
 def check_config(config):
     """Refuse, in one line and before any work, what CHECKS cannot see option by option: a new
     model's fields together (GPTConfig), and a learning-rate schedule get_lr cannot follow."""
-    c = SimpleNamespace(**config)
-    if c.init_from == "scratch":  # (a resumed or pretrained model's shape is checked as it loads)
+    c = config
+    if c["init_from"] == "scratch":  # (a resumed or pretrained model's shape is checked as it loads)
         try:
-            GPTConfig(**{k: getattr(c, k) for k in MODEL_KEYS if hasattr(c, k)})
-        except ValueError as e:
-            raise UserError(f"invalid model configuration: {e}")
-    if c.decay_lr and c.min_lr > c.learning_rate:
-        raise UserError(f"--min_lr={c.min_lr} is above --learning_rate={c.learning_rate}: the schedule decays "
+            GPTConfig(**{k: c[k] for k in MODEL_KEYS if k in c})
+        except ValueError as e:  # GPTConfig names the field: say it as the option that set it
+            raise UserError(f"invalid model configuration: --{e}")
+    if c["decay_lr"] and c["min_lr"] > c["learning_rate"]:
+        raise UserError(f"--min_lr={c['min_lr']} is above --learning_rate={c['learning_rate']}: the schedule decays "
                         "from learning_rate down to min_lr (or use --decay_lr=False)")
     # the decay starts at warmup_iters and ends at lr_decay_iters: a run that gets there needs one in between
-    if c.decay_lr and c.lr_decay_iters <= c.warmup_iters <= c.max_iters:
-        raise UserError(f"--warmup_iters={c.warmup_iters} leaves no decay before --lr_decay_iters={c.lr_decay_iters}: "
-                        "make lr_decay_iters larger than warmup_iters")
+    if c["decay_lr"] and c["lr_decay_iters"] <= c["warmup_iters"] <= c["max_iters"]:
+        raise UserError(f"--warmup_iters={c['warmup_iters']} leaves no decay before "
+                        f"--lr_decay_iters={c['lr_decay_iters']}: make lr_decay_iters larger than warmup_iters")
 
 
 def setup_processes(c):
@@ -246,50 +246,50 @@ def setup_processes(c):
     Under torchrun, joins the process group."""
     ddp = int(os.environ.get("RANK", -1)) != -1
     rank, local_rank, world_size = 0, 0, 1
-    device, device_type, ptdtype, autocast = setup_device(c.device, c.dtype)
+    device, device_type, ptdtype, autocast = setup_device(c["device"], c["dtype"])
     if ddp:
         rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
         world_size = int(os.environ["WORLD_SIZE"])
-        if c.gradient_accumulation_steps % world_size:
-            raise UserError(f"gradient_accumulation_steps={c.gradient_accumulation_steps} is not divisible by "
+        if c["gradient_accumulation_steps"] % world_size:
+            raise UserError(f"gradient_accumulation_steps={c['gradient_accumulation_steps']} is not divisible by "
                             f"the {world_size} DDP processes: make it a multiple of {world_size}")
         if device_type == "cuda":
             device = f"cuda:{local_rank}"
             torch.cuda.set_device(device)
-        backend = c.backend if c.backend != "auto" else ("nccl" if device_type == "cuda" else "gloo")
+        backend = c["backend"] if c["backend"] != "auto" else ("nccl" if device_type == "cuda" else "gloo")
         if not dist.is_initialized():  # compare.py trains several runs in one process group
             dist.init_process_group(backend=backend)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     return SimpleNamespace(ddp=ddp, rank=rank, local_rank=local_rank, world_size=world_size, master=rank == 0,
-                           micro_steps=c.gradient_accumulation_steps // world_size,
+                           micro_steps=c["gradient_accumulation_steps"] // world_size,
                            device=device, device_type=device_type, ptdtype=ptdtype, autocast=autocast)
 
 
 def load_data(c, verbose):
     """(meta.json, train split, val split) of the dataset. The splits are uint16 memmaps of token
-    ids or, for instruction data (meta.json names a "template"), common.Examples: rows start at
+    ids or, for instruction data (meta.json names a "template"), data.Examples: rows start at
     examples and only responses are targets. verbose: say how many examples fit in a row."""
-    meta = load_meta(c.data_root, c.dataset)
+    meta = load_meta(c["data_root"], c["dataset"])
     splits = []
     for name in ("train", "val"):
         if "template" in meta:
-            data = open_examples(c.data_root, c.dataset, name, c.block_size)
+            data = open_examples(c["data_root"], c["dataset"], name, c["block_size"])
             if verbose:
-                print(f"{name}: {len(data.bounds):,} examples ({data.cut:,} longer than block_size={c.block_size}, "
+                print(f"{name}: {len(data.bounds):,} examples ({data.cut:,} longer than block_size={c['block_size']}, "
                       f"cut; {data.left_out:,} whose prompt fills it, left out)")
         else:
-            data = open_split(c.data_root, c.dataset, name)
-            if len(data) <= c.block_size:  # a window is block_size inputs and their next tokens
-                path = os.path.join(c.data_root, c.dataset, f"{name}.bin")
-                raise UserError(f"the {name} split of '{c.dataset}' ({path}) has {len(data)} tokens, too few for "
-                                f"block_size={c.block_size}: lower --block_size")
+            data = open_split(c["data_root"], c["dataset"], name)
+            if len(data) <= c["block_size"]:  # a window is block_size inputs and their next tokens
+                path = os.path.join(c["data_root"], c["dataset"], f"{name}.bin")
+                raise UserError(f"the {name} split of '{c['dataset']}' ({path}) has {len(data)} tokens, too few for "
+                                f"block_size={c['block_size']}: lower --block_size")
         splits.append(data)
     return meta, *splits
 
 
 def build_model(c, meta, ckpt_path):
-    """(model on the CPU, the checkpoint it was resumed from or None), as c.init_from says:
+    """(model on the CPU, the checkpoint it was resumed from or None), as c['init_from'] says:
     'scratch', 'resume' (ckpt_path, whose training state is checked, with the config and the
     tokenizer of the run), pretrained weights: GPT-2 ('gpt2', ..., 'gpt2-xl'), Pythia
     ('pythia-70m', ..., 'pythia-1.4b', 'EleutherAI/pythia-...') or a local Hugging Face folder of
@@ -298,60 +298,58 @@ def build_model(c, meta, ckpt_path):
     # BPE vocabularies are padded up to a multiple of 64 for faster matmuls: GPT-2's 50257 ids and
     # the NeoX tokenizer's 50277 both become 50304, the size of Pythia's own embedding
     vocab_size = -(-meta["vocab_size"] // 64) * 64 if meta["tokenizer"] in ("gpt2", "neox") else meta["vocab_size"]
-    model_args = {k: getattr(c, k) for k in MODEL_KEYS if hasattr(c, k)} | {"vocab_size": vocab_size}
+    model_args = {k: c[k] for k in MODEL_KEYS if k in c} | {"vocab_size": vocab_size}
+    init_from, resume = c["init_from"], c["init_from"] == "resume"
+    if not (init_from == "scratch" or resume or is_run(init_from) or is_pretrained(init_from)):
+        raise UserError(f"init_from={init_from!r}: not scratch, resume, a GPT-2 or Pythia name like gpt2-medium or "
+                        "pythia-160m, or a local Hugging Face folder, and no train.py run to fine-tune there (a run's "
+                        "out_dir holding ckpt.pt, or a .pt file)")
     try:
-        if c.init_from == "scratch":
+        if init_from == "scratch":
             return GPT(GPTConfig(**model_args)), None
-        if c.init_from == "resume":
-            checkpoint = load_checkpoint(ckpt_path, device="cpu")
-            missing = [k for k in ("optimizer", "scaler", "iter_num", "best_val_loss", "rng") if k not in checkpoint]
-            if missing:
-                raise UserError(f"{ckpt_path} has no training state ({', '.join(missing)} missing): it can be "
-                                "sampled and evaluated, not resumed; start a new run with --init_from=scratch")
-            check_tokenizer(checkpoint, meta, ckpt_path, "resume on the dataset the run was trained on")
-            # compared with the run's own config, not its model_args: a run's architecture may come
-            # from the weights it started from (GPT-2's, Pythia's, a run it fine-tunes), which the
-            # config does not say; a field added to GPTConfig after the run was written has the
-            # meaning it had then
-            trained = FIELDS_BEFORE_THEY_EXISTED | checkpoint.get("config", checkpoint["model_args"])
-            trained = {f.name: trained.get(f.name, f.default) for f in fields(GPTConfig)}
-            differ = [k for k, v in model_args.items() if k not in ("dropout", "vocab_size") and trained[k] != v]
-            if differ:
-                raise UserError(f"{ckpt_path} was trained with "
-                                + ", ".join(f"{k}={trained[k]!r} (config says {model_args[k]!r})" for k in differ)
-                                + ": resume with the same config (" + " ".join(f"--{k}={trained[k]}" for k in differ) + ")")
-            checkpoint["model_args"]["dropout"] = c.dropout  # the one model field a resume may change
-            return model_from_checkpoint(checkpoint, ckpt_path), checkpoint
-        if is_pretrained(c.init_from):
-            check_pretrained_tokenizer(c.init_from, meta, c.dataset)
-            override = {k: getattr(c, k) for k in ("dropout", "chunk_size", "n_ctx_layer", "n_enc_layer")}
-            model = model_from_hf(c.init_from, override)
+        if not resume and not is_run(init_from):  # pretrained weights, with a predictor as the config says
+            check_pretrained_tokenizer(init_from, meta, c["dataset"])
+            override = {k: c[k] for k in ("dropout", "chunk_size", "n_ctx_layer", "n_enc_layer")}
+            model, _, _ = load_run(init_from, override)
             if meta["vocab_size"] > model.config.vocab_size:
-                raise UserError(f"'{c.dataset}' has {meta['vocab_size']} token ids, more than the "
-                                f"vocab_size={model.config.vocab_size} of {c.init_from}")
-            if c.block_size < model.config.block_size:
-                model.crop_block_size(c.block_size)
-            return model, None
-        if c.init_from.endswith(".pt") or os.path.isfile(os.path.join(c.init_from, "ckpt.pt")):
-            # fine-tune a train.py run: its weights and architecture (of the config's model keys only
-            # dropout applies), a fresh optimizer, schedule and iteration count
-            checkpoint = load_checkpoint(c.init_from, device="cpu")
-            how = f" (python prepare.py {c.dataset} --ckpt={c.init_from})" if "template" in meta else ""
-            check_tokenizer(checkpoint, meta, c.init_from, f"prepare '{c.dataset}' with its tokenizer{how}")
-            positions = checkpoint["model_args"]["block_size"]
-            if c.block_size > positions:
-                raise UserError(f"block_size={c.block_size} is longer than the {positions} positions of "
-                                f"{c.init_from}: use --block_size={positions}")
-            checkpoint["model_args"]["dropout"] = c.dropout
-            model = model_from_checkpoint(checkpoint, c.init_from)
-            if c.block_size < model.config.block_size:
-                model.crop_block_size(c.block_size)
-            return model, None
+                raise UserError(f"'{c['dataset']}' has {meta['vocab_size']} token ids, more than the "
+                                f"vocab_size={model.config.vocab_size} of {init_from}")
+        else:  # a train.py run: dropout is the one model field its config may change
+            path = ckpt_path if resume else init_from
+            model, run_meta, checkpoint = load_run(path, {"dropout": c["dropout"]}, hf=False)
+            how = f" (python prepare.py {c['dataset']} --ckpt={init_from})" if "template" in meta else ""
+            check_same_tokenizer(run_meta, meta, path, "the dataset", "resume on the dataset the run was trained on"
+                                 if resume else f"prepare '{c['dataset']}' with its tokenizer{how}")
+            if resume:
+                check_resume(checkpoint, model_args, path)
+                return model, checkpoint
+            # fine-tuning: the run's weights and architecture, a fresh optimizer, schedule and iteration count
+            if c["block_size"] > model.config.block_size:
+                raise UserError(f"block_size={c['block_size']} is longer than the {model.config.block_size} "
+                                f"positions of {init_from}: use --block_size={model.config.block_size}")
+        if c["block_size"] < model.config.block_size:
+            model.crop_block_size(c["block_size"])
+        return model, None
     except ValueError as e:  # an invalid model configuration
         raise UserError(f"invalid model configuration: {e}")
-    raise UserError(f"init_from={c.init_from!r}: not scratch, resume, a GPT-2 or Pythia name like gpt2-medium or "
-                    "pythia-160m, or a local Hugging Face folder, and no train.py run to fine-tune there (a run's "
-                    "out_dir holding ckpt.pt, or a .pt file)")
+
+
+def check_resume(checkpoint, model_args, path):
+    """A run resumes with its training state, and with the config it was trained with: compared
+    with the run's own config, not its model_args, since a run's architecture may come from the
+    weights it started from (GPT-2's, Pythia's, a run it fine-tunes), which the config does not
+    say; a field added to GPTConfig after the run was written has the meaning it had then."""
+    missing = [k for k in ("optimizer", "scaler", "iter_num", "best_val_loss", "rng") if k not in checkpoint]
+    if missing:
+        raise UserError(f"{path} has no training state ({', '.join(missing)} missing): it can be "
+                        "sampled and evaluated, not resumed; start a new run with --init_from=scratch")
+    trained = FIELDS_BEFORE_THEY_EXISTED | checkpoint.get("config", checkpoint["model_args"])
+    trained = {f.name: trained.get(f.name, f.default) for f in fields(GPTConfig)}
+    differ = [k for k, v in model_args.items() if k not in ("dropout", "vocab_size") and trained[k] != v]
+    if differ:
+        raise UserError(f"{path} was trained with "
+                        + ", ".join(f"{k}={trained[k]!r} (config says {model_args[k]!r})" for k in differ)
+                        + ": resume with the same config (" + " ".join(f"--{k}={trained[k]}" for k in differ) + ")")
 
 
 # how to prepare a dataset in each BPE, for the error below
@@ -372,22 +370,14 @@ def check_pretrained_tokenizer(init_from, meta, dataset):
                         f"with {init_from}'s own: prepare it with --tokenizer_path={wanted['tokenizer_path']}")
 
 
-def check_tokenizer(checkpoint, meta, path, fix):
-    """The weights in checkpoint must read the dataset's token ids (meta.json: meta) as they were
-    written: the same tokenizer and vocabulary (Pythia's from the hub or a local copy are one)."""
-    if "meta" not in checkpoint:
-        raise UserError(f"{path}: the checkpoint does not say which tokenizer it uses (no 'meta')")
-    check_same_tokenizer(checkpoint["meta"], meta, path, "the dataset", fix)
-
-
 def build_or_resume(c, p, meta, ckpt_path, tokens_per_iter):
     """(model on p.device, optimizer, gradient scaler, batch sampler's generator, progress): new,
-    or with c.init_from='resume' all as the run in ckpt_path left them. progress is (iter_num,
+    or with c['init_from']='resume' all as the run in ckpt_path left them. progress is (iter_num,
     best_val_loss, tokens seen, data_hash)."""
-    torch.manual_seed(c.seed + p.rank)  # the model's initialisation
+    torch.manual_seed(c["seed"] + p.rank)  # the model's initialisation
     # The sampler has its own generator, seeded identically on every rank: runs that differ only
     # in the model draw exactly the same batches, and DDP ranks share out one global batch.
-    data_gen = torch.Generator().manual_seed(c.seed)
+    data_gen = torch.Generator().manual_seed(c["seed"])
     model, checkpoint = build_model(c, meta, ckpt_path)
     progress = (0, float("inf"), 0, NO_BATCHES)
     if checkpoint is not None:
@@ -402,7 +392,8 @@ def build_or_resume(c, p, meta, ckpt_path, tokens_per_iter):
         print(f"parameters: {n['token'] / 1e6:.2f}M token pathway + {n['predictor'] / 1e6:.2f}M context predictor")
     # fp16 needs loss scaling; bf16 and fp32 do not (the scaler is then a no-op)
     scaler = torch.amp.GradScaler(p.device_type, enabled=(p.ptdtype == torch.float16))
-    optimizer = model.configure_optimizers(c.weight_decay, c.learning_rate, (c.beta1, c.beta2), p.device_type)
+    betas = (c["beta1"], c["beta2"])
+    optimizer = model.configure_optimizers(c["weight_decay"], c["learning_rate"], betas, p.device_type)
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         scaler.load_state_dict(checkpoint["scaler"])
@@ -411,9 +402,9 @@ def build_or_resume(c, p, meta, ckpt_path, tokens_per_iter):
 
 
 def compile_and_wrap(model, c, p):
-    """(the model evaluation runs: compiled if c.compile, the model training runs: that one
+    """(the model evaluation runs: compiled if c['compile'], the model training runs: that one
     wrapped in DDP under torchrun, which averages the gradients across ranks)."""
-    if c.compile:
+    if c["compile"]:
         if p.master:
             print("compiling the model... (takes a minute)")
         model = torch.compile(model)
@@ -426,13 +417,13 @@ class RunLog:
 
     def __init__(self, c):
         self.wandb_run = None
-        if c.wandb_log:
+        if c["wandb_log"]:
             try:
                 import wandb
             except ImportError:
                 raise UserError("wandb_log=True needs wandb: pip install wandb (or --wandb_log=False)")
-            self.wandb_run = wandb.init(project=c.wandb_project, name=c.wandb_run_name, config=vars(c))
-        self.path = os.path.join(c.out_dir, "log.jsonl")
+            self.wandb_run = wandb.init(project=c["wandb_project"], name=c["wandb_run_name"], config=c)
+        self.path = os.path.join(c["out_dir"], "log.jsonl")
         with writing(self.path):
             self.file = open(self.path, "a")
 
@@ -453,14 +444,37 @@ class RunLog:
 
 def get_lr(it, c):
     """Linear warmup for warmup_iters, cosine decay to min_lr at lr_decay_iters, then min_lr."""
-    if not c.decay_lr:
-        return c.learning_rate
-    if it < c.warmup_iters:
-        return c.learning_rate * (it + 1) / (c.warmup_iters + 1)
-    if it > c.lr_decay_iters:
-        return c.min_lr
-    ratio = (it - c.warmup_iters) / (c.lr_decay_iters - c.warmup_iters)
-    return c.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c.learning_rate - c.min_lr)
+    if not c["decay_lr"]:
+        return c["learning_rate"]
+    if it < c["warmup_iters"]:
+        return c["learning_rate"] * (it + 1) / (c["warmup_iters"] + 1)
+    if it > c["lr_decay_iters"]:
+        return c["min_lr"]
+    ratio = (it - c["warmup_iters"]) / (c["lr_decay_iters"] - c["warmup_iters"])
+    return c["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c["learning_rate"] - c["min_lr"])
+
+
+def sample_offsets(data, block_size, shape, generator):
+    """Where the rows of a batch begin, a LongTensor of `shape` drawn with `generator`: anywhere a
+    whole row fits in text (a uint16 memmap), at the start of an example in instruction data
+    (Examples), so that a response is never seen without its prompt."""
+    if isinstance(data, Examples):
+        starts = torch.from_numpy(data.bounds[:, 0])
+        return starts[torch.randint(len(starts), shape, generator=generator)]
+    return torch.randint(len(data) - block_size, shape, generator=generator)
+
+
+def get_batch(data, offsets, block_size, device):
+    """Inputs and next-token targets, (len(offsets), block_size) each, from those offsets. In
+    instruction data (Examples) every target but the response of the row's own example is -1."""
+    if isinstance(data, Examples):
+        x, y = data.batch(offsets.numpy(), block_size)
+    else:
+        rows = torch.stack([torch.from_numpy(data[i:i + block_size + 1].astype(np.int64)) for i in offsets.tolist()])
+        x, y = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()  # one read per row: targets are inputs shifted
+    if str(device).startswith("cuda"):  # pinned memory lets the copy overlap with compute
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
 
 
 # estimate_loss's keys (log.jsonl's) and how the evaluation line names them
@@ -470,20 +484,20 @@ LOSS_NAMES = {"train_loss": "train loss", "val_loss": "val loss", "context_ratio
 
 @torch.no_grad()
 def estimate_loss(model, raw_model, train_data, val_data, c, p, last=False):
-    """{'train_loss', 'val_loss'}, each the mean over c.eval_iters batches of (c.batch_size,
-    c.block_size): the same batches at every evaluation. For a ContextLM also 'context_ratio',
+    """{'train_loss', 'val_loss'}, each the mean over c['eval_iters'] batches of (c['batch_size'],
+    c['block_size']): the same batches at every evaluation. For a ContextLM also 'context_ratio',
     ‖ĉ‖/‖h‖ where the context is added, on the val batches (docs/method.md, "Scale"), and at the
     last evaluation 'val_loss_no_context': the val loss with ĉ replaced by zeros, which says how
     much the decoder relies on the context. model runs the losses; raw_model the diagnostics."""
     contextlm = raw_model.config.n_ctx_layer > 0
     keys = ["train_loss", "val_loss"] + ["context_ratio"] * contextlm + ["val_loss_no_context"] * (contextlm and last)
-    values = {k: torch.zeros(c.eval_iters) for k in keys}
+    values = {k: torch.zeros(c["eval_iters"]) for k in keys}
     model.eval()
     for split, data in (("train", train_data), ("val", val_data)):
         gen = torch.Generator().manual_seed(0)
-        for i in range(c.eval_iters):
-            offsets = sample_offsets(data, c.block_size, (c.batch_size,), gen)
-            X, Y = get_batch(data, offsets, c.block_size, p.device)
+        for i in range(c["eval_iters"]):
+            offsets = sample_offsets(data, c["block_size"], (c["batch_size"],), gen)
+            X, Y = get_batch(data, offsets, c["block_size"], p.device)
             with p.autocast:
                 values[f"{split}_loss"][i] = model(X, Y)[1].item()
                 if split == "val" and contextlm:
@@ -520,10 +534,10 @@ def train_step(model, raw_model, optimizer, scaler, train_data, offsets, iter_nu
     # dropout draws from a stream fixed by (seed, iteration, rank): a resumed run makes the same
     # draws on every rank as an uninterrupted one, with no RNG state to save
     # (mod 2**64, what manual_seed takes: the same stream as without for every seed that fitted before)
-    torch.manual_seed((((c.seed << 32) + iter_num) * p.world_size + p.rank) % 2**64)
+    torch.manual_seed((((c["seed"] << 32) + iter_num) * p.world_size + p.rank) % 2**64)
     loss_sum = torch.zeros((), device=p.device)
     for micro_step in range(p.micro_steps):
-        X, Y = get_batch(train_data, offsets[micro_step * p.world_size + p.rank], c.block_size, p.device)
+        X, Y = get_batch(train_data, offsets[micro_step * p.world_size + p.rank], c["block_size"], p.device)
         # in DDP, gradients are averaged across ranks on the last micro-step only
         sync = nullcontext() if not p.ddp or micro_step == p.micro_steps - 1 else model.no_sync()
         with sync:
@@ -533,11 +547,11 @@ def train_step(model, raw_model, optimizer, scaler, train_data, offsets, iter_nu
             scaler.scale(loss).backward()
         loss_sum += loss.detach()
     scaler.unscale_(optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), c.grad_clip or float("inf"))
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), c["grad_clip"] or float("inf"))
     if not scaler.is_enabled() and not torch.isfinite(grad_norm):
         # stop before anything is saved: the last good checkpoint stays as it was
         raise UserError(f"non-finite loss or gradient at iteration {iter_num} (loss {loss_sum.item():.4g}): "
-                        f"stopped without saving; {os.path.join(c.out_dir, 'ckpt.pt')} holds the last good "
+                        f"stopped without saving; {os.path.join(c['out_dir'], 'ckpt.pt')} holds the last good "
                         "state. Lower --learning_rate or check the data")
     scaler.step(optimizer)
     scaler.update()

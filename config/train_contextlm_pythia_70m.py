@@ -26,7 +26,7 @@ block_size = 2048
 batch_size = 16
 gradient_accumulation_steps = 64  # 16 x 64 = 1024 sequences x 2048 = 2,097,152 tokens a step
 
-# the GPT-NeoX block of Pythia (common.BACKBONES["pythia"]), with biases
+# the GPT-NeoX block of Pythia (config.BACKBONES["pythia"]), with biases
 rotary_pct = 0.25
 rotary_base = 10000.0
 parallel_residual = True

@@ -13,7 +13,7 @@ import os
 exec(open(os.path.join(os.path.dirname(__file__), "train_shakespeare_char.py")).read())
 out_dir = "out-shakespeare-char-pythia"
 
-# the GPT-NeoX block of Pythia (common.BACKBONES["pythia"]), with biases; the head is 32 wide, so
+# the GPT-NeoX block of Pythia (config.BACKBONES["pythia"]), with biases; the head is 32 wide, so
 # RoPE turns 8 of its dims
 rotary_pct = 0.25
 rotary_base = 10000.0

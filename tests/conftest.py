@@ -94,13 +94,13 @@ def signal_handlers_kept():
 def cli(capsys, module, *args):
     """module.main() in this process as `python module.py args` runs it (through run_main):
     (exit status, stdout, stderr). Cheaper than a subprocess by the ~3 s of importing torch."""
-    import common
+    from config import run_main
     capsys.readouterr()  # drop what earlier steps printed
     saved_argv, sys.argv = sys.argv, [module.__file__, *map(str, args)]
     status = 0
     try:
         with signal_handlers_kept():
-            common.run_main(module.main)
+            run_main(module.main)
     except SystemExit as e:
         status = e.code
     finally:
@@ -110,12 +110,12 @@ def cli(capsys, module, *args):
 
 
 def run_in_process(main, *args):
-    """The exit status of main() run as its script runs it (common.run_main, args as sys.argv),
+    """The exit status of main() run as its script runs it (config.run_main, args as sys.argv),
     its output left to the caller's capsys."""
-    import common
+    from config import run_main
     saved_argv, sys.argv = sys.argv, ["script", *map(str, args)]
     try:
-        common.run_main(main)
+        run_main(main)
         return 0
     except SystemExit as e:
         return e.code
@@ -150,10 +150,10 @@ def tiny_args(data_root, out_dir, **overrides):
 
 def run_train(args):
     """train.train() in this process, configured exactly as `python train.py args` would be."""
-    import common
+    from config import parse_config
     import train
     with signal_handlers_kept():
-        return train.train(common.parse_config(train.DEFAULTS, list(args)))
+        return train.train(parse_config(train.DEFAULTS, list(args)))
 
 
 def read_log(out_dir):
@@ -165,8 +165,8 @@ def read_log(out_dir):
 
 def weights(out_dir):
     """The model weights in out_dir/ckpt.pt."""
-    import common
-    return common.load_checkpoint(str(out_dir))["model"]
+    from checkpoint import load_checkpoint
+    return load_checkpoint(str(out_dir))["model"]
 
 
 # ---------------------------------------------------------------- models

@@ -21,14 +21,15 @@ import shutil
 import subprocess
 import sys
 from collections import namedtuple
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 import bench
-import common
+from checkpoint import save_checkpoint
+from config import NOT_EMPTY, SEED, UserError, above, at_least, between, counts, one_of, or_none, parse_config, run_main
+from data import open_split
 import compare
 import eval as eval_script
 import prepare
@@ -417,17 +418,17 @@ SCRIPTS = (train, sample, eval_script, prepare, bench, compare)
 
 
 @pytest.mark.parametrize("check, good, bad", [
-    (common.at_least(1), [1, 2, 10**9, 1.5], [0, -1, 0.999, None, True, "3", float("inf"), float("nan")]),
-    (common.at_least(0), [0, 0.0, 7], [-1, -1e-9, None, False]),
-    (common.above(0), [1e-12, 3], [0, 0.0, -1e-3, None, float("inf")]),
-    (common.between(0, 1), [0, 0.0, 0.5, 0.999], [1, 1.0, -0.001, None, float("nan")]),
-    (common.between(0, 1, low_open=True), [1e-9, 0.5], [0, 0.0, 1, 1.5]),
-    (common.one_of(None, True, False), [None, True, False], [1, 0, "True", "maybe"]),
-    (common.one_of("auto", "gloo"), ["auto", "gloo"], ["Gloo", "", None]),
-    (common.or_none(common.at_least(1)), [None, 1, 200], [0, -5, False]),
-    (common.counts(), [[1], (128, 512), [2, 4, 8]], [[], (), [0], [1, -2], [1.5], [True], None, 3]),
-    (common.NOT_EMPTY, ["out", " "], ["", None, 0]),
-    (common.SEED, [0, 1337, -2**63, 2**64 - 1], [2**64, -2**63 - 1, 1.0, None, True]),
+    (at_least(1), [1, 2, 10**9, 1.5], [0, -1, 0.999, None, True, "3", float("inf"), float("nan")]),
+    (at_least(0), [0, 0.0, 7], [-1, -1e-9, None, False]),
+    (above(0), [1e-12, 3], [0, 0.0, -1e-3, None, float("inf")]),
+    (between(0, 1), [0, 0.0, 0.5, 0.999], [1, 1.0, -0.001, None, float("nan")]),
+    (between(0, 1, low_open=True), [1e-9, 0.5], [0, 0.0, 1, 1.5]),
+    (one_of(None, True, False), [None, True, False], [1, 0, "True", "maybe"]),
+    (one_of("auto", "gloo"), ["auto", "gloo"], ["Gloo", "", None]),
+    (or_none(at_least(1)), [None, 1, 200], [0, -5, False]),
+    (counts(), [[1], (128, 512), [2, 4, 8]], [[], (), [0], [1, -2], [1.5], [True], None, 3]),
+    (NOT_EMPTY, ["out", " "], ["", None, 0]),
+    (SEED, [0, 1337, -2**63, 2**64 - 1], [2**64, -2**63 - 1, 1.0, None, True]),
 ])
 def test_each_check_at_its_boundaries(check, good, bad):
     ok, must = check
@@ -444,30 +445,30 @@ def test_checks_name_options_and_accept_the_defaults(script):
     if script is bench:
         bench.resolve(dict(bench.DEFAULTS))
     else:
-        assert common.parse_config(script.DEFAULTS, [], script.CHECKS) == script.DEFAULTS
+        assert parse_config(script.DEFAULTS, [], script.CHECKS) == script.DEFAULTS
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "config", "*.py"))), ids=os.path.basename)
 def test_every_shipped_config_passes_its_checks(path):
     name = os.path.basename(path)
     if name.startswith("bench_"):
-        bench.resolve(common.parse_config(bench.DEFAULTS, [path]))
+        bench.resolve(parse_config(bench.DEFAULTS, [path]))
     elif name.startswith("compare_"):
-        c = common.parse_config(compare.DEFAULTS, [path], compare.CHECKS)
+        c = parse_config(compare.DEFAULTS, [path], compare.CHECKS)
         for arm, fields in compare.arms_of(c).items():
             train.check_config(compare.run_config(c, arm, fields, c["seed"]))
     else:
-        train.check_config(common.parse_config(train.DEFAULTS, [path], train.CHECKS))
+        train.check_config(parse_config(train.DEFAULTS, [path], train.CHECKS))
 
 
 def test_error_names_the_config_file_a_bad_value_came_from(tmp_path):
     path = tmp_path / "my_run.py"
     path.write_text("batch_size = 0\n")
-    with pytest.raises(common.UserError, match=f"^batch_size=0 in {re.escape(str(path))}: must be at least 1$"):
-        common.parse_config(train.DEFAULTS, [str(path)], train.CHECKS)
-    common.parse_config(train.DEFAULTS, [str(path), "--batch_size=4"], train.CHECKS)  # a later value wins
-    with pytest.raises(common.UserError, match=r"^--batch_size=0: must be at least 1$"):
-        common.parse_config(train.DEFAULTS, ["--batch_size=4", str(tmp_path / "my_run.py"), "--batch_size=0"],
+    with pytest.raises(UserError, match=f"^batch_size=0 in {re.escape(str(path))}: must be at least 1$"):
+        parse_config(train.DEFAULTS, [str(path)], train.CHECKS)
+    parse_config(train.DEFAULTS, [str(path), "--batch_size=4"], train.CHECKS)  # a later value wins
+    with pytest.raises(UserError, match=r"^--batch_size=0: must be at least 1$"):
+        parse_config(train.DEFAULTS, ["--batch_size=4", str(tmp_path / "my_run.py"), "--batch_size=0"],
                             train.CHECKS)
 
 
@@ -484,11 +485,10 @@ def test_schedule_check_refuses_exactly_what_get_lr_cannot_follow():
                 try:
                     train.check_config(c)
                     accepted = True
-                except common.UserError:
+                except UserError:
                     accepted = False
-                ns = SimpleNamespace(**c)
                 try:
-                    lrs = [train.get_lr(it, ns) for it in range(max_iters + 1)]
+                    lrs = [train.get_lr(it, c) for it in range(max_iters + 1)]
                     follows = warmup > max_iters or math.isclose(lrs[warmup], lr)
                 except ZeroDivisionError:
                     follows = False
@@ -497,7 +497,7 @@ def test_schedule_check_refuses_exactly_what_get_lr_cannot_follow():
 
 def test_min_lr_above_learning_rate_is_refused_only_with_decay():
     c = train.DEFAULTS | dict(learning_rate=1e-4, min_lr=1e-3)
-    with pytest.raises(common.UserError, match="--min_lr=0.001 is above --learning_rate=0.0001"):
+    with pytest.raises(UserError, match="--min_lr=0.001 is above --learning_rate=0.0001"):
         train.check_config(c)
     train.check_config(c | dict(decay_lr=False))
 
@@ -515,12 +515,12 @@ def test_an_id_beyond_the_vocabulary_is_found_wherever_it_is(tmp_path, where):
     (folder / "meta.json").write_text('{"tokenizer": "gpt2", "vocab_size": 65, "val_tokens": 3000000}')
     ids[position] = 64
     ids.tofile(folder / "val.bin")
-    assert common.open_split(str(tmp_path), "toy", "val")[position] == 64
+    assert open_split(str(tmp_path), "toy", "val")[position] == 64
     ids[position] = 65
     ids.tofile(folder / "val.bin")
-    with pytest.raises(common.UserError, match=f"up to 65 \\(the first at token {position:,}\\), but meta.json's "
+    with pytest.raises(UserError, match=f"up to 65 \\(the first at token {position:,}\\), but meta.json's "
                                                "vocab_size is 65: run `python prepare.py toy` again"):
-        common.open_split(str(tmp_path), "toy", "val")
+        open_split(str(tmp_path), "toy", "val")
 
 
 def test_dataset_swap_that_fails_puts_the_old_one_back(tmp_path, monkeypatch, capsys):
@@ -543,7 +543,7 @@ def test_dataset_swap_that_fails_puts_the_old_one_back(tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(os, "rename", rename)
     with pytest.raises(SystemExit) as exit:
-        common.run_main(lambda: prepare.main(["shakespeare_char", f"--data_root={data_root}", f"--source={source}"]))
+        run_main(lambda: prepare.main(["shakespeare_char", f"--data_root={data_root}", f"--source={source}"]))
     monkeypatch.undo()
     assert exit.value.code == 1
     err = capsys.readouterr().err
@@ -556,8 +556,8 @@ def test_a_write_error_is_one_line_and_still_an_oserror(tmp_path):
     """Callers that catch OSError (train.train used as a library) still can; run_main prints it
     in one line."""
     with pytest.raises(OSError) as e:
-        common.save_checkpoint({"x": torch.zeros(1)}, str(tmp_path / "missing_folder" / "ckpt.pt"))
-    assert isinstance(e.value, common.UserError) and "\n" not in str(e.value)
+        save_checkpoint({"x": torch.zeros(1)}, str(tmp_path / "missing_folder" / "ckpt.pt"))
+    assert isinstance(e.value, UserError) and "\n" not in str(e.value)
     assert "missing_folder" in str(e.value) and os.listdir(tmp_path) == []
 
 

@@ -14,7 +14,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import bench  # noqa: E402
-from common import BACKBONES, UserError, expand_quick, parse_config  # noqa: E402
+from config import BACKBONES, UserError, expand_quick, parse_config  # noqa: E402
 from conftest import run_script  # noqa: E402
 
 # Overrides put after --quick: they must win over its preset. A shape small enough for seconds,
@@ -117,7 +117,7 @@ def test_quick_is_its_config_file_in_place():
 
 
 def test_the_three_models_are_the_studys():
-    """The models compare.py trains (common.model_variants), in the shape asked for."""
+    """The models compare.py trains (model_variants), in the shape asked for."""
     c = bench.resolve(parse_config(bench.DEFAULTS, expand_quick(["--quick", "--n_layer=3", "--n_ctx_layer=1",
                                                                  "--chunk_size=2", "--n_enc_layer=1"], "bench")))
     args = bench.model_args_of(c)
@@ -153,7 +153,7 @@ def test_bad_input_is_one_line():
 def test_pythia_shapes_and_backbone():
     """--shape=pythia-<size> is Pythia's size (2048 positions, vocabulary 50304) on its block, and
     its gpt has Pythia's published parameter count; --backbone puts any shape on either block
-    (common.BACKBONES, as compare.py's --backbone); an unknown one is refused."""
+    (BACKBONES, as compare.py's --backbone); an unknown one is refused."""
     from model import GPT, GPTConfig
     c = bench.resolve(parse_config(bench.DEFAULTS, ["--shape=pythia-70m"]))
     assert (c["backbone"], c["n_layer"], c["n_head"], c["n_embd"], c["block_size"], c["vocab_size"]) == \

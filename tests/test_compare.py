@@ -15,7 +15,9 @@ from conftest import run_script
 
 import compare
 import train
-from common import BACKBONES, UserError, load_checkpoint, read_log
+from checkpoint import load_checkpoint
+from config import BACKBONES, UserError
+from plot import read_log
 
 ARMS = ("gpt", "contextlm", "gpt+2L")
 
@@ -92,7 +94,7 @@ def test_progress_says_which_run_and_the_time_left(char_data, tmp_path, monkeypa
     for i, (line, run, left) in enumerate(zip(lines[1:], runs, left, strict=True), 1):
         status = "finished earlier, reused" if run == "contextlm-s1337" else "trained in 90s"
         assert line == f"[run {i}/6] {run} in {tmp_path / run} (0s elapsed{left}): {status}, final val loss 2.5000"
-    assert compare.duration(59.6) == "1m00s" and compare.duration(3725) == "1h02m"
+    assert train.format_duration(59.6) == "1m00s" and train.format_duration(3725) == "1h02m"
 
 
 def fields(arms):
@@ -193,7 +195,7 @@ def test_bad_study_is_refused_before_training(char_data, tmp_path, args, message
 
 
 def test_quick_study_on_pythias_block(char_data, tmp_path, capsys):
-    """`compare.py --quick --backbone=pythia`: every arm trains on Pythia's block (common.BACKBONES,
+    """`compare.py --quick --backbone=pythia`: every arm trains on Pythia's block (BACKBONES,
     as bench.py's --backbone), which the runs' configs and checkpoints show (no position table,
     an untied head), and the table says so."""
     compare.main(quick_args(char_data, tmp_path, "--backbone=pythia", "--max_iters=4", "--eval_interval=2",

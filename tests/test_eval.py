@@ -18,7 +18,8 @@ from torch.nn import functional as F
 import eval as eval_script
 import plot
 import train
-from common import UserError, save_checkpoint
+from checkpoint import save_checkpoint
+from config import UserError
 from model import GPTConfig
 
 
@@ -370,7 +371,7 @@ def test_plot_curves(runs, tmp_path):
 def test_plot_attention(runs, tmp_path):
     """What was drawn: per checkpoint, the mean over heads of layer 0's attention probabilities
     for the prompt (rows sum to 1, nothing above the diagonal), its characters as tick labels."""
-    from common import load_checkpoint, model_from_checkpoint
+    from checkpoint import load_checkpoint, model_from_checkpoint
     out = tmp_path / "attention.png"
     proc = run_script("plot.py", "attention", f"--ckpt={','.join(runs)}", "--prompt=First Citizen:",
                       "--layer=0", f"--out={out}", "--device=cpu")

@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-import common
+from checkpoint import load_checkpoint, model_from_checkpoint
 import sample
 import train
 from conftest import ROOT, assert_one_line_error, cli, read_log, run_train, tiny_args, weights
@@ -64,7 +64,7 @@ def test_sigterm_saves_and_resume_matches_an_uninterrupted_run(char_data, tmp_pa
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     assert "stopped by SIGTERM" in stdout and "--init_from=resume" in stdout, stdout
-    stopped_at = common.load_checkpoint(str(tmp_path / "stopped"))["iter_num"]
+    stopped_at = load_checkpoint(str(tmp_path / "stopped"))["iter_num"]
     assert 2 < stopped_at < max_iters, "the signal did not arrive mid-run"
 
     # resume as the message says: the same command plus --init_from=resume
@@ -101,7 +101,7 @@ def test_crash_during_checkpoint_save_keeps_the_previous_one(good_run, tmp_path,
 
     assert sorted(os.listdir(out)) == ["ckpt.pt", "log.jsonl"]  # no ckpt.pt.tmp.<pid>
     assert read_bytes(out / "ckpt.pt") == before
-    common.model_from_checkpoint(common.load_checkpoint(str(out)))
+    model_from_checkpoint(load_checkpoint(str(out)))
 
 
 # ---------------------------------------------------------------- 3. a non-finite loss
@@ -133,7 +133,7 @@ class WritesAFile:
 
 
 def test_bad_checkpoints_are_refused_with_one_line(good_run, tmp_path, capsys):
-    good_ckpt = common.load_checkpoint(str(good_run[0]))
+    good_ckpt = load_checkpoint(str(good_run[0]))
 
     # a pickle that runs code when loaded: refused by both scripts, and the code never runs
     marker = tmp_path / "pwned"
@@ -167,7 +167,7 @@ def test_bad_checkpoints_are_refused_with_one_line(good_run, tmp_path, capsys):
     torch.save({k: v for k, v in good_ckpt.items() if k != "data_hash"}, out / "ckpt.pt")
     status, stdout, _ = cli(capsys, train, *args, "--init_from=resume", "--max_iters=3", "--device=cpu")
     assert status == 0 and "has no data_hash; the batch fingerprint restarts at iteration 2" in stdout
-    assert common.load_checkpoint(str(out))["iter_num"] == 3
+    assert load_checkpoint(str(out))["iter_num"] == 3
 
     # resuming with another architecture than the checkpoint's
     out, args = copy_run(good_run, tmp_path / "other_arch")

@@ -15,7 +15,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-import common
+from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from config import BACKBONES, backbone_fields, parse_config
+from data import Tokenizer, alpaca_prompt, load_meta, open_examples, open_split
+from train import get_batch, sample_offsets
 import eval as eval_script
 import prepare
 import sample
@@ -69,11 +72,11 @@ def finetuned(data, pretrained, tmp_path_factory):
 
 
 def gpt2():
-    return common.Tokenizer({"tokenizer": "gpt2"})
+    return Tokenizer({"tokenizer": "gpt2"})
 
 
 def split_examples(data_root, split, dataset="alpaca", block_size=10_000):
-    return common.open_examples(data_root, dataset, split, block_size)
+    return open_examples(data_root, dataset, split, block_size)
 
 
 def masked_nll(model, examples, start, block_size):
@@ -92,12 +95,12 @@ def test_prepared_data_masks_exactly_the_prompts(data):
     """Every example is stored as its Alpaca prompt, then its output and end-of-text; the
     targets a training batch counts (y != -1), decoded row by row, are exactly the responses
     and their end-of-text, and nothing of a prompt. A quarter of the examples is val, none in both."""
-    meta = common.load_meta(data, "alpaca")
+    meta = load_meta(data, "alpaca")
     assert (meta["tokenizer"], meta["template"], meta["eot_token"]) == ("gpt2", "alpaca", 50256)
     assert meta["vocab_size"] == 50257
     assert (meta["train_examples"], meta["val_examples"]) == (16, 5)
     tok = gpt2()
-    by_prompt = {common.alpaca_prompt(r["instruction"], r.get("input", "")): r["output"] for r in INSTRUCTIONS}
+    by_prompt = {alpaca_prompt(r["instruction"], r.get("input", "")): r["output"] for r in INSTRUCTIONS}
     seen = []
     for split in ("train", "val"):
         examples = split_examples(data, split)
@@ -114,7 +117,7 @@ def test_prepared_data_masks_exactly_the_prompts(data):
 
         # what training counts: every example's row, through train.py's batch function
         offsets = torch.from_numpy(bounds[:, 0])
-        x, y = common.get_batch(examples, offsets, 64, "cpu")
+        x, y = get_batch(examples, offsets, 64, "cpu")
         for (start, target_start, end), xs, ys in zip(bounds, x.tolist(), y.tolist()):
             assert xs[:end - start - 1] == ids[start:end - 1].tolist()  # the row is the example, from its start
             counted = [t for t in ys if t != -1]
@@ -130,12 +133,12 @@ def test_neox_tokenizer_from_a_checkpoint(tmp_path, neox_tokenizer_dir):
     neox_meta = {"tokenizer": "neox", "tokenizer_path": str(neox_tokenizer_dir), "vocab_size": 300}
     ckpt = tmp_path / "neox_run"
     ckpt.mkdir()
-    common.save_checkpoint({"model": {}, "model_args": {}, "meta": neox_meta}, str(ckpt / "ckpt.pt"))
+    save_checkpoint({"model": {}, "model_args": {}, "meta": neox_meta}, str(ckpt / "ckpt.pt"))
     source = write_jsonl(tmp_path / "instructions.jsonl", INSTRUCTIONS)
     prepare.main(["alpaca", f"--data_root={tmp_path}", f"--source={source}", f"--ckpt={ckpt}", "--val_fraction=0.25"])
 
-    meta = common.load_meta(str(tmp_path), "alpaca_neox")  # next to a GPT-2 copy, as prepare.py names them
-    tok = common.Tokenizer(meta)
+    meta = load_meta(str(tmp_path), "alpaca_neox")  # next to a GPT-2 copy, as prepare.py names them
+    tok = Tokenizer(meta)
     assert (meta["tokenizer"], meta["tokenizer_path"], meta["eot_token"]) == ("neox", str(neox_tokenizer_dir), 0)
     assert meta["vocab_size"] == tok.vocab_size
     outputs = {r["output"] + EOT for r in INSTRUCTIONS}
@@ -155,7 +158,7 @@ def test_pythia_config_finetunes_a_pythia_run(tmp_path, neox_tokenizer_dir):
     prepare.main(["shakespeare", f"--data_root={root}", "--tokenizer=neox", f"--tokenizer_path={neox_tokenizer_dir}"])
     # this BPE of 302 ids spells Alpaca's prompt in ~150 tokens: rows of 256
     run_train(tiny_args(root, pretrained, dataset="shakespeare_neox", block_size=256, max_iters=10,
-                        eval_interval=10, **common.backbone_fields("pythia")))
+                        eval_interval=10, **backbone_fields("pythia")))
     source = write_jsonl(tmp_path / "instructions.jsonl", INSTRUCTIONS)
     prepare.main(["alpaca", f"--data_root={root}", f"--source={source}", f"--ckpt={pretrained}",
                   "--val_fraction=0.25"])
@@ -165,9 +168,9 @@ def test_pythia_config_finetunes_a_pythia_run(tmp_path, neox_tokenizer_dir):
     run_train([config, f"--init_from={pretrained}", f"--out_dir={out}", f"--data_root={root}"]
               + [f"--{k}={v}" for k, v in small.items()])
 
-    checkpoint = common.load_checkpoint(out)
+    checkpoint = load_checkpoint(out)
     assert checkpoint["config"]["dataset"] == "alpaca_neox" and checkpoint["meta"]["tokenizer"] == "neox"
-    assert {k: checkpoint["model_args"][k] for k in common.BACKBONES["pythia"]} == common.BACKBONES["pythia"]
+    assert {k: checkpoint["model_args"][k] for k in BACKBONES["pythia"]} == BACKBONES["pythia"]
     first, *_, last = read_log(out)[1]
     assert last["val_loss"] < first["val_loss"] - 0.5, (first["val_loss"], last["val_loss"])
 
@@ -175,7 +178,7 @@ def test_pythia_config_finetunes_a_pythia_run(tmp_path, neox_tokenizer_dir):
 # ---------------------------------------------------------------- 2. batches of examples
 
 def test_batch_loss_is_each_example_alone(data):
-    """The loss of a batch of instruction rows (common.get_batch) equals the responses' NLL
+    """The loss of a batch of instruction rows (get_batch) equals the responses' NLL
     computed one example at a time, alone from position 0 (masked_nll), to 1e-5: for a ContextLM
     whose chunks start at the example, with rows that run into the next example, past the end
     of the split (padding), and examples cut by the row's length. Planted: counting the tokens
@@ -186,7 +189,7 @@ def test_batch_loss_is_each_example_alone(data):
     model = sharp_model(dict(block_size=T, vocab_size=50304, n_layer=2, n_head=2, n_embd=16, chunk_size=3,
                              n_ctx_layer=1), seed=0)
     offsets = torch.from_numpy(examples.bounds[:, 0])
-    x, y = common.get_batch(examples, offsets, T, "cpu")
+    x, y = get_batch(examples, offsets, T, "cpu")
     assert x[-1, -1] == 0 and offsets[-1] + T > len(examples)  # the last row reads past the end: padding
     with torch.no_grad():
         _, loss = model(x, y)
@@ -206,8 +209,8 @@ def test_batch_loss_is_each_example_alone(data):
 
 def test_text_batches_are_unchanged(char_data):
     """Plain text keeps its sampler exactly: offsets anywhere a whole row fits, drawn as before."""
-    data = common.open_split(char_data, "shakespeare_char", "train")
-    drawn = common.sample_offsets(data, 32, (2, 4), torch.Generator().manual_seed(7))
+    data = open_split(char_data, "shakespeare_char", "train")
+    drawn = sample_offsets(data, 32, (2, 4), torch.Generator().manual_seed(7))
     assert torch.equal(drawn, torch.randint(len(data) - 32, (2, 4), generator=torch.Generator().manual_seed(7)))
 
 
@@ -218,13 +221,13 @@ def test_finetuning_starts_from_the_checkpoint_and_lowers_the_masked_loss(data, 
     """The first evaluation of the fine-tuning run is the pretrained checkpoint's masked loss on
     the same val batches, computed directly (to 1e-5), and not a fresh model's; the masked loss
     then falls; the checkpoint keeps the pretrained architecture, and eval.py reads it."""
-    c = common.parse_config(train.DEFAULTS, tiny_args(data, finetuned, dataset="alpaca", **FT))
-    model = common.model_from_checkpoint(common.load_checkpoint(pretrained)).eval()
+    c = parse_config(train.DEFAULTS, tiny_args(data, finetuned, dataset="alpaca", **FT))
+    model = model_from_checkpoint(load_checkpoint(pretrained)).eval()
     val = split_examples(data, "val", block_size=c["block_size"])
     gen, batches = torch.Generator().manual_seed(0), []  # estimate_loss's draws
     with torch.no_grad():
         for _ in range(c["eval_iters"]):
-            offsets = common.sample_offsets(val, c["block_size"], (c["batch_size"],), gen)
+            offsets = sample_offsets(val, c["block_size"], (c["batch_size"],), gen)
             nll = [masked_nll(model, val, start, c["block_size"]) for start in offsets.tolist()]
             batches.append(sum(n for n, _ in nll) / sum(k for _, k in nll))
     first, *_, last = read_log(finetuned)[1]
@@ -234,8 +237,8 @@ def test_finetuning_starts_from_the_checkpoint_and_lowers_the_masked_loss(data, 
     assert abs(scratch["val_loss"] - first["val_loss"]) > 0.1  # the weights were not left at their init
     assert last["iter"] == 60 and last["val_loss"] < first["val_loss"] - 3.0, (first, last)
 
-    checkpoint = common.load_checkpoint(finetuned)
-    assert checkpoint["model_args"] == common.load_checkpoint(pretrained)["model_args"]
+    checkpoint = load_checkpoint(finetuned)
+    assert checkpoint["model_args"] == load_checkpoint(pretrained)["model_args"]
     assert checkpoint["meta"]["template"] == "alpaca" and checkpoint["iter_num"] == 60
     status, out, err = cli(capsys, eval_script, f"--ckpt={finetuned}", "--datasets=alpaca", f"--data_root={data}",
                            "--device=cpu")
@@ -264,7 +267,7 @@ def test_sample_with_the_template_stops_at_end_of_text(finetuned, capsys):
                            "--start=Is tree a word?", "--max_new_tokens=60", "--num_samples=2", "--device=cpu")
     assert status == 0, err
     texts = out.split("\n---------------\n")[:-1]
-    prompt = common.alpaca_prompt("Is tree a word?")
+    prompt = alpaca_prompt("Is tree a word?")
     assert len(texts) == 2 and texts[0] == texts[1] and texts[0].startswith(prompt) and EOT not in texts[0]
     n_new = int(err.split(" samples of ")[1].split(" tokens")[0])
     assert n_new < 60 and texts[0] != prompt  # an answer, then end-of-text, long before 60 tokens
@@ -317,8 +320,8 @@ def test_mtbench_answers(finetuned, tmp_path, capsys, monkeypatch):
             assert text == tok.decode(reply).strip() and text  # a non-empty answer
         first_prompt, first_generated, _ = call1
         reply1 = first_generated[:first_generated.index(eot)]
-        assert first_prompt == tok.encode(common.alpaca_prompt(q["turns"][0]))
-        assert call2[0] == first_prompt + reply1 + [eot] + tok.encode(common.alpaca_prompt(q["turns"][1], intro=False))
+        assert first_prompt == tok.encode(alpaca_prompt(q["turns"][0]))
+        assert call2[0] == first_prompt + reply1 + [eot] + tok.encode(alpaca_prompt(q["turns"][1], intro=False))
 
 
 # ---------------------------------------------------------------- 5. bad input
@@ -372,7 +375,7 @@ def test_shipped_examples_are_valid(tmp_path):
     data/mt_bench_example.jsonl reads as MT-Bench questions: docs/finetuning.md uses both."""
     prepare.main(["alpaca", f"--data_root={tmp_path}", f"--source={ROOT}/data/instructions_example.jsonl",
                   "--val_fraction=0.2"])
-    meta = common.load_meta(str(tmp_path), "alpaca")
+    meta = load_meta(str(tmp_path), "alpaca")
     assert (meta["train_examples"], meta["val_examples"]) == (16, 4)
     questions = sample.read_questions(f"{ROOT}/data/mt_bench_example.jsonl")
     assert [len(q["turns"]) for q in questions] == [2, 2]

@@ -25,7 +25,8 @@ from torch.nn import functional as F
 
 import eval as eval_script
 import prepare
-from common import Tokenizer, save_checkpoint
+from checkpoint import is_pretrained, save_checkpoint
+from data import Tokenizer
 
 CHARS = list(" \n" + string.ascii_lowercase + "?.")  # the character model's vocabulary (few-shot prompts need \n)
 V = len(CHARS)
@@ -165,11 +166,11 @@ def test_gpt2_weights_give_the_harness_own_numbers(tmp_path, monkeypatch):
                doc_to_text="", doc_to_target="{{text}}", metric_list=[{"metric": "word_perplexity"}])
     model, meta, name = eval_script.load_model(folder)
     assert meta == {"tokenizer": "gpt2"} and model.config.n_ctx_layer == 0 and name.startswith("gpt2-tiny (")
-    assert eval_script.is_hf(folder) and eval_script.is_hf("gpt2-medium") and eval_script.is_hf("pythia-160m")
+    assert is_pretrained(folder) and is_pretrained("gpt2-medium") and is_pretrained("pythia-160m")
     (tmp_path / "gpt2").mkdir()
     (tmp_path / "gpt2" / "ckpt.pt").touch()
     monkeypatch.chdir(tmp_path)
-    assert not eval_script.is_hf("gpt2")  # a run directory named like GPT-2 is a run
+    assert not is_pretrained("gpt2")  # a run directory named like GPT-2 is a run
     ours = evaluate(harness_lm(model, meta, stride=12, batch_size=2), ["local_lambada", "local_text"], tmp_path)
     theirs = evaluate("hf", ["local_lambada", "local_text"], tmp_path, model_args=f"pretrained={folder},dtype=float32",
                       device="cpu", batch_size=2)

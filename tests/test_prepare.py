@@ -16,7 +16,9 @@ import pytest
 from conftest import ROOT, run_script
 
 import prepare
-from common import MODEL_KEYS, Tokenizer, UserError, load_meta, open_split, run_main
+from config import UserError, run_main
+from data import Tokenizer, load_meta, open_split
+from train import MODEL_KEYS
 
 EOT = "<|endoftext|>"
 SHAKESPEARE = open(os.path.join(ROOT, "data", "tinyshakespeare.txt")).read()
@@ -241,7 +243,7 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch, char_data, previo
 
 def test_prepare_does_not_import_torch(tmp_path, neox_tokenizer_dir):
     """Preparing data needs no PyTorch: importing prepare.py, and preparing shakespeare_char with
-    it, leave torch unloaded (a module-level `import torch` in common.py or prepare.py fails here);
+    it, leave torch unloaded (a module-level `import torch` in config.py, data.py or prepare.py fails here);
     so does the NeoX BPE, through a Hugging Face dataset (pile)."""
     write_jsonl(tmp_path / "pile" / "train.jsonl", ["a train document"])
     code = ("import sys, prepare; assert 'torch' not in sys.modules, 'import prepare loaded torch'; "
@@ -256,8 +258,8 @@ def test_prepare_does_not_import_torch(tmp_path, neox_tokenizer_dir):
 
 
 def test_model_keys_are_the_model_config_fields():
-    """common.MODEL_KEYS is written out (so that common.py need not import model.py and torch):
-    it must name GPTConfig's fields, in their order."""
+    """train.MODEL_KEYS, the config keys train.py builds a GPTConfig from, are GPTConfig's fields,
+    in their order."""
     from model import GPTConfig
     assert MODEL_KEYS == tuple(GPTConfig.__dataclass_fields__)
 

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import shutil
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,7 +21,11 @@ from conftest import (NEOX, ROOT, assert_one_line_error, cli, hub_cache, make_py
                       record_greedy_choices, sharp_model, tiny_args)
 from torch.nn import functional as F
 
-import common
+from checkpoint import load_checkpoint, model_from_hf
+from config import BACKBONES, UserError, backbone_fields, parse_config
+from data import Tokenizer, open_split
+import plot
+from train import get_batch
 import sample
 import train
 from model import GPT, GPTConfig
@@ -133,8 +136,8 @@ def test_pythia_names_load_from_the_hub_cache(pythia_dir, monkeypatch, tmp_path)
         for name in ("pythia-70m", "EleutherAI/pythia-70m"):
             model = GPT.from_pretrained(name, override_args=dict(n_ctx_layer=0)).eval()
             torch.testing.assert_close(model(idx, all_logits=True)[0], expected, rtol=0, atol=1e-5)
-    with pytest.raises(common.UserError, match="pythia-160m"):  # not in the cache, and offline
-        common.model_from_hf("pythia-160m", {})
+    with pytest.raises(UserError, match="pythia-160m"):  # not in the cache, and offline
+        model_from_hf("pythia-160m", {})
 
 
 def spoil(path, how):
@@ -171,14 +174,14 @@ def test_from_pretrained_refuses_what_it_cannot_load_exactly(pythia_dir, tmp_pat
     """A folder of another architecture, or whose weights lack a tensor, have an extra one or one
     of another shape, or a GPT-NeoX variant this block does not build, is refused with a
     ValueError that says what is wrong (never loaded with fresh weights in the gap), and
-    common.model_from_hf makes that one line naming the folder."""
+    model_from_hf makes that one line naming the folder."""
     shutil.copytree(pythia_dir[0], tmp_path / "spoilt")
     path = str(tmp_path / "spoilt")
     expected = spoil(path, how)
     with pytest.raises(ValueError, match=expected):
         GPT.from_pretrained(path)
-    with pytest.raises(common.UserError) as e:
-        common.model_from_hf(path, {})
+    with pytest.raises(UserError) as e:
+        model_from_hf(path, {})
     assert "\n" not in str(e.value) and path in str(e.value)
 
 
@@ -384,13 +387,13 @@ def test_gpt2_checkpoint_from_before_loads_samples_and_resumes(char_data, tmp_pa
 # ---------------------------------------------------------------- 5. the NeoX tokenizer
 
 def test_neox_tokenizer_round_trips(neox_tokenizer_dir):
-    """common.Tokenizer({'tokenizer': 'neox', 'tokenizer_path': folder}) reads the folder's
+    """Tokenizer({'tokenizer': 'neox', 'tokenizer_path': folder}) reads the folder's
     tokenizer.json: text round-trips exactly (spaces before punctuation, runs of spaces, newlines,
     characters it never saw as bytes), no BOS or EOS is added, '<|endoftext|>' is its special
     token, vocab_size counts the added tokens; and its ids are those transformers' AutoTokenizer
     gives for the same folder (the tokenizer Hugging Face users load for Pythia)."""
     from transformers import AutoTokenizer
-    tok = common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(neox_tokenizer_dir)})
+    tok = Tokenizer({"tokenizer": "neox", "tokenizer_path": str(neox_tokenizer_dir)})
     hf = AutoTokenizer.from_pretrained(str(neox_tokenizer_dir))
     assert tok.vocab_size == len(hf) == 302 and tok.eot_token == 0
     texts = ("Before we proceed, hear me speak.", "  Speak ,speak .\n\nCafé ünïcode ✓", "x", "a    b  c   d",
@@ -408,14 +411,14 @@ def test_neox_tokenizer_errors(tmp_path, monkeypatch):
     """A folder that is not there, one without tokenizer.json, and tokenizers not installed, are
     one-line UserErrors that name the fix."""
     for path in (tmp_path / "no_such_folder", tmp_path):
-        with pytest.raises(common.UserError, match=f"cannot load the neox tokenizer from '{path}'") as e:
-            common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(path)})
+        with pytest.raises(UserError, match=f"cannot load the neox tokenizer from '{path}'") as e:
+            Tokenizer({"tokenizer": "neox", "tokenizer_path": str(path)})
         assert "\n" not in str(e.value)
     monkeypatch.setitem(__import__("sys").modules, "tokenizers", None)  # as if not installed
-    with pytest.raises(common.UserError, match="pip install tokenizers"):
-        common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(tmp_path)})
-    with pytest.raises(common.UserError, match="expected char, gpt2 or neox"):
-        common.Tokenizer({"tokenizer": "sentencepiece"})
+    with pytest.raises(UserError, match="pip install tokenizers"):
+        Tokenizer({"tokenizer": "neox", "tokenizer_path": str(tmp_path)})
+    with pytest.raises(UserError, match="expected char, gpt2 or neox"):
+        Tokenizer({"tokenizer": "sentencepiece"})
 
 
 # ---------------------------------------------------------------- configuration and bookkeeping
@@ -467,15 +470,15 @@ def test_invalid_pythia_fields_raise_naming_the_field(field, value):
 
 
 def test_backbones_are_gpt2_and_pythia():
-    """common.BACKBONES, what --backbone sets in bench.py and compare.py: 'gpt2' is GPTConfig's
+    """BACKBONES, what --backbone sets in bench.py and compare.py: 'gpt2' is GPTConfig's
     defaults, 'pythia' the block from_pretrained builds from a Pythia folder (the PYTHIA fields
     above, checked against Hugging Face there)."""
     defaults = GPTConfig()
-    assert common.BACKBONES["gpt2"] == {k: getattr(defaults, k) for k in common.BACKBONES["gpt2"]}
-    assert common.BACKBONES["pythia"] == {k: PYTHIA[k] for k in common.BACKBONES["pythia"]}
-    assert set(common.BACKBONES["pythia"]) == set(NEW_FIELDS)
-    with pytest.raises(common.UserError, match="unknown backbone 'neox': use one of gpt2, pythia"):
-        common.backbone_fields("neox")
+    assert BACKBONES["gpt2"] == {k: getattr(defaults, k) for k in BACKBONES["gpt2"]}
+    assert BACKBONES["pythia"] == {k: PYTHIA[k] for k in BACKBONES["pythia"]}
+    assert set(BACKBONES["pythia"]) == set(NEW_FIELDS)
+    with pytest.raises(UserError, match="unknown backbone 'neox': use one of gpt2, pythia"):
+        backbone_fields("neox")
 
 
 # ---------------------------------------------------------------- 6. train.py and sample.py from Pythia weights
@@ -505,7 +508,7 @@ def pythia_tok_dir(neox_tokenizer_dir, tmp_path_factory):
 def pythia_args(data_root, out_dir, **overrides):
     """tiny_args on the NeoX dataset, whose shape (2 layers, 2 heads, 32 wide, block 32) is the
     test Pythia folder's: a run from it resumes with these settings and Pythia's block."""
-    fields = common.BACKBONES["pythia"] | dict(bias=True, dataset="shakespeare_neox")
+    fields = BACKBONES["pythia"] | dict(bias=True, dataset="shakespeare_neox")
     return tiny_args(data_root, out_dir, **(fields | overrides))
 
 
@@ -517,21 +520,21 @@ def test_train_from_pythia_weights(neox_data, pythia_tok_dir, tmp_path):
     path, hf = pythia_tok_dir
     summary = run_train(pythia_args(neox_data, tmp_path / "gpt", init_from=path, n_ctx_layer=0, eval_only=True,
                                     eval_iters=3))
-    val = common.open_split(neox_data, "shakespeare_neox", "val")
+    val = open_split(neox_data, "shakespeare_neox", "val")
     gen, losses = torch.Generator().manual_seed(0), []  # train.estimate_loss's batches
     with torch.no_grad():
         for _ in range(3):
-            x, y = common.get_batch(val, torch.randint(len(val) - 32, (4,), generator=gen), 32, "cpu")
+            x, y = get_batch(val, torch.randint(len(val) - 32, (4,), generator=gen), 32, "cpu")
             losses.append(F.cross_entropy(hf(x).logits.flatten(0, 1), y.flatten()).item())
     assert summary["val_loss"] == pytest.approx(sum(losses) / 3, abs=1e-5)
     assert summary["params"]["predictor"] == 0
 
     run_train(pythia_args(neox_data, tmp_path / "clm", init_from=path, max_iters=2, eval_interval=2))
-    ckpt = common.load_checkpoint(str(tmp_path / "clm"))
+    ckpt = load_checkpoint(str(tmp_path / "clm"))
     assert ckpt["model_args"]["vocab_size"] == 320 and ckpt["model_args"]["n_ctx_layer"] == 2
-    assert {k: ckpt["model_args"][k] for k in common.BACKBONES["pythia"]} == common.BACKBONES["pythia"]
+    assert {k: ckpt["model_args"][k] for k in BACKBONES["pythia"]} == BACKBONES["pythia"]
     run_train(pythia_args(neox_data, tmp_path / "clm", init_from="resume", max_iters=4, eval_interval=2))
-    assert [r["iter"] for r in common.read_log(tmp_path / "clm")[1]] == [0, 2, 4]  # the last row an iteration
+    assert [r["iter"] for r in plot.read_log(tmp_path / "clm")[1]] == [0, 2, 4]  # the last row an iteration
 
 
 def swap_two_ids(tokenizer_json):
@@ -580,7 +583,7 @@ def test_eval_pythia_folder_with_its_tokenizer(neox_data, char_data, pythia_tok_
     assert cli(capsys, eval_script, f"--ckpt={path}", "--datasets=shakespeare_neox", f"--data_root={neox_data}",
                f"--max_tokens={n}", "--stride=32", "--device=cpu", f"--json={out}")[0] == 0
     got = json.loads(out.read_text())[str(path)]["shakespeare_neox"]
-    ids = torch.from_numpy(common.open_split(neox_data, "shakespeare_neox", "val")[:n].astype("int64"))
+    ids = torch.from_numpy(open_split(neox_data, "shakespeare_neox", "val")[:n].astype("int64"))
     with torch.no_grad():
         nll = F.cross_entropy(hf(ids[:-1].view(4, 32)).logits.flatten(0, 1), ids[1:]).item()
     assert got["tokens"] == n - 1 and got["ppl"] == pytest.approx(math.exp(nll), rel=1e-5)
@@ -612,7 +615,7 @@ def test_sample_pythia_by_name_with_its_tokenizer(pythia_tok_dir, monkeypatch, t
     status, out, err = cli(capsys, sample, "--init_from=pythia-160m", f"--start={prompt}", "--temperature=0",
                            "--num_samples=1", "--max_new_tokens=8", "--device=cpu")
     assert status == 0, err
-    tok = common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(path)})
+    tok = Tokenizer({"tokenizer": "neox", "tokenizer_path": str(path)})
     ids = tok.encode(prompt)
     with torch.no_grad():
         for _ in range(8):
@@ -636,7 +639,7 @@ def test_sample_local_pythia_folder_never_emits_padding_ids(pythia_tok_dir, tmp_
     save_file(weights, edited / "model.safetensors", metadata={"format": "pt"})
     model = GPT.from_pretrained(str(edited), dict(n_ctx_layer=0)).eval()
     prompt = "All: Speak"
-    tok = common.Tokenizer({"tokenizer": "neox", "tokenizer_path": str(edited)})
+    tok = Tokenizer({"tokenizer": "neox", "tokenizer_path": str(edited)})
     with torch.no_grad():  # the plant works: unrestricted, greedy decoding picks a padding id
         assert model(torch.tensor([tok.encode(prompt)]))[0][0, -1].argmax() >= 302
     status, out, err = cli(capsys, sample, f"--init_from={edited}", f"--start={prompt}", "--temperature=0",
@@ -661,18 +664,18 @@ def test_pythia_configs_are_pythias_recipe(size):
     on the Pile's meta.json (NeoX BPE, 50277 ids) is Pythia-<size>: vocabulary 50304 and the
     published parameter count."""
     path = os.path.join(ROOT, "config", f"train_contextlm_pythia_{size}.py")
-    c = common.parse_config(train.DEFAULTS, [path])
+    c = parse_config(train.DEFAULTS, [path])
     n_layer, n_head, n_embd, total, _ = PYTHIA_SIZES[size]
     assert (c["n_layer"], c["n_head"], c["n_embd"], c["block_size"], c["dataset"]) == (n_layer, n_head, n_embd, 2048,
                                                                                        "pile")
-    assert {k: c[k] for k in common.BACKBONES["pythia"]} == common.BACKBONES["pythia"] and c["bias"] is True
+    assert {k: c[k] for k in BACKBONES["pythia"]} == BACKBONES["pythia"] and c["bias"] is True
     assert (c["n_ctx_layer"], c["chunk_size"], c["n_enc_layer"], c["dropout"]) == (2, 4, 0, 0.0)
     assert c["batch_size"] * c["gradient_accumulation_steps"] == 1024 and c["gradient_accumulation_steps"] % 8 == 0
     assert c["max_iters"] == c["lr_decay_iters"] == 143000 and c["warmup_iters"] == 1430 and c["decay_lr"]
     assert c["learning_rate"] == PYTHIA_LR[size] and c["min_lr"] == pytest.approx(c["learning_rate"] / 10)
     assert (c["weight_decay"], c["beta1"], c["beta2"], c["grad_clip"]) == (0.1, 0.9, 0.95, 1.0)
     assert (c["out_dir"], c["init_from"]) == (f"out-contextlm-pythia-{size}", "scratch")
-    baseline = SimpleNamespace(**common.parse_config(train.DEFAULTS, [path, "--n_ctx_layer=0"]))
+    baseline = parse_config(train.DEFAULTS, [path, "--n_ctx_layer=0"])
     with torch.device("meta"):
         model, _ = train.build_model(baseline, {"tokenizer": "neox", "vocab_size": 50277}, None)
     assert model.config.vocab_size == 50304 and model.param_breakdown() == {"token": total, "predictor": 0}
@@ -683,7 +686,7 @@ def test_pythia_configs_are_pythias_recipe(size):
 def test_bpe_vocabularies_are_padded_to_64(tokenizer, ids, padded):
     """train.py pads a BPE vocabulary up to a multiple of 64 (GPT-2's and Pythia's both become
     50304); a character vocabulary is kept as it is."""
-    c = SimpleNamespace(**(train.DEFAULTS | dict(n_layer=1, n_head=1, n_embd=8, block_size=8, n_ctx_layer=0)))
+    c = train.DEFAULTS | dict(n_layer=1, n_head=1, n_embd=8, block_size=8, n_ctx_layer=0)
     model, _ = train.build_model(c, {"tokenizer": tokenizer, "vocab_size": ids}, None)
     assert model.config.vocab_size == model.lm_head.weight.size(0) == padded
 
@@ -697,7 +700,7 @@ def test_small_pythia_config_trains(char_data, tmp_path):
                "--eval_interval=10", "--eval_iters=4", "--always_save_checkpoint=True"])
     evals = read_log(tmp_path)[1]
     assert [r["iter"] for r in evals] == [0, 10, 20] and evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
-    ckpt = common.load_checkpoint(str(tmp_path))
-    assert {k: ckpt["model_args"][k] for k in common.BACKBONES["pythia"]} == common.BACKBONES["pythia"]
+    ckpt = load_checkpoint(str(tmp_path))
+    assert {k: ckpt["model_args"][k] for k in BACKBONES["pythia"]} == BACKBONES["pythia"]
     assert "transformer.wpe.weight" not in ckpt["model"]
     assert not torch.equal(ckpt["model"]["lm_head.weight"], ckpt["model"]["transformer.wte.weight"])

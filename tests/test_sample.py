@@ -9,7 +9,8 @@ import shutil
 import pytest
 import torch
 
-import common
+from checkpoint import load_checkpoint, model_from_checkpoint
+from data import Tokenizer
 import prepare
 import sample
 from conftest import assert_one_line_error, cli, run_script, run_train, tiny_args
@@ -101,7 +102,7 @@ def test_bpe_sampling_never_emits_padding_ids(bpe_ckpt, tmp_path, capsys):
     tiktoken cannot decode them. Here the checkpoint is edited so that the padding ids win
     outright: ln_f keeps only feature 0 and two padding ids get +-100 there, so greedy decoding
     picks one of them (whatever the sign of feature 0) unless sample.py keeps to real tokens."""
-    checkpoint = common.load_checkpoint(str(bpe_ckpt))
+    checkpoint = load_checkpoint(str(bpe_ckpt))
     state = checkpoint["model"]
     with torch.no_grad():
         state["transformer.ln_f.weight"].zero_()[0] = 1.0
@@ -184,11 +185,11 @@ def test_checkpoint_from_before_context_scale_decodes_as_it_did(tmp_path, capsys
     before context_scale existed (its optimizer state dropped, to keep it small). It loads with
     P's output added as is ('none'), and its loss on a line of text and its last logits are the
     ones that code computed, in the full forward and in KV-cache decoding; sample.py samples it."""
-    checkpoint = common.load_checkpoint(BEFORE_CONTEXT_SCALE)
+    checkpoint = load_checkpoint(BEFORE_CONTEXT_SCALE)
     assert "context_scale" not in checkpoint["model_args"] and "context_scale" not in checkpoint["config"]
-    model = common.model_from_checkpoint(checkpoint).eval()
+    model = model_from_checkpoint(checkpoint).eval()
     assert model.config.context_scale == "none" and not hasattr(model, "context_gain")
-    ids = torch.tensor([common.Tokenizer(checkpoint["meta"]).encode("ROMEO:\nWhat say you, my lord?")])
+    ids = torch.tensor([Tokenizer(checkpoint["meta"]).encode("ROMEO:\nWhat say you, my lord?")])
     with torch.no_grad():
         logits, loss = model(ids[:, :-1], ids[:, 1:])
         step_logits, state = model.prefill(ids[:, :5])

@@ -19,7 +19,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import common
+from checkpoint import load_checkpoint, model_from_checkpoint
+from config import UserError, parse_config
+from train import MODEL_KEYS
 import train
 from conftest import (ROOT, assert_one_line_error, cli, read_log, run_script, run_train, signal_handlers_kept,
                       tiny_args, weights)
@@ -48,10 +50,10 @@ def test_short_run_lowers_val_loss_and_writes_documented_files(char_data, tmp_pa
     assert eval_rows[-1]["val_loss"] < eval_rows[0]["val_loss"] - 0.3, eval_rows
     assert summary["iter_num"] == 8 and summary["val_loss"] == eval_rows[-1]["val_loss"]
 
-    checkpoint = common.load_checkpoint(str(out))
+    checkpoint = load_checkpoint(str(out))
     assert checkpoint["iter_num"] == 8 and checkpoint["meta"]["tokenizer"] == "char"
     assert checkpoint["model_args"]["n_layer"] == 2 and checkpoint["model_args"]["vocab_size"] == 65
-    common.model_from_checkpoint(checkpoint)  # the weights fit the architecture they claim
+    model_from_checkpoint(checkpoint)  # the weights fit the architecture they claim
 
 
 def test_train_function_restores_signal_handlers(char_data, tmp_path):
@@ -59,7 +61,7 @@ def test_train_function_restores_signal_handlers(char_data, tmp_path):
     handlers it installs must not outlive it, or Ctrl-C stops working in the caller."""
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     with signal_handlers_kept():  # whatever happens, leave this process usable
-        train.train(common.parse_config(train.DEFAULTS, tiny_args(char_data, tmp_path, max_iters=1)))
+        train.train(parse_config(train.DEFAULTS, tiny_args(char_data, tmp_path, max_iters=1)))
         after = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     assert after == before
 
@@ -129,7 +131,7 @@ def test_resume_is_exact(char_data, tmp_path):
     assert [losses_b[i] for i in range(N, 2 * N)] == [losses_a[i] for i in range(N, 2 * N)]
     # and the data fingerprint carries over: the resumed run saw the same batches as the other
     assert read_log(tmp_path / "b")[1][-1]["data_hash"] == read_log(tmp_path / "a")[1][-1]["data_hash"]
-    assert common.load_checkpoint(str(tmp_path / "b"))["iter_num"] == 2 * N
+    assert load_checkpoint(str(tmp_path / "b"))["iter_num"] == 2 * N
     wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -146,7 +148,7 @@ def test_resume_takes_the_new_dropout(char_data, tmp_path):
         run_train(tiny_args(char_data, out, max_iters=3, eval_interval=2, dropout=dropout, init_from="resume"))
         losses[dropout] = read_log(out)[0][-1]
         assert losses[dropout]["iter"] == 2
-        assert common.load_checkpoint(str(out))["model_args"]["dropout"] == dropout
+        assert load_checkpoint(str(out))["model_args"]["dropout"] == dropout
     assert losses[0.0]["train_loss"] != losses[0.1]["train_loss"]
 
 
@@ -161,7 +163,7 @@ def test_run_from_before_context_scale_resumes_with_the_old_option(char_data, tm
     for fields in (ckpt["model_args"], ckpt["config"]):
         del fields["context_scale"], fields["context_gain_init"]
     torch.save(ckpt, tmp_path / "old" / "ckpt.pt")
-    with pytest.raises(common.UserError, match=r"context_scale='none' \(config says 'learned'\): resume with the "
+    with pytest.raises(UserError, match=r"context_scale='none' \(config says 'learned'\): resume with the "
                                                r"same config \(--context_scale=none\)$"):
         run_train(tiny_args(char_data, tmp_path / "old", max_iters=4, eval_interval=2, init_from="resume"))
     losses = []
@@ -211,7 +213,7 @@ def test_torchrun_two_processes(char_data, tmp_path):
     assert ddp_row["tokens"] == single_row["tokens"] == 2 * 4 * 32
     assert ddp_row["train_loss"] == pytest.approx(single_row["train_loss"], abs=1e-5)
 
-    ddp_ckpt, single_ckpt = common.load_checkpoint(str(ddp_out)), common.load_checkpoint(str(single_out))
+    ddp_ckpt, single_ckpt = load_checkpoint(str(ddp_out)), load_checkpoint(str(single_out))
     for k, w in single_ckpt["model"].items():
         torch.testing.assert_close(ddp_ckpt["model"][k], w, atol=1e-5, rtol=0, msg=k)
     # Adam's first update is ~lr * sign(grad), blind to the gradient's scale: compare the first
@@ -235,7 +237,7 @@ def test_torchrun_two_processes(char_data, tmp_path):
     resumed = torchrun(*tiny_args(char_data, tmp_path / "halves", max_iters=2, init_from="resume", **dropout_args))
     _, resumed_stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, resumed_stderr
-    assert common.load_checkpoint(str(tmp_path / "halves"))["iter_num"] == 2
+    assert load_checkpoint(str(tmp_path / "halves"))["iter_num"] == 2
     wa, wb = weights(tmp_path / "straight"), weights(tmp_path / "halves")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
@@ -256,9 +258,9 @@ def test_compiled_model_trains_like_eager(char_data, tmp_path):
     assert [r["iter"] for r in compiled] == [0, 1, 2]
     for c, e in zip(compiled, eager):
         assert c["train_loss"] == pytest.approx(e["train_loss"], abs=1e-4)
-    checkpoint = common.load_checkpoint(str(tmp_path / "compiled"))
+    checkpoint = load_checkpoint(str(tmp_path / "compiled"))
     assert not any(k.startswith("_orig_mod.") for k in checkpoint["model"])
-    common.model_from_checkpoint(checkpoint)
+    model_from_checkpoint(checkpoint)
 
 
 # ---------------------------------------------------------------- 5. bad input
@@ -306,8 +308,8 @@ def script_defaults(path):
 def test_config_file_is_valid(path):
     """Every key is a key of its script with the right type (a typo fails here, not hours into
     a job), and the model it describes is a valid GPTConfig."""
-    config = common.parse_config(script_defaults(path), [path])
-    GPTConfig(**{k: config[k] for k in common.MODEL_KEYS if k in config})
+    config = parse_config(script_defaults(path), [path])
+    GPTConfig(**{k: config[k] for k in MODEL_KEYS if k in config})
 
 
 def test_bare_command_is_the_papers_contextlm_base_run(capsys, monkeypatch):
@@ -315,7 +317,7 @@ def test_bare_command_is_the_papers_contextlm_base_run(capsys, monkeypatch):
     paper's Table 1 ContextLM-Base run), apart from the names of the run; and that run is the
     paper's: GPT-2 124M + a 2-layer predictor, w=4, lr 1e-3, ~0.5M-token steps, 9.0B tokens."""
     names = ("out_dir", "wandb_run_name")
-    owt = common.parse_config(train.DEFAULTS, [os.path.join(ROOT, "config", "train_contextlm_owt.py")])
+    owt = parse_config(train.DEFAULTS, [os.path.join(ROOT, "config", "train_contextlm_owt.py")])
     assert {k: v for k, v in owt.items() if k not in names} == \
         {k: v for k, v in train.DEFAULTS.items() if k not in names}
     assert all(owt[k] != train.DEFAULTS[k] for k in names)  # the config names its run
@@ -337,7 +339,7 @@ def test_owt_configs_take_half_a_million_tokens_a_step():
     owt = [p for p in CONFIGS if "owt" in os.path.basename(p)]
     assert len(owt) >= 2, CONFIGS
     for path in owt:
-        c = common.parse_config(script_defaults(path), [path])
+        c = parse_config(script_defaults(path), [path])
         tokens = c["batch_size"] * c["block_size"] * c["gradient_accumulation_steps"]
         assert 480_000 <= tokens <= 530_000, (path, tokens)
 
