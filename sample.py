@@ -8,6 +8,7 @@ Sample from a trained ContextLM (or a GPT-2 or Pythia) with KV-cache decoding.
     python sample.py --init_from=gpt2-xl --start="Hello"      # OpenAI's weights (needs transformers)
     python sample.py --init_from=pythia-160m --start="Hello"  # EleutherAI's, with Pythia's tokenizer
     python sample.py --init_from=path/to/hf-dir               # a local Hugging Face GPT-2 or Pythia folder
+    python sample.py --init_from=hf-contextlm-owt             # a run that export.py wrote (docs/export.md)
 
 A model fine-tuned on instructions (docs/finetuning.md) is prompted in its template, and its
 answers end at end-of-text; --mtbench answers MT-Bench's questions for FastChat's judge:
@@ -79,7 +80,7 @@ def load_model(init_from, out_dir, device):
         tokenizer = checkpoint_tokenizer(checkpoint, out_dir)
     else:
         tokenizer = Tokenizer(pretrained_tokenizer(init_from))
-        model = model_from_hf(init_from, {"n_ctx_layer": 0})  # GPT-2 and Pythia have no predictor
+        model = model_from_hf(init_from, {"n_ctx_layer": 0})  # GPT-2 and Pythia have no predictor; an export keeps its
     return model.eval().to(device), tokenizer
 
 
