@@ -6,9 +6,12 @@ Pythia weights (a name or a local folder) load through GPT.from_pretrained. load
 way scripts load either.
 """
 
+import glob
+import json
 import os
 import re
 from contextlib import contextmanager
+from dataclasses import fields
 
 import torch
 
@@ -162,17 +165,59 @@ def hf_errors(name_or_dir):
 
 
 def model_from_hf(name_or_dir, override_args):
-    """GPT.from_pretrained (GPT-2 or Pythia weights), failures as one line."""
+    """GPT.from_pretrained (GPT-2 or Pythia weights), failures as one line; a ContextLM folder that
+    export.py wrote loads as it is (model_from_export)."""
     with hf_errors(name_or_dir):
+        if hf_architecture(name_or_dir)[1] == EXPORT_MODEL_TYPE:
+            return model_from_export(name_or_dir, override_args)
         return GPT.from_pretrained(name_or_dir, override_args)
+
+
+# Folders that export.py writes (docs/export.md): config.json says which tokenizer the run read in
+# EXPORT_TOKENIZER (meta.json's words), and a ContextLM's model_type is EXPORT_MODEL_TYPE, its
+# GPTConfig's fields beside it (modeling_contextlm.ContextLMConfig).
+EXPORT_MODEL_TYPE = "contextlm"
+EXPORT_TOKENIZER = "contextlm_tokenizer"
+
+
+def model_from_export(folder, override_args):
+    """The ContextLM in a folder that export.py wrote, as it is: GPTConfig's fields from its
+    config.json, the weights from its safetensors (the wrapper's 'model.' prefix off; a tied head
+    is saved once, as wte). Of override_args only dropout applies, as when fine-tuning a run."""
+    from safetensors.torch import load_file
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    weights = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.safetensors"))):  # one file, or the shards of a large model
+        weights |= {k.removeprefix("model."): v for k, v in load_file(path).items()}
+    if config.get("tie_embeddings") and "transformer.wte.weight" in weights:
+        weights.setdefault("lm_head.weight", weights["transformer.wte.weight"])
+    model_args = {f.name: config[f.name] for f in fields(GPTConfig) if f.name in config}
+    if "dropout" in override_args:
+        model_args["dropout"] = override_args["dropout"]
+    return model_from_checkpoint({"model": weights, "model_args": model_args}, folder)
+
+
+def exported_tokenizer(folder):
+    """meta.json's description of the tokenizer in a folder that export.py wrote (config.json's
+    EXPORT_TOKENIZER; a BPE's files are in the folder), or None for any other name or folder."""
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        meta = json.load(f).get(EXPORT_TOKENIZER)
+    return meta | {"tokenizer_path": folder} if meta and meta["tokenizer"] == "neox" else meta
 
 
 def pretrained_tokenizer(name_or_dir):
     """meta.json's description of the tokenizer a Hugging Face model (GPT.from_pretrained's
     name_or_dir) reads: GPT-2's BPE for a GPT-2, for a GPT-NeoX (Pythia) the BPE in its own
-    repository or folder."""
+    repository or folder; for a folder that export.py wrote, the one its config.json names."""
     with hf_errors(name_or_dir):
         name, arch = hf_architecture(name_or_dir)
+        exported = exported_tokenizer(name_or_dir)
+    if exported:
+        return exported
     if arch not in ("gpt2", "gpt_neox"):
         raise UserError(f"{name_or_dir} holds a model of type {arch!r}; this repo loads 'gpt2' (GPT-2) and "
                         "'gpt_neox' (Pythia) models")

@@ -13,7 +13,8 @@ window (its Figure 5 question: does the gain grow with context?).
 --ckpt names train.py checkpoints (a directory holding ckpt.pt, or a .pt file) or published weights:
 OpenAI's GPT-2 (gpt2, ..., gpt2-xl), EleutherAI's Pythia (pythia-70m, ..., pythia-1.4b) or a local
 Hugging Face folder of either (needs transformers), loaded as they are (n_ctx_layer=0): a reference
-row. A Pythia reads datasets prepared in its own tokenizer (prepare.py NAME --tokenizer=neox).
+row. A Pythia reads datasets prepared in its own tokenizer (prepare.py NAME --tokenizer=neox). A
+folder that export.py wrote is read as the run it was (a ContextLM keeps its predictor).
 --json merges into the file: results of other checkpoints, datasets and tasks already there are
 kept.
 

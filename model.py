@@ -531,7 +531,7 @@ def sample_next(logits, temperature=1.0, top_k=None):
 
 # ---------------------------------------------------------------- pretrained weights
 # A Hugging Face model -> (GPTConfig fields, its state_dict in this file's names), for
-# GPT.from_pretrained.
+# GPT.from_pretrained; export.py goes back the same way (GPT2_TRANSPOSED, neox_name).
 
 def hf_architecture(name_or_dir):
     """(the Hugging Face repository or folder, its config.json's model_type) of from_pretrained's
@@ -543,14 +543,16 @@ def hf_architecture(name_or_dir):
     return name_or_dir, PretrainedConfig.get_config_dict(name_or_dir)[0].get("model_type")
 
 
+GPT2_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")  # Conv1D
+
+
 def gpt2_weights(hf):
     """GPT2LMHeadModel: the same names as ours; its Linear weights are stored as Conv1D, i.e.
     transposed; its attention masks (buffers) are not weights."""
     hc = hf.config
     config = dict(block_size=hc.n_positions, vocab_size=hc.vocab_size, n_layer=hc.n_layer,
                   n_head=hc.n_head, n_embd=hc.n_embd, bias=True)
-    transposed = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-    sd = {k: v.t() if k.endswith(transposed) else v for k, v in hf.state_dict().items()
+    sd = {k: v.t() if k.endswith(GPT2_TRANSPOSED) else v for k, v in hf.state_dict().items()
           if not k.endswith((".attn.bias", ".attn.masked_bias"))}
     return config, sd
 
@@ -561,6 +563,13 @@ NEOX_NAMES = (("gpt_neox.embed_in.", "transformer.wte."), ("gpt_neox.final_layer
               (".attention.dense.", ".attn.c_proj."), (".mlp.dense_h_to_4h.", ".mlp.c_fc."),
               (".mlp.dense_4h_to_h.", ".mlp.c_proj."), ("embed_out.", "lm_head."))  # (transformers 4's head name)
 NEOX_GELU = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}  # hidden_act -> gelu_approximate
+
+
+def neox_name(name):
+    """A GPTNeoXForCausalLM weight's name -> ours."""
+    for theirs, ours in NEOX_NAMES:
+        name = name.replace(theirs, ours)
+    return name
 
 
 def neox_weights(hf):
@@ -586,8 +595,7 @@ def neox_weights(hf):
     for k, v in hf.state_dict().items():
         if k.endswith((".attention.bias", ".attention.masked_bias", ".inv_freq")):
             continue  # masks and RoPE frequencies that transformers 4 kept as buffers
-        for theirs, ours in NEOX_NAMES:
-            k = k.replace(theirs, ours)
+        k = neox_name(k)
         if ".attn.c_attn." in k:  # GPT-NeoX's rows are q, k, v head by head (nh, 3, hs); ours (3, nh, hs)
             v = v.view(nh, 3, -1, *v.shape[1:]).transpose(0, 1).reshape(v.shape)
         sd[k] = v

@@ -8,6 +8,7 @@ Sample from a trained ContextLM (or a GPT-2 or Pythia) with KV-cache decoding.
     python sample.py --init_from=gpt2-xl --start="Hello"      # OpenAI's weights (needs transformers)
     python sample.py --init_from=pythia-160m --start="Hello"  # EleutherAI's, with Pythia's tokenizer
     python sample.py --init_from=path/to/hf-dir               # a local Hugging Face GPT-2 or Pythia folder
+    python sample.py --init_from=hf-contextlm-owt             # a run that export.py wrote (docs/export.md)
 
 A model fine-tuned on instructions (docs/finetuning.md) is prompted in its template, and its
 answers end at end-of-text; --mtbench answers MT-Bench's questions for FastChat's judge:

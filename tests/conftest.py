@@ -7,9 +7,10 @@ neox_tokenizer_dir, a tiny GPT-NeoX tokenizer.
 Helpers: run_script() runs a repo script as a subprocess, cli() an entry script's main() in this
 process, assert_one_line_error() checks a failure's message; TINY, tiny_args() and run_train()
 make tiny train.py runs, read_log() and weights() read what they wrote; sharp_model() is a tiny
-model with well-spread logits. Pythia (docs/pythia.md): make_pythia_folder() writes a tiny Hugging
-Face GPT-NeoX folder in the Pythia repositories' format, hub_cache() puts one in an offline hub
-cache under a repository name, the neox_tokenizer_dir fixture is a small GPT-NeoX-style BPE.
+model with well-spread logits; write_task() writes an lm-evaluation-harness task with local data.
+Pythia (docs/pythia.md): make_pythia_folder() writes a tiny Hugging Face GPT-NeoX folder in the
+Pythia repositories' format, hub_cache() puts one in an offline hub cache under a repository name,
+the neox_tokenizer_dir fixture is a small GPT-NeoX-style BPE.
 Repo modules are imported inside the helpers, when used."""
 
 import hashlib
@@ -293,3 +294,17 @@ def neox_tokenizer_dir(tmp_path_factory):
         tokenizer_class="GPTNeoXTokenizer", add_prefix_space=False, bos_token="<|endoftext|>",
         eos_token="<|endoftext|>", unk_token="<|endoftext|>")))
     return path
+
+
+# ---------------------------------------------------------------- lm-evaluation-harness tasks
+
+def write_task(folder, name, rows, **config):
+    """A harness task `name` in folder/name.yaml, its test split the JSONL file folder/name.jsonl."""
+    import yaml
+    data = os.path.join(folder, f"{name}.jsonl")
+    with open(data, "w") as f:
+        f.write("".join(json.dumps(row) + "\n" for row in rows))
+    config = {"task": name} | config | {"dataset_path": "json", "dataset_name": None,
+                                        "dataset_kwargs": {"data_files": {"test": data}}, "test_split": "test"}
+    with open(os.path.join(folder, f"{name}.yaml"), "w") as f:
+        yaml.safe_dump(config, f)

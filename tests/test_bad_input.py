@@ -32,6 +32,7 @@ from config import NOT_EMPTY, SEED, UserError, above, at_least, between, counts,
 from data import open_split
 import compare
 import eval as eval_script
+import export
 import prepare
 import sample
 import train
@@ -45,22 +46,30 @@ RESUME = [*TRAIN, "--out_dir=out", "--init_from=resume"]
 SAMPLE = ["--out_dir=out", "--device=cpu", "--max_new_tokens=4", "--num_samples=1"]
 EVAL = ["--ckpt=out", "--datasets=shakespeare_char", "--data_root=data", "--device=cpu"]
 COMPARE = ["--quick", "--data_root=data", "--out_dir=study"]
+EXPORT = ["--out_dir=out"]
 BENCH = ["--quick", "--out_dir=bench"]
 
+
+def disk_full_at(name):
+    """Code that makes writing a file whose name ends with `name` fail as a full disk does."""
+    return ("import builtins, errno, os\n"
+            "real_open = builtins.open\n"
+            "def full_open(file, mode='r', *args, **kwargs):\n"
+            f"    if 'w' in mode and str(file).endswith({name!r}):\n"
+            "        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))\n"
+            "    return real_open(file, mode, *args, **kwargs)\n"
+            "builtins.open = full_open\n")
+
+
 # A failure planted in the script's process before it starts: the disk fills up as the checkpoint
-# is flushed to it, or as meta.json is written
+# is flushed to it, as meta.json is written, or as a Hugging Face folder's config.json is
 FAULTS = {
     "disk full at fsync": "import errno, os\n"
                           "def fsync(fd):\n"
                           "    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
                           "os.fsync = fsync\n",
-    "disk full at meta.json": "import builtins, errno, os\n"
-                              "real_open = builtins.open\n"
-                              "def full_open(file, mode='r', *args, **kwargs):\n"
-                              "    if 'w' in mode and str(file).endswith('meta.json'):\n"
-                              "        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(file))\n"
-                              "    return real_open(file, mode, *args, **kwargs)\n"
-                              "builtins.open = full_open\n",
+    "disk full at meta.json": disk_full_at("meta.json"),
+    "disk full at config.json": disk_full_at("config.json"),
 }
 # tiktoken with no cached files and no network (every request goes to a closed local port)
 NO_TIKTOKEN = {"TIKTOKEN_CACHE_DIR": "{bad}/no_tiktoken", "HTTPS_PROXY": "http://127.0.0.1:9",
@@ -218,6 +227,19 @@ CASES = [
          "not a results.json that compare.py wrote"),
     case("compare-out_dir-is-a-file", "compare.py", [*COMPARE, "--out_dir=out/ckpt.pt"], "cannot write out/ckpt.pt"),
 
+    # export.py (refused before the run is loaded; a folder that fails half-way is not left)
+    case("export-no-run", "export.py", ["--out_dir=nowhere", "--hf_dir=hf"], "no checkpoint at nowhere/ckpt.pt"),
+    case("export-no-hf_dir", "export.py", EXPORT, "name the folder to write: --hf_dir=DIR"),
+    case("export-hf_dir-not-empty", "export.py", [*EXPORT, "--hf_dir=data"], "--hf_dir=data is not empty",
+         "--overwrite=True"),
+    case("export-hf_dir-is-a-file", "export.py", [*EXPORT, "--hf_dir=out/ckpt.pt"], "--hf_dir=out/ckpt.pt is a file"),
+    case("export-hf_dir-holds-the-run", "export.py", [*EXPORT, "--hf_dir=.", "--overwrite=True"],
+         "holds the run being exported (out/ckpt.pt)"),
+    case("export-hf_dir-under-a-file", "export.py", [*EXPORT, "--hf_dir=out/ckpt.pt/hf"],
+         "cannot write out/ckpt.pt/hf", "nothing was written"),
+    case("export-disk-full", "export.py", [*EXPORT, "--hf_dir=data", "--overwrite=True"], "cannot write data",
+         "No space left on device", "nothing was written", fault="disk full at config.json"),
+
     # plot.py
     case("plot-log-without-rows", "plot.py", ["curves", "--runs={bad}/garbage_log"], "no evaluation rows"),
     case("plot-out-folder-missing", "plot.py", ["curves", "--runs=out", "--out=nowhere/curves.png"],
@@ -368,7 +390,8 @@ def results(inputs, request):
 
 def test_the_table_covers_every_script():
     scripts = {p.values[0].script for p in CASES}
-    assert scripts == {"train.py", "sample.py", "eval.py", "prepare.py", "bench.py", "compare.py", "plot.py"}
+    assert scripts == {"train.py", "sample.py", "eval.py", "prepare.py", "bench.py", "compare.py", "plot.py",
+                       "export.py"}
     assert len(CASES) >= 40 and len({p.id for p in CASES}) == len(CASES)
 
 
@@ -395,7 +418,7 @@ def test_bad_input_is_one_line(case, results, inputs, request):
 
 # one case a script, those that load the most (transformers, a fault planted with python -c)
 COMMANDS = ["train-bin-id-beyond-vocab", "sample-hf-llama", "eval-bin-empty", "prepare-disk-full", "bench-heads",
-            "compare-no-decay", "plot-checkpoint-random"]
+            "compare-no-decay", "plot-checkpoint-random", "export-hf_dir-not-empty"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -414,7 +437,7 @@ def test_forked_runs_are_the_commands(name, results, inputs):
 
 # ---------------------------------------------------------------- 2. the checks themselves
 
-SCRIPTS = (train, sample, eval_script, prepare, bench, compare)
+SCRIPTS = (train, sample, eval_script, prepare, bench, compare, export)
 
 
 @pytest.mark.parametrize("check, good, bad", [

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import run_in_process, sharp_model
+from conftest import run_in_process, sharp_model, write_task
 from torch.nn import functional as F
 
 import eval as eval_script
@@ -54,17 +54,6 @@ def char_model():
 def harness_lm(model, meta, stride=4, batch_size=3):
     """eval.py's harness model around `model`."""
     return eval_script.harness_lm_class()(model, Tokenizer(meta), "test-model", stride, batch_size, "cpu", NOCTX)
-
-
-def write_task(folder, name, rows, **config):
-    """A harness task `name` in folder/name.yaml, its test split the JSONL file folder/name.jsonl."""
-    data = os.path.join(folder, f"{name}.jsonl")
-    with open(data, "w") as f:
-        f.write("".join(json.dumps(row) + "\n" for row in rows))
-    config = {"task": name} | config | {"dataset_path": "json", "dataset_name": None,
-                                        "dataset_kwargs": {"data_files": {"test": data}}, "test_split": "test"}
-    with open(os.path.join(folder, f"{name}.yaml"), "w") as f:
-        yaml.safe_dump(config, f)
 
 
 def local_copy(folder, harness_task, name, texts):
