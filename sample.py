@@ -90,6 +90,41 @@ def until_eot(ids, eot):
     return ids[:ids.index(eot)] if eot in ids else ids
 
 
+# ---------------------------------------------------------------- the speed line
+
+def synchronize(device):
+    """Wait for the GPU: its kernels run asynchronously, and a timer must see them finish."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+class DecodeTimer:
+    """A model's decode_step that notes when each call has ended, the GPU's work included: the
+    speed line tells the first tokens, which compile and set up, from the steady pace after."""
+
+    def __init__(self, decode_step, device):
+        self.decode_step, self.device, self.ends = decode_step, device, []
+
+    def __call__(self, idx, state):
+        logits = self.decode_step(idx, state)
+        synchronize(self.device)
+        self.ends.append(time.perf_counter())
+        return logits
+
+
+def speed_line(num_samples, new_tokens, seconds, first_seconds, device):
+    """What generating new_tokens tokens per sample in `seconds` took. first_seconds: until the
+    first decode step had ended (its second token), None without a decode step (one token, or a
+    prompt that fills the window: every token a prefill). Steady is the pace after it."""
+    line = (f"{num_samples * new_tokens} tokens in {seconds:.2f}s ({num_samples} samples of {new_tokens} tokens, "
+            f"KV-cache decoding on {device})")
+    if first_seconds is None or new_tokens <= 2:
+        return f"{line}: {num_samples * new_tokens / seconds:,.0f} tokens/s"
+    steady = num_samples * (new_tokens - 2) / (seconds - first_seconds)
+    return (f"{line}: {steady:,.0f} tokens/s steady; the first 2 tokens took {first_seconds:.2f}s "
+            "(the prefill and the first decode step: compiling, first-time setup)")
+
+
 # ---------------------------------------------------------------- MT-Bench answers
 
 # FastChat's sampling temperature for each MT-Bench category (fastchat/llm_judge/common.py, used by
@@ -178,7 +213,7 @@ def main():
     if c["template"] and tokenizer.eot_token is None:
         raise UserError("--template needs a model with an end-of-text token; this one reads characters")
     if c["compile"]:
-        model.decode_step = torch.compile(model.decode_step, dynamic=True)
+        model.compile_decode_step()  # compiled at the first decode step, once
     if c["mtbench"]:
         run_name = os.path.basename(os.path.normpath(out_dir if c["init_from"] == "resume" else c["init_from"]))
         write_mtbench_answers(model, tokenizer, questions, c, run_name, device, autocast)
@@ -187,22 +222,21 @@ def main():
     # an instruction is asked in the template, as in fine-tuning: its text never becomes special tokens
     ids = tokenizer.encode_ordinary(alpaca_prompt(prompt)) if c["template"] else tokenizer.encode(prompt)
     x = torch.tensor([ids] * c["num_samples"], dtype=torch.long, device=device)
-    t0 = time.time()
+    timer = model.decode_step = DecodeTimer(model.decode_step, device)
+    t0 = time.perf_counter()
     with torch.no_grad(), autocast:  # only the tokenizer's ids: BPE models pad their vocabulary to 50304
         y = model.generate(x, c["max_new_tokens"], temperature=c["temperature"], top_k=c["top_k"],
                            vocab_size=tokenizer.vocab_size, stop_token=tokenizer.eot_token if c["template"] else None)
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-    dt = time.time() - t0
+    synchronize(device)
+    dt = time.perf_counter() - t0
     for row in y.tolist():
         if c["template"]:  # the answer ends at end-of-text
             row = ids + until_eot(row[len(ids):], tokenizer.eot_token)
         print(tokenizer.decode(row))
         print("---------------")
     new_tokens = y.size(1) - len(ids)  # max_new_tokens, or fewer when every answer ended
-    n = c["num_samples"] * new_tokens
-    print(f"{n} tokens in {dt:.2f}s: {n / dt:,.0f} tokens/s ({c['num_samples']} samples of "
-          f"{new_tokens} tokens, KV-cache decoding on {device})", file=sys.stderr)
+    print(speed_line(c["num_samples"], new_tokens, dt, timer.ends[0] - t0 if timer.ends else None, device),
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

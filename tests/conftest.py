@@ -7,10 +7,11 @@ neox_tokenizer_dir, a tiny GPT-NeoX tokenizer.
 Helpers: run_script() runs a repo script as a subprocess, cli() an entry script's main() in this
 process, assert_one_line_error() checks a failure's message; TINY, tiny_args() and run_train()
 make tiny train.py runs, read_log() and weights() read what they wrote; sharp_model() is a tiny
-model with well-spread logits; write_task() writes an lm-evaluation-harness task with local data.
-Pythia (docs/pythia.md): make_pythia_folder() writes a tiny Hugging Face GPT-NeoX folder in the
-Pythia repositories' format, hub_cache() puts one in an offline hub cache under a repository name,
-the neox_tokenizer_dir fixture is a small GPT-NeoX-style BPE.
+model with well-spread logits; write_task() writes an lm-evaluation-harness task with local data;
+record_greedy_choices() the logits generate chooses from, greedy_compiled() a compiled decoding
+run beside full forwards. Pythia (docs/pythia.md): make_pythia_folder() writes a tiny Hugging
+Face GPT-NeoX folder in the Pythia repositories' format, hub_cache() puts one in an offline hub
+cache under a repository name, the neox_tokenizer_dir fixture is a small GPT-NeoX-style BPE.
 Repo modules are imported inside the helpers, when used."""
 
 import hashlib
@@ -206,6 +207,25 @@ def record_greedy_choices(monkeypatch):
 
     monkeypatch.setattr(model, "sample_next", greedy_recorder)
     return seen
+
+
+def greedy_compiled(model, prompt, n, monkeypatch):
+    """n greedy tokens after prompt by full forwards, then twice by model.compile_decode_step()'s
+    compiled step, each call with a new DecodingState, under torch._dynamo's error_on_recompile (a
+    recompilation fails). Returns (the full forwards' tokens, their logits, the compiled calls'
+    tokens, the first compiled call's logits, torch._dynamo's counters); logits: a (B, vocab) a
+    token."""
+    import torch
+    from torch._dynamo.utils import counters
+    seen = record_greedy_choices(monkeypatch)
+    full = model.generate(prompt, n, temperature=0, use_cache=False)
+    full_logits, seen[:] = list(seen), []
+    torch._dynamo.reset()
+    counters.clear()
+    model.compile_decode_step()
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        compiled = [model.generate(prompt, n, temperature=0) for _ in range(2)]
+    return full, full_logits, compiled, seen[:n], counters
 
 
 @pytest.fixture(scope="session")

@@ -95,7 +95,7 @@ def test_causality_catches_a_leak():
 class Tag(nn.Module):
     """A stand-in context predictor whose j-th output is identifiable: ĉ_{j+1} = (j+1) * ones."""
 
-    def forward(self, x, cache=None, rope=None):
+    def forward(self, x, cache=None, rope=None, slot=None):
         B, K, C = x.shape
         return torch.arange(1, K + 1, dtype=x.dtype).view(1, K, 1).expand(B, K, C).clone()
 
@@ -103,7 +103,7 @@ class Tag(nn.Module):
 class Identity(nn.Module):
     """A stand-in context predictor that returns its input: ĉ_{j+1} = c_j."""
 
-    def forward(self, x, cache=None, rope=None):
+    def forward(self, x, cache=None, rope=None, slot=None):
         return x
 
 

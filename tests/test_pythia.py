@@ -28,7 +28,7 @@ import plot
 from train import get_batch
 import sample
 import train
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, apply_rotary
 
 # Pythia's block (EleutherAI/pythia-*/config.json), the GPTConfig fields that say so
 PYTHIA = dict(rotary_pct=0.25, rotary_base=10000.0, parallel_residual=True, tie_embeddings=False,
@@ -325,17 +325,19 @@ def test_generate_across_block_size_rotary(w, n_ctx, monkeypatch):
 @pytest.mark.parametrize("n_layer", [1, 2])
 def test_a_slid_cache_is_not_the_window(n_layer):
     """Why generate re-prefills past block_size on RoPE too. Slide a full cache by one (drop the
-    oldest key and value of every layer, keep the rest at their positions) and decode the next
-    token: with one layer that is the forward over the new window (1e-5; RoPE is relative), with
-    two it is not: the second layer's cached keys were computed while the dropped token was in
-    the window. (Plain Pythia, no chunks; a predictor adds a shifted chunk grid on top.)"""
+    oldest key and value of every layer, move the rest one slot and one position down: the cache's
+    slots are the window's positions, and RoPE is relative, so that is keeping them where they
+    were) and decode the next token: with one layer that is the forward over the new window
+    (1e-5), with two it is not: the second layer's cached keys were computed while the dropped
+    token was in the window. (Plain Pythia, no chunks; a predictor adds a shifted chunk grid on top.)"""
     model = sharp(seed=n_layer, n_layer=n_layer, n_ctx_layer=0, block_size=8)
     seq = torch.randint(0, V, (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         _, state = model.prefill(seq[:, :8])
+        down = model.rotary(torch.tensor([-1]))  # a cached key is rotated: turning it by -1 moves it to p - 1
         for cache in state.encoder + state.decoder:
-            cache.k[:, :, :7], cache.v[:, :, :7] = cache.k[:, :, 1:8].clone(), cache.v[:, :, 1:8].clone()
-            cache.len = 7
+            cache.k[:, :, :7], cache.v[:, :, :7] = apply_rotary(cache.k[:, :, 1:8], *down), cache.v[:, :, 1:8].clone()
+        state.pos.fill_(7)  # the new token's slot and position
         slid = model.decode_step(seq[:, 8:9], state)[:, 0]
         window = full_last_logits(model, seq[:, 1:9])
     gap = (slid - window).abs().max().item()

@@ -55,7 +55,9 @@ def samples(stdout, prompt, num_samples):
 
 
 def assert_speed_line(stderr):
-    assert "tokens/s" in stderr and "KV-cache decoding" in stderr, stderr
+    """The speed line: steady speed, and the first tokens' time (prefill, first decode step) apart."""
+    assert "tokens/s steady" in stderr and "KV-cache decoding" in stderr, stderr
+    assert "the first 2 tokens took" in stderr, stderr
 
 
 def sample_twice(capsys, prompt, num_samples, *args):
@@ -153,6 +155,16 @@ def test_without_out_dir_the_most_recent_checkpoint(char_ckpt, char_data, tmp_pa
     status, out, err = cli(capsys, sample)
     assert status == 0 and err.startswith(f"sampling from {os.path.join('out-2-steps', 'ckpt.pt')}"), err
     assert all(len(t) == 1 + 500 for t in samples(out, "\n", 3))
+
+
+def test_speed_line_tells_the_first_tokens_from_the_steady_speed():
+    """The first tokens may take seconds (compiling, first-time setup on a GPU) that the steady
+    speed must not hide: 3 samples of 102 tokens in 12 s, the first 2 done after 10 s, are 300
+    tokens in the other 2 s. Without a decode step (every token a prefill), only the mean."""
+    line = sample.speed_line(3, 102, 12.0, 10.0, "cuda")
+    assert line.startswith("306 tokens in 12.00s (3 samples of 102 tokens, KV-cache decoding on cuda): "), line
+    assert "150 tokens/s steady; the first 2 tokens took 10.00s" in line, line
+    assert sample.speed_line(2, 5, 2.0, None, "cpu").endswith("KV-cache decoding on cpu): 5 tokens/s")
 
 
 # ---------------------------------------------------------------- 2. bad input
