@@ -215,7 +215,7 @@ def test_compiled_decode_step_compiles_once(monkeypatch):
     step's shapes do not change with the position, so 64 decode steps, across 16 chunk boundaries,
     compile it once, in one graph, and never again (error_on_recompile); a second generate() call,
     with a new DecodingState, compiles nothing either. The compiled steps choose exactly the tokens
-    of full forwards, from logits within 1e-5 of theirs. (One model: compiling takes ~15 s.)"""
+    of full forwards, from logits within 1e-5 of theirs. (One model: compiling takes ~20 s, cold.)"""
     model = sharp(chunk_size=4, n_enc_layer=1, n_ctx_layer=1, block_size=80)
     prompt = torch.randint(0, V, (2, 7), generator=torch.Generator().manual_seed(0))
     # 65 tokens: a prefill, then 64 decode steps
