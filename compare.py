@@ -13,6 +13,8 @@ with the same data, schedule and token budget over several seeds, and tabulates 
                                                         # x 2 learning rates x 3 seeds, ~1 h on 2 cores
     python compare.py --arms="['contextlm']" --earlier=assets/study_shakespeare_char.json --out_dir=runs/new
                                                         # contextlm alone, paired with the published runs
+    python compare.py config/compare_regimes.py         # issue 23's sweep: named cells (dropout, width, ...)
+    python compare.py config/compare_options.py         # the paper's open choices, as contextlm-<option> arms
 
 The arms (config.model_variants, the three models bench.py measures) differ only in model
 fields; everything else (batches, optimizer, schedule, budget, evaluation) is shared. Within a
@@ -39,9 +41,11 @@ the table, and every arm against gpt (and contextlm against gpt+{P}L) paired by 
 intervals, at equal FLOPs and time, and the FLOPs and time each needs to reach the baseline's loss.
 With --earlier, the arms not trained here come from an earlier results.json whose settings and
 seeds match (a retrained arm appears as both, '<arm>' and '<arm> (earlier)', and is compared
-with itself). The sweep writes out_dir/sweep.{md,json,png} (sweep-<scale>.* for a context_scale
-other than the default): per width x learning rate, contextlm − gpt paired by seed, the largest
-‖ĉ‖/‖h‖ and the val loss rise with ĉ = 0 (docs/method.md, "Scale").
+with itself). options={name: {context option: value}} adds an arm contextlm-<name> per entry, each
+compared with gpt and with contextlm. The sweep writes out_dir/sweep.{md,json,png}
+(sweep-<scale>.* for a context_scale other than the default): per cell (a width x learning rate,
+or each of cells={name: {key: value}}), contextlm − gpt paired by seed, the largest ‖ĉ‖/‖h‖, the
+share of h's gradient through ĉ and the val loss rise with ĉ = 0 (docs/method.md, "Scale").
 """
 
 import contextlib
@@ -54,8 +58,8 @@ import sys
 import time
 
 import train
-from config import (BACKBONES, CONFIG_DIR, UserError, at_least, backbone_fields, counts, expand_quick, is_number,
-                    model_variants, one_of, parse_config, run_main, writing)
+from config import (BACKBONES, CONFIG_DIR, CONTEXT_OPTIONS, UserError, at_least, backbone_fields, counts, expand_quick,
+                    is_number, model_variants, named_settings, one_of, parse_config, run_main, writing)
 from data import load_meta
 from plot import plot_study_ablation, plot_study_curves, plot_study_efficiency, plot_study_sweep, read_log
 
@@ -75,6 +79,8 @@ DEFAULTS = {k: v for k, v in train.DEFAULTS.items() if k not in ("init_from", "e
     sweep=False,                  # the stability sweep: gpt and contextlm at each width x learning rate
     widths=[128, 256, 384],       # the sweep's n_embd
     learning_rates=[1e-3, 2e-3],  # the sweep's learning_rate (min_lr keeps its ratio to it)
+    cells={},                     # the sweep's cells by name, each the settings it changes ({} = widths x lrs)
+    options={},                   # contextlm variants by name, the context options each sets (config.CONTEXT_OPTIONS)
     fresh=False,                  # train again runs that are already finished
     arms=[],                      # the arms to train, by name (like ['contextlm']); [] = every arm
     earlier="",                   # an earlier study's results.json: the arms not trained here come from it
@@ -90,17 +96,22 @@ CHECKS = train.CHECKS | dict(
     arms=((lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v)), "a list of arm names, like ['contextlm']"),
     learning_rates=((lambda v: isinstance(v, list) and len(v) > 0 and all(is_number(x) and x > 0 for x in v)),
                     "a non-empty list of numbers above 0, like [1e-3, 2e-3]"),
+    cells=named_settings(train.DEFAULTS, "{cell name: {train.py key: value}}, like {'dropout0': {'dropout': 0.0}}"),
+    options=named_settings(CONTEXT_OPTIONS, "{name: {context option: value}}, like {'zero-init': {'predictor_init': "
+                           "'zero'}}, the options among " + ", ".join(CONTEXT_OPTIONS)),
 )
 
 
 # ---------------------------------------------------------------- the arms and their runs
 
 def arms_of(c):
-    """{arm: the model fields it sets}: config.model_variants' three models, or with ablation=True
-    gpt and a contextlm for each chunk size x encoder depth. Every other setting is shared."""
+    """{arm: the model fields it sets}: config.model_variants' three models and a contextlm for each
+    of c["options"], or with ablation=True gpt and a contextlm for each chunk size x encoder
+    depth. Every other setting is shared."""
     variants = model_variants(c)
-    if not c["ablation"]:
-        return variants
+    if not c["ablation"]:  # and contextlm-<name> for each of the options (each compared with contextlm too)
+        return variants | {f"contextlm-{name}": model_variants(c | changes)["contextlm"]
+                           for name, changes in c["options"].items()}
     arms = {"gpt": variants["gpt"]}
     main_cell = (c["chunk_size"], c["n_enc_layer"])
     for enc in sorted({0, c["n_layer"] // 2}):
@@ -208,7 +219,7 @@ def read_earlier(c, seeds, trained):
         config, arms = earlier["config"], earlier["arms"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"--earlier={c['earlier']}: not a results.json that compare.py wrote ({e})")
-    own = ("out_dir", "wandb_run_name", "context_scale", "context_gain_init")  # an arm's own, or not a setting
+    own = ("out_dir", "wandb_run_name", *CONTEXT_OPTIONS)  # an arm's own, or not a setting
     differ = [k for k in train.DEFAULTS if k in config and k not in own and config[k] != c[k]]
     missing = sorted(set(seeds) - set(earlier["seeds"]))
     if earlier.get("study") != "main" or differ or missing:
@@ -330,6 +341,8 @@ def comparisons(c, summary):
     pairs = [(name, "gpt") for name in summary if name != "gpt"]
     if not c["ablation"] and {"contextlm", f"gpt+{c['n_ctx_layer']}L"} <= set(summary):
         pairs.append(("contextlm", f"gpt+{c['n_ctx_layer']}L"))
+    options = [f"contextlm-{name}" for name in c["options"]]  # each against the default too, where both ran
+    pairs += [(name, "contextlm") for name in options if {name, "contextlm"} <= set(summary)]
     pairs += [(name.removesuffix(EARLIER), name) for name in summary if name.endswith(EARLIER)]
     return [{"arm": name, "baseline": base,
              "final_val_loss": paired(summary[name], summary[base], "final_val_loss"),
@@ -486,11 +499,17 @@ def budget_lines(summary, budgets):
 # ---------------------------------------------------------------- the stability sweep
 
 def sweep_cells(c):
-    """{cell name: the study config of one width x learning rate}: gpt and contextlm train in the
-    cell's own folder, min_lr keeping its ratio to learning_rate, everything else shared."""
-    return {f"w{width}-lr{lr:g}": c | dict(n_embd=width, learning_rate=lr, min_lr=c["min_lr"] * lr / c["learning_rate"],
-                                           out_dir=os.path.join(c["out_dir"], f"w{width}-lr{lr:g}"))
-            for width in c["widths"] for lr in c["learning_rates"]}
+    """{cell name: the study config of one cell}: each of c["cells"] with the settings it changes,
+    or else each width x learning rate; min_lr keeps its ratio to learning_rate, and gpt and
+    contextlm train in the cell's own folder."""
+    cells = c["cells"] or {f"w{width}-lr{lr:g}": dict(n_embd=width, learning_rate=lr)
+                           for width in c["widths"] for lr in c["learning_rates"]}
+    def min_lr(changes):  # keeps its ratio to a learning rate the cell changes
+        if "learning_rate" not in changes:
+            return {}
+        return {"min_lr": c["min_lr"] * changes["learning_rate"] / c["learning_rate"]}
+    return {name: c | min_lr(changes) | changes | dict(out_dir=os.path.join(c["out_dir"], name))
+            for name, changes in cells.items()}
 
 
 def sweep_arms(c):
@@ -506,7 +525,8 @@ def sweep_cell(cell, runs, seeds):
     − gpt paired by seed (final, and the worst mean over seeds at any evaluation after warmup),
     the largest ‖ĉ‖/‖h‖ of each contextlm run, and how much val loss rises with ĉ = 0."""
     (_, gpt), (_, ctx) = runs.items()  # gpt, then contextlm (sweep_arms)
-    after_warmup = [i for i, r in enumerate(gpt[seeds[0]]["evals"]) if r["iter"] > cell["warmup_iters"]]
+    evals = gpt[seeds[0]]["evals"]  # (a run shorter than its warmup: all its evaluations)
+    after_warmup = [i for i, r in enumerate(evals) if r["iter"] > cell["warmup_iters"]] or list(range(len(evals)))
     deltas = [(gpt[seeds[0]]["evals"][i]["iter"],
                statistics.mean(ctx[s]["evals"][i]["val_loss"] - gpt[s]["evals"][i]["val_loss"] for s in seeds))
               for i in after_warmup]
@@ -519,35 +539,45 @@ def sweep_cell(cell, runs, seeds):
             "max_context_ratio": {str(s): max(r["context_ratio"] for r in ctx[s]["evals"]) for s in seeds},
             "context_ratio_curves": {str(s): [[r["iter"], r["context_ratio"]] for r in ctx[s]["evals"]]
                                      for s in seeds},
-            "no_context_rise": statistics.mean(last[s]["val_loss_no_context"] - last[s]["val_loss"] for s in seeds)}
+            "no_context_rise": statistics.mean(last[s]["val_loss_no_context"] - last[s]["val_loss"] for s in seeds),
+            "context_grad_share": statistics.mean(last[s].get("context_grad_share", math.nan) for s in seeds)}
 
 
 def sweep_markdown(c, cells, seeds):
     """The sweep's report: one row a cell, and how to read it."""
-    lines = [f"## stability sweep, {c['dataset']}, context_scale={c['context_scale']}", "",
+    title = "sweep" if c["cells"] else "stability sweep"
+    settings = "; ".join(f"{name} " + (", ".join(f"{k}={v!r}" for k, v in changes.items()) or "as above")
+                         for name, changes in c["cells"].items())
+    lines = [f"## {title}, {c['dataset']}, context_scale={c['context_scale']}", "",
              f"n_layer={c['n_layer']}, block_size={c['block_size']}, batch {c['batch_size']}, dropout {c['dropout']}, "
              f"{c['max_iters']} iterations (warmup {c['warmup_iters']}), seeds {', '.join(map(str, seeds))}.", "",
-             "| width | lr | gpt | contextlm | contextlm − gpt [95% CI] | worst Δ after warmup (iter) "
-             "| largest ‖ĉ‖/‖h‖ | val loss rise with ĉ = 0 |", "|---|---|---|---|---|---|---|---|"]
-    for cell in cells.values():
+             "| cell | width | lr | gpt | contextlm | contextlm − gpt [95% CI] | worst Δ after warmup (iter) "
+             "| largest ‖ĉ‖/‖h‖ | h's gradient through ĉ | val loss rise with ĉ = 0 |", "|" + "---|" * 10]
+    for name, cell in cells.items():
         it, worst = cell["worst_delta_after_warmup"]
-        lines.append(f"| {cell['n_embd']} | {cell['learning_rate']:g} | {statistics.mean(cell['gpt'].values()):.4f} "
-                     f"| {statistics.mean(cell['contextlm'].values()):.4f} | {ci(cell['delta'])} | {worst:+.4f} ({it}) "
-                     f"| {max(cell['max_context_ratio'].values()):.2f} | {cell['no_context_rise']:+.4f} |")
+        lines.append(f"| {name} | {cell['n_embd']} | {cell['learning_rate']:g} "
+                     f"| {statistics.mean(cell['gpt'].values()):.4f} "
+                     f"| {statistics.mean(cell['contextlm'].values()):.4f} "
+                     f"| {ci(cell['delta'])} | {worst:+.4f} ({it}) | {max(cell['max_context_ratio'].values()):.2f} "
+                     f"| {cell.get('context_grad_share', math.nan):.3f} | {cell['no_context_rise']:+.4f} |")
     return "\n".join(lines + [
-        "", "gpt, contextlm: final val loss, mean over seeds. contextlm − gpt: final val loss paired by seed, mean "
+        "", f"Cell: its folder under out_dir, {'settings: ' + settings if settings else 'a width x learning rate'}. "
+        "gpt, contextlm: final val loss, mean over seeds. contextlm − gpt: final val loss paired by seed, mean "
         "with its 95% Student-t interval. Worst Δ after warmup: the largest mean over seeds of contextlm − gpt at "
         "any evaluation after warmup_iters, and its iteration. Largest ‖ĉ‖/‖h‖: the context's norm over the norm "
         "of the token state it is added to, mean over the val batches' positions, the largest at any evaluation "
-        "of any seed. Val loss rise with ĉ = 0: the trained contextlm evaluated with the context replaced by "
-        "zeros, minus its val loss (mean over seeds): how much the decoder relies on the context.", ""])
+        "of any seed. h's gradient through ĉ: the share of the loss's gradient at the encoder's output that comes "
+        "back through the context path, at the last evaluation, mean over seeds. Val loss rise with ĉ = 0: the "
+        "trained contextlm evaluated with the context replaced by zeros, minus its val loss (mean over seeds): how "
+        "much the decoder relies on the context.", ""])
 
 
 def run_sweep(c, seeds, master):
     """Train and report the stability sweep: gpt and contextlm in every cell (sweep_cells)."""
     cells = {}
     for name, cell in sweep_cells(c).items():
-        print(f"cell {name}: n_embd={cell['n_embd']}, learning_rate={cell['learning_rate']:g}")
+        changed = c["cells"].get(name, ("n_embd", "learning_rate"))
+        print(f"cell {name}: " + ", ".join(f"{k}={cell[k]!r}" for k in changed))
         runs = run_all(cell, sweep_arms(cell), seeds, master)
         if master:
             check_same_batches(runs, seeds)
@@ -634,9 +664,11 @@ def main(argv=None):
         earlier = read_earlier(c, seeds, trained)
         arms = {name: next(iter(by_seed.values()))["model"] for name, by_seed in earlier.items()} | trained
         runs = {name: (earlier | runs)[name] for name in arms}
-    elif set(trained) != set(arms):
-        raise UserError("a study of some arms (--arms) is reported beside an earlier one's: give --earlier=PATH "
-                        "to its results.json")
+    elif "gpt" in trained:  # some arms, gpt among them: reported alone (every arm is paired with gpt)
+        arms = trained
+    else:
+        raise UserError("a study of some arms (--arms) without gpt is reported beside an earlier one's: give "
+                        "--earlier=PATH to its results.json, or add 'gpt' to --arms")
     title = f"{'ablation' if c['ablation'] else 'next-context prediction'}, {c['dataset']}" + \
         (f", {c['backbone']} block" if c["backbone"] else "")
     summary = summarize(arms, runs, seeds)

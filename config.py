@@ -191,6 +191,13 @@ def counts(why=""):
             _must("a non-empty list of whole numbers, each at least 1", why))
 
 
+def named_settings(keys, must):
+    """A check: {name: {key: value}} with every key among keys (a study's cells, options)."""
+    return ((lambda v: isinstance(v, dict) and all(isinstance(name, str) and isinstance(changes, dict)
+                                                   and set(changes) <= set(keys) for name, changes in v.items())),
+            must)
+
+
 NOT_EMPTY = (lambda v: isinstance(v, str) and v != ""), "a non-empty string"
 SEED = ((lambda v: isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**64),
         "a whole number that fits in 64 bits (what torch.manual_seed takes)")
@@ -208,13 +215,18 @@ def model_variants(c):
     bench.py measures these three; compare.py trains them (its ablation grid varies contextlm)."""
     L, P, w = c["n_layer"], c["n_ctx_layer"], c["chunk_size"]  # P >= 1 (bench's and compare's CHECKS)
     # chunk_size and n_enc_layer do nothing without a predictor: the GPTs keep w and no encoder
-    # (and the default context_scale, so that a study of another context_scale reuses their runs)
-    gpt = dict(n_ctx_layer=0, chunk_size=w, n_enc_layer=0, context_scale="learned", context_gain_init=0.0)
+    # (and the default context options, so that a study of another option reuses their runs)
+    gpt = dict(n_ctx_layer=0, chunk_size=w, n_enc_layer=0, **CONTEXT_OPTIONS)
     return {"gpt": dict(n_layer=L, **gpt),
             "contextlm": dict(n_layer=L, n_ctx_layer=P, chunk_size=w, n_enc_layer=c["n_enc_layer"],
-                              context_scale=c.get("context_scale", "learned"),
-                              context_gain_init=c.get("context_gain_init", 0.0)),
+                              **{k: c.get(k, default) for k, default in CONTEXT_OPTIONS.items()}),
             f"gpt+{P}L": dict(n_layer=L + P, **gpt)}
+
+
+# GPTConfig's fields that act on the context path only (model.py has their meaning), with their
+# defaults there: a GPT ignores them (tests/test_compare.py checks the defaults are GPTConfig's)
+CONTEXT_OPTIONS = dict(context_scale="learned", context_gain_init=0.0, predictor_init="gpt2",
+                       context_dropout=-1.0, predictor_lr_scale=1.0)
 
 
 # The Transformer blocks the study runs on: GPTConfig's backbone fields, set all at once by

@@ -26,7 +26,7 @@ bookkeeping and pretrained weights, and incremental decoding (prefill, decode_st
 
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -35,6 +35,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 CONTEXT_SCALES = ("learned", "tied", "none")
+PREDICTOR_INITS = ("gpt2", "zero")
 # What a checkpoint written before a GPTConfig field existed meant by its absence: the behaviour
 # of the code that wrote it (context_scale came in 2026-12; until then P's output was added as is)
 FIELDS_BEFORE_THEY_EXISTED = {"context_scale": "none"}
@@ -54,6 +55,10 @@ class GPTConfig:
     n_enc_layer: int = 0     # how many of the n_layer blocks form the token encoder E
     context_scale: str = "learned"  # how ĉ joins h (add_context): 'learned', 'tied' or 'none' (the paper, literally)
     context_gain_init: float = 0.0  # 'learned': the gain's start; 0 = ContextLM starts as its GPT
+    # choices the paper leaves open, each an option; the defaults are docs/method.md's reading
+    predictor_init: str = "gpt2"     # P's output projections: 'gpt2' (as every block) or 'zero' (P starts as identity)
+    context_dropout: float = -1.0    # dropout inside P; < 0 = the model's dropout
+    predictor_lr_scale: float = 1.0  # P's learning rate over the model's (an optimizer setting that belongs to P)
     # the GPT-NeoX (Pythia) block; the defaults are GPT-2's
     rotary_pct: float = 0.0          # share of each head's dims rotated by RoPE (Pythia 0.25); 0 = learned wpe
     rotary_base: float = 10000.0     # RoPE's base: the slowest rotation has a period of ~2*pi*base positions
@@ -85,6 +90,10 @@ class GPTConfig:
         check(self.context_scale in CONTEXT_SCALES, "context_scale", f"must be one of {', '.join(CONTEXT_SCALES)}")
         check(math.isfinite(self.context_gain_init), "context_gain_init", "must be a finite number")
         check(self.layer_norm_eps > 0, "layer_norm_eps", "must be > 0")
+        check(self.predictor_init in PREDICTOR_INITS, "predictor_init", f"must be one of {', '.join(PREDICTOR_INITS)}")
+        check(self.context_dropout < 1.0, "context_dropout", "must be below 1 (< 0 = the model's dropout)")
+        check(math.isfinite(self.predictor_lr_scale) and self.predictor_lr_scale > 0, "predictor_lr_scale",
+              "must be a number above 0 (1 = the model's learning rate)")
 
 
 # ---------------------------------------------------------------- the KV cache of one attention layer
@@ -372,7 +381,8 @@ class GPT(nn.Module):
             del self.transformer["wpe"]
         # The context predictor P: its own causal stack over chunk embeddings. It has no final
         # LayerNorm: ĉ is added to h and must stay on h's scale (docs/method.md, "Scale").
-        self.context_predictor = nn.ModuleList([Block(config) for _ in range(config.n_ctx_layer)])
+        p_config = replace(config, dropout=config.dropout if config.context_dropout < 0 else config.context_dropout)
+        self.context_predictor = nn.ModuleList([Block(p_config) for _ in range(config.n_ctx_layer)])
         if config.context_scale == "learned" and config.n_ctx_layer > 0:  # how much context D receives
             self.context_gain = nn.Parameter(torch.tensor(config.context_gain_init))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -384,6 +394,10 @@ class GPT(nn.Module):
         for pn, p in self.named_parameters():
             if pn.endswith("c_proj.weight"):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if config.predictor_init == "zero":  # P's blocks add nothing at first: ĉ_{j+1} = c_j
+            for pn, p in self.context_predictor.named_parameters():
+                if "c_proj" in pn:
+                    torch.nn.init.zeros_(p)
 
     @property
     def token_encoder(self):
@@ -500,6 +514,23 @@ class GPT(nn.Module):
         context = self.add_context(h, self.predicted_context(h)) - h
         return (context.norm(dim=-1) / h.norm(dim=-1)).mean().item()
 
+    @torch.no_grad()
+    def context_gradient_share(self, idx, targets):
+        """How much of the loss's gradient at the encoder's output h arrives through the context
+        path (the chunk means, P, ĉ) rather than straight into D: ‖g_ctx‖ / (‖g_ctx‖ + ‖g_D‖) on
+        the batch idx, targets (B, T), in [0, 1]. h is used twice, once by each path, so a copy
+        of it goes to each and each copy's gradient is that path's share (the scale add_context
+        takes from h counts with D's path)."""
+        pos = torch.arange(idx.size(1), device=idx.device)
+        h = self.encode(idx, pos)
+        with torch.enable_grad():
+            h_direct, h_context = h.detach().requires_grad_(), h.detach().requires_grad_()
+            x = self.add_context(h_direct, self.predicted_context(h_context))
+            logits = self.lm_head(self.decode(x, pos))
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+            g_direct, g_context = torch.autograd.grad(loss, (h_direct, h_context))
+        return (g_context.norm() / (g_context.norm() + g_direct.norm()).clamp_min(1e-30)).item()
+
     # ---------------------------------------------------------------- bookkeeping
 
     def get_num_params(self, non_embedding=True):
@@ -546,12 +577,17 @@ class GPT(nn.Module):
             self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW; weight decay on matrices and embeddings (2-D tensors) only; fused on CUDA."""
+        """AdamW; weight decay on matrices and embeddings (2-D tensors) only; fused on CUDA. With
+        predictor_lr_scale != 1, P's parameters form groups of their own whose "lr_scale" the
+        training loop multiplies its learning rate by (groups without one take it as is)."""
         params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
+        scaled = set(self.context_predictor.parameters()) if self.config.predictor_lr_scale != 1 else set()
+        groups = []
+        for subset, extra in (([p for p in params if p not in scaled], {}),
+                              ([p for p in params if p in scaled], {"lr_scale": self.config.predictor_lr_scale})):
+            if subset:
+                groups += [{"params": [p for p in subset if p.dim() >= 2], "weight_decay": weight_decay, **extra},
+                           {"params": [p for p in subset if p.dim() < 2], "weight_decay": 0.0, **extra}]
         use_fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if use_fused else {}))
 

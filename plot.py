@@ -14,6 +14,11 @@ run minus the first (list the GPT baseline first): does ContextLM's gain grow wi
 paper's Figure 5 question)?
     python plot.py positions --json=positions.json [--dataset=openwebtext] [--labels=GPT-2,ContextLM]
 
+A ContextLM beside its GPT over training, mean over seeds: val loss, ‖ĉ‖/‖h‖, the share of the
+gradient at h that comes back through the context, and contextlm − gpt val loss by position at
+the first evaluations (docs/study.md, "Why it trails"):
+    python plot.py inside --gpt=runs/a/gpt-s1337,runs/a/gpt-s1338 --contextlm=runs/a/contextlm-s1337,...
+
 Layers count the token layers transformer.h (encoder, then decoder), negative from the end.
 """
 
@@ -88,6 +93,15 @@ POSITIONS_DEFAULTS = dict(
     labels="",          # legend entries, one per run; default: the runs' names
     bins=40,            # log-spaced bins of positions each curve is averaged over (0 = every position)
     out="positions.png",
+)
+
+INSIDE_DEFAULTS = dict(
+    gpt="",             # comma-separated out_dirs of GPT runs, one a seed
+    contextlm="",       # the ContextLM runs of the same seeds, in the same order
+    label="contextlm",  # the ContextLM's name in the legends
+    evals=3,            # the loss by position is drawn at the first `evals` evaluations after step 0, and the last
+    bins=16,            # log-spaced bins of positions (0 = every position)
+    out="inside.png",
 )
 
 ATTENTION_DEFAULTS = dict(
@@ -205,6 +219,62 @@ def plot_positions(c):
     fig.suptitle(f"{dataset}: mean loss by position" + (f" over {windows:,} windows" if windows else ""), fontsize=10)
     save_figure(fig, c["out"])
     print(f"wrote {c['out']}")
+
+
+# ---------------------------------------------------------------- inside a ContextLM in training
+
+def plot_inside(c):
+    """A ContextLM beside its GPT over training, from the runs' log.jsonl, mean over the seeds
+    (band: min-max): val loss; ‖ĉ‖/‖h‖ where the context is added; the share of the loss's
+    gradient at h that comes back through the context path; and contextlm − gpt val loss by
+    position at the first evaluations (issue 23: why it learns more slowly, where it does)."""
+    pairs = list(zip(*[[r for r in c[arm].split(",") if r] for arm in ("gpt", "contextlm")]))
+    if not pairs or len(c["gpt"].split(",")) != len(c["contextlm"].split(",")):
+        raise UserError("name the runs, one of each arm a seed in the same order: --gpt=DIR[,DIR...] "
+                        "--contextlm=DIR[,DIR...]")
+    rows = [(eval_rows(g), eval_rows(x)) for g, x in pairs]
+    if any("context_grad_share" not in r or "val_loss_by_position" not in r for _, ctx_rows in rows for r in ctx_rows):
+        raise UserError("these runs' logs have no context_grad_share or val_loss_by_position: train them "
+                        "again with this train.py (`python train.py --out_dir=DIR ...`)")
+
+    def curves(i, key):  # {seed: [(iteration, value)]} of arm i (0: gpt, 1: contextlm)
+        return {n: [(r["iter"], r[key]) for r in pair[i] if key in r] for n, pair in enumerate(rows)}
+
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+    first = min(r["iter"] for r in rows[0][0] if r["iter"] > 0)  # from the first evaluation on: 0 dwarfs the rest
+    band_plot(axes[0], curves(0, "val_loss"), "gpt", from_x=first)
+    band_plot(axes[0], curves(1, "val_loss"), c["label"], from_x=first)
+    for ax in axes[1:3]:
+        ax.set_prop_cycle(color=[plt.rcParams["axes.prop_cycle"].by_key()["color"][1]])  # contextlm's, as in the first
+    band_plot(axes[1], curves(1, "context_ratio"), c["label"])
+    band_plot(axes[2], curves(1, "context_grad_share"), c["label"])
+    evals = sorted(set.intersection(*[{r["iter"] for r in arm if r["iter"] > 0} for pair in rows for arm in pair]))
+    T = len(rows[0][1][-1]["val_loss_by_position"])
+    bins = position_bins(T, c["bins"])
+    x = [math.sqrt((a + 1) * b) for a, b in bins]  # tokens of context: position t sees t + 1
+    steps = evals[:c["evals"]] + evals[-1:] * (len(evals) > c["evals"])
+    for k, it in enumerate(steps):
+        diffs = []  # per seed pair: contextlm − gpt at each position, at iteration it
+        for gpt_rows, ctx_rows in rows:
+            g, ctx = (next(r["val_loss_by_position"] for r in arm if r["iter"] == it) for arm in (gpt_rows, ctx_rows))
+            diffs.append([a - b for a, b in zip(ctx, g)])
+        mean = [statistics.mean(d[t] for d in diffs) for t in range(T)]
+        axes[3].plot(x, [sum(mean[a:b]) / (b - a) for a, b in bins], color=plt.cm.viridis(k / max(1, len(steps) - 1)),
+                     label=f"iteration {it}")
+    axes[3].axhline(0.0, color="gray", lw=0.8)
+    axes[3].set_xscale("log")
+    for ax, ylabel in zip(axes, ("validation loss", "‖ĉ‖ / ‖h‖ where the context is added",
+                                 "share of h's gradient through ĉ", f"val loss, {c['label']} − gpt")):
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[3].set_xlabel("tokens of context (position in the window + 1)")
+    axes[1].set_yscale("log", nonpositive="mask")  # 0 at iteration 0: the gain starts there
+    fig.suptitle(f"inside {c['label']} in training, mean over {len(pairs)} seed(s)", fontsize=10)
+    save_figure(fig, c["out"])
+    print(f"wrote {c['out']}")
+    return fig
 
 
 # ---------------------------------------------------------------- attention
@@ -385,7 +455,7 @@ def plot_study_sweep(cells, path, title):
 # ---------------------------------------------------------------- the script
 
 COMMANDS = {"curves": (plot_curves, CURVES_DEFAULTS), "attention": (plot_attention, ATTENTION_DEFAULTS),
-            "positions": (plot_positions, POSITIONS_DEFAULTS)}
+            "positions": (plot_positions, POSITIONS_DEFAULTS), "inside": (plot_inside, INSIDE_DEFAULTS)}
 
 
 def main(argv=None):

@@ -43,6 +43,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from checkpoint import is_pretrained, is_run, load_run, pretrained_tokenizer, save_checkpoint
@@ -84,6 +85,9 @@ DEFAULTS = dict(
     n_enc_layer=0,
     context_scale="learned",      # ĉ at h's scale times a learned gain; 'tied': no gain; 'none': as P outputs it
     context_gain_init=0.0,        # the learned gain's start: 0 = ContextLM starts as its GPT
+    predictor_init="gpt2",        # P's output projections: 'gpt2' (as every block) or 'zero' (P starts as identity)
+    context_dropout=-1.0,         # dropout inside P; < 0 = dropout's
+    predictor_lr_scale=1.0,       # P's learning rate over learning_rate
     rotary_pct=0.0,               # share of each head RoPE turns; 0 = learned positions (GPT-2), Pythia 0.25
     rotary_base=10000.0,          # RoPE's base
     parallel_residual=False,      # attention and MLP side by side, as GPT-NeoX (Pythia)
@@ -161,14 +165,15 @@ def train(config):
         while True:
             lr = get_lr(iter_num, c)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)  # P's own scale (predictor_lr_scale)
 
             # evaluate, and checkpoint
             if p.master and (iter_num % c["eval_interval"] == 0 or iter_num == c["max_iters"] or c["eval_only"]):
                 last = c["eval_only"] or iter_num >= c["max_iters"]
                 losses = estimate_loss(model, raw_model, train_data, val_data, c, p, last)
                 last_val = losses["val_loss"]
-                print(f"step {iter_num}: " + ", ".join(f"{LOSS_NAMES[k]} {v:.4f}" for k, v in losses.items()))
+                print(f"step {iter_num}: " + ", ".join(f"{name} {losses[k]:.4f}" for k, name in LOSS_NAMES.items()
+                                                      if k in losses))
                 run_log.write({"iter": iter_num, "tokens": tokens_seen, "flops": tokens_seen * flops_per_token,
                                **losses, "lr": lr, "data_hash": data_hash})
                 if last_val < best_val_loss or c["always_save_checkpoint"]:
@@ -477,21 +482,29 @@ def get_batch(data, offsets, block_size, device):
     return x.to(device), y.to(device)
 
 
-# estimate_loss's keys (log.jsonl's) and how the evaluation line names them
+# estimate_loss's numbers (log.jsonl's keys) and how the evaluation line names them
 LOSS_NAMES = {"train_loss": "train loss", "val_loss": "val loss", "context_ratio": "‖ĉ‖/‖h‖",
-              "val_loss_no_context": "val loss with ĉ = 0"}
+              "context_grad_share": "h's gradient through ĉ", "val_loss_no_context": "val loss with ĉ = 0"}
+
+GRADIENT_BATCHES = 4  # the val batches context_grad_share is measured on: each costs a backward pass
 
 
 @torch.no_grad()
 def estimate_loss(model, raw_model, train_data, val_data, c, p, last=False):
     """{'train_loss', 'val_loss'}, each the mean over c['eval_iters'] batches of (c['batch_size'],
-    c['block_size']): the same batches at every evaluation. For a ContextLM also 'context_ratio',
-    ‖ĉ‖/‖h‖ where the context is added, on the val batches (docs/method.md, "Scale"), and at the
-    last evaluation 'val_loss_no_context': the val loss with ĉ replaced by zeros, which says how
-    much the decoder relies on the context. model runs the losses; raw_model the diagnostics."""
+    c['block_size']): the same batches at every evaluation, and 'val_loss_by_position', the val
+    loss at each position of the window (a list). For a ContextLM also, on the val batches,
+    'context_ratio', ‖ĉ‖/‖h‖ where the context is added (docs/method.md, "Scale"),
+    'context_grad_share', the share of the loss's gradient at h that comes back through the
+    context path (GPT.context_gradient_share, on the first GRADIENT_BATCHES), and at the last
+    evaluation 'val_loss_no_context': the val loss with ĉ replaced by zeros, which says how much
+    the decoder relies on the context. model runs the losses; raw_model the diagnostics."""
     contextlm = raw_model.config.n_ctx_layer > 0
-    keys = ["train_loss", "val_loss"] + ["context_ratio"] * contextlm + ["val_loss_no_context"] * (contextlm and last)
-    values = {k: torch.zeros(c["eval_iters"]) for k in keys}
+    keys = ["train_loss", "val_loss"] + ["context_ratio", "context_grad_share"] * contextlm + \
+        ["val_loss_no_context"] * (contextlm and last)
+    sizes = {"context_grad_share": min(c["eval_iters"], GRADIENT_BATCHES)}  # the others: every batch
+    values = {k: torch.zeros(sizes.get(k, c["eval_iters"])) for k in keys}
+    position_sum, position_count = torch.zeros(c["block_size"]), torch.zeros(c["block_size"])
     model.eval()
     for split, data in (("train", train_data), ("val", val_data)):
         gen = torch.Generator().manual_seed(0)
@@ -499,13 +512,22 @@ def estimate_loss(model, raw_model, train_data, val_data, c, p, last=False):
             offsets = sample_offsets(data, c["block_size"], (c["batch_size"],), gen)
             X, Y = get_batch(data, offsets, c["block_size"], p.device)
             with p.autocast:
-                values[f"{split}_loss"][i] = model(X, Y)[1].item()
+                logits, loss = model(X, Y)
+                values[f"{split}_loss"][i] = loss.item()
+                if split == "val":
+                    token_loss = F.cross_entropy(logits.flatten(0, 1).float(), Y.flatten(), ignore_index=-1,
+                                                 reduction="none")
+                    position_sum += token_loss.view_as(Y).sum(0).cpu()
+                    position_count += (Y != -1).sum(0).cpu()
                 if split == "val" and contextlm:
                     values["context_ratio"][i] = raw_model.context_ratio(X)
+                    if i < GRADIENT_BATCHES:
+                        values["context_grad_share"][i] = raw_model.context_gradient_share(X, Y)
                     if last:
                         values["val_loss_no_context"][i] = raw_model(X, Y, context=False)[1].item()
     model.train()
-    return {k: v.mean().item() for k, v in values.items()}
+    by_position = (position_sum / position_count.clamp_min(1)).tolist()
+    return {k: v.mean().item() for k, v in values.items()} | {"val_loss_by_position": by_position}
 
 
 def save_training_state(path, raw_model, optimizer, scaler, data_gen, config, meta,

@@ -454,7 +454,7 @@ def test_resolve_layer_and_plot_errors(runs, tmp_path, capsys):
         (["attention", f"--ckpt={tmp_path}", "--prompt=hi"], "python train.py"),
         (["attention", f"--ckpt={runs[0]}", "--prompt=hi", "--layer=5"], "out of range"),
         (["attention", f"--ckpt={runs[0]}"], "--prompt=TEXT"),
-        (["histogram"], "python plot.py {curves,attention,positions}"),
+        (["histogram"], "python plot.py {curves,attention,positions,inside}"),
         (["positions"], "--json=FILE written by `python eval.py --by_position=True"),
         (["positions", f"--json={tmp_path / 'none.json'}"], "give a file eval.py wrote"),
         (["positions", f"--json={tmp_path / 'one.json'}"], "for one run only: evaluate two or more checkpoints"),

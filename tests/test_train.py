@@ -31,7 +31,8 @@ from model import GPTConfig
 # ---------------------------------------------------------------- 1. a short run learns
 
 TRAIN_KEYS = {"iter", "tokens", "flops", "train_loss", "lr", "tokens_per_sec", "mfu"}
-EVAL_KEYS = {"iter", "tokens", "flops", "train_loss", "val_loss", "lr", "data_hash", "context_ratio"}
+EVAL_KEYS = {"iter", "tokens", "flops", "train_loss", "val_loss", "lr", "data_hash", "context_ratio",
+             "context_grad_share", "val_loss_by_position"}
 
 
 def test_short_run_lowers_val_loss_and_writes_documented_files(char_data, tmp_path):

@@ -1,0 +1,207 @@
+"""Issue 23's instruments and options: the choices the paper leaves open are GPTConfig options
+whose defaults are the documented reading (and a GPT ignores them), each does what it says
+(P starts as identity, P's own dropout, P's own learning rate); the share of h's gradient that
+comes back through the context is that path's gradient, computed another way; the loss by
+position averages to the val loss; compare.py's sweep takes named cells and its study takes
+options as arms, each paired with contextlm; plot.py inside draws it all."""
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch.nn import functional as F
+from conftest import read_log, run_script, run_train, tiny_args
+
+import compare
+import train
+from checkpoint import load_checkpoint
+from config import CONTEXT_OPTIONS, UserError, model_variants
+from model import GPT, GPTConfig
+from plot import plot_inside
+
+SMALL = dict(block_size=32, vocab_size=65, n_layer=2, n_head=2, n_embd=32, bias=False)
+
+
+def small(seed=0, **fields):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(**SMALL, **fields))
+
+
+# ---------------------------------------------------------------- the options
+
+def test_context_options_default_to_gptconfigs_and_the_gpt_ignores_them():
+    defaults = {f.name: f.default for f in dataclasses.fields(GPTConfig)}
+    assert CONTEXT_OPTIONS == {k: defaults[k] for k in CONTEXT_OPTIONS}
+    assert all(train.DEFAULTS[k] == v for k, v in CONTEXT_OPTIONS.items())
+    changed = dict(n_layer=4, n_ctx_layer=2, chunk_size=4, n_enc_layer=0, predictor_init="zero",
+                   context_dropout=0.0, predictor_lr_scale=2.0, context_gain_init=1.0, context_scale="tied")
+    arms = model_variants(changed)
+    assert {k: arms["gpt"][k] for k in CONTEXT_OPTIONS} == CONTEXT_OPTIONS  # a GPT run is shared by every option
+    assert {k: arms["contextlm"][k] for k in CONTEXT_OPTIONS} == {k: changed[k] for k in CONTEXT_OPTIONS}
+
+
+def test_zero_init_starts_the_predictor_as_identity():
+    """predictor_init='zero': every residual branch of P adds 0, so ĉ_{j+1} = c_j, the chunk mean."""
+    for init, identity in (("zero", True), ("gpt2", False)):
+        model = small(predictor_init=init, context_scale="tied")
+        h = torch.randn(2, 32, 32)
+        c = h.reshape(2, 8, 4, 32).mean(dim=2)  # c_0 .. c_7
+        predicted = model.predicted_context(h)  # ĉ_{k(t)} at each t
+        k = (torch.arange(32) + 1) // 4
+        expected = torch.where((k > 0)[None, :, None], c[:, (k - 1).clamp_min(0)], h[:, :1])
+        assert torch.allclose(predicted, expected) == identity, init
+        # the token layers keep GPT-2's init either way
+        assert model.transformer.h[0].attn.c_proj.weight.abs().sum() > 0
+
+
+def test_context_dropout_is_ps_own():
+    model = small(dropout=0.2, context_dropout=0.0)
+    assert model.context_predictor[0].attn.dropout == 0.0 and model.context_predictor[0].mlp.dropout.p == 0.0
+    assert model.transformer.h[0].attn.dropout == 0.2 and model.transformer.h[0].mlp.dropout.p == 0.2
+    assert small(dropout=0.2).context_predictor[0].mlp.dropout.p == 0.2  # < 0: the model's
+    # P's dropout acts with the model's at 0: two training-mode passes predict different contexts
+    model = small(dropout=0.0, context_dropout=0.5).train()
+    h = torch.randn(1, 32, 32)
+    assert not torch.equal(model.predicted_context(h), model.predicted_context(h))
+
+
+def test_predictor_lr_scale_gives_p_its_own_learning_rate(char_data, tmp_path):
+    def groups(model):
+        return model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu").param_groups
+    plain = groups(small())
+    assert len(plain) == 2 and all("lr_scale" not in g for g in plain)  # as before: old optimizer states load
+    model = small(predictor_lr_scale=0.5)
+    split = groups(model)
+    scaled = {id(p) for g in split if g.get("lr_scale") == 0.5 for p in g["params"]}
+    assert scaled == {id(p) for p in model.context_predictor.parameters()}
+    ids = [id(p) for g in split for p in g["params"]]  # every parameter once, decayed as before
+    assert sorted(ids) == sorted({id(p) for p in model.parameters()})
+    assert all((p.dim() >= 2) == (g["weight_decay"] == 0.1) for g in split for p in g["params"])
+    # the training loop applies it: P's groups at half the schedule's rate, step after step
+    out = tmp_path / "run"
+    run_train(tiny_args(char_data, out, max_iters=3, eval_interval=3, predictor_lr_scale=0.5))
+    saved = load_checkpoint(str(out))["optimizer"]["param_groups"]
+    lrs = {g.get("lr_scale", 1.0): g["lr"] for g in saved}
+    assert set(lrs) == {1.0, 0.5} and lrs[0.5] == pytest.approx(0.5 * lrs[1.0])
+
+
+# ---------------------------------------------------------------- the instruments
+
+def test_gradient_share_is_the_context_paths_gradient():
+    """Computed another way: the gradient at h with the context detached is D's path alone, and
+    the full gradient minus it is the context path's."""
+    model = small(context_gain_init=0.7).eval()
+    idx = torch.randint(65, (2, 32), generator=torch.Generator().manual_seed(1))
+    targets = torch.roll(idx, -1, dims=1)
+    pos = torch.arange(32)
+
+    def grad_at_h(detach_context):
+        h = model.encode(idx, pos).detach().requires_grad_()
+        context = model.predicted_context(h)
+        x = model.add_context(h, context.detach() if detach_context else context)
+        logits = model.lm_head(model.decode(x, pos))
+        return torch.autograd.grad(F.cross_entropy(logits.flatten(0, 1), targets.flatten()), h)[0]
+
+    g_direct = grad_at_h(True)
+    g_context = grad_at_h(False) - g_direct
+    expected = (g_context.norm() / (g_context.norm() + g_direct.norm())).item()
+    share = model.context_gradient_share(idx, targets)
+    assert 0.01 < share < 0.99 and share == pytest.approx(expected, rel=1e-4)
+    assert all(p.grad is None for p in model.parameters())  # a measurement: no gradient is left behind
+    # with the gain at 0 (a new ContextLM) nothing comes back through the context
+    assert small().eval().context_gradient_share(idx, targets) == 0.0
+
+
+def test_run_logs_gradient_share_and_loss_by_position(char_data, tmp_path):
+    out = tmp_path / "run"
+    run_train(tiny_args(char_data, out, max_iters=6, eval_interval=3, context_gain_init=1.0))
+    _, evals = read_log(out)
+    for row in evals:
+        assert len(row["val_loss_by_position"]) == 32
+        # every row of a val batch has every position: the mean over positions is the val loss
+        assert sum(row["val_loss_by_position"]) / 32 == pytest.approx(row["val_loss"], rel=1e-5)
+        assert 0.0 < row["context_grad_share"] < 1.0
+    gpt = tmp_path / "gpt"
+    run_train(tiny_args(char_data, gpt, max_iters=3, eval_interval=3, n_ctx_layer=0))
+    assert all("context_grad_share" not in r and len(r["val_loss_by_position"]) == 32 for r in read_log(gpt)[1])
+
+
+# ---------------------------------------------------------------- compare.py: named cells, options as arms
+
+def quick(data_root, out_dir, *more):
+    """compare.py --quick (30 steps: the comparisons at equal time need every run's curve to reach
+    back to the shortest run's time, the first step's warm-up included)."""
+    return ["--quick", f"--data_root={data_root}", f"--out_dir={out_dir}", *more]
+
+
+def test_sweep_of_named_cells_and_options_paired_with_contextlm(char_data, tmp_path):
+    out = tmp_path / "regimes"
+    cells = "--cells={'base': {}, 'short': {'block_size': 16, 'batch_size': 32, 'learning_rate': 6e-3}}"
+    proc = run_script("compare.py", *quick(char_data, out, "--sweep=True", cells))
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert list(sweep["cells"]) == ["base", "short"] and sweep["cells"]["short"]["learning_rate"] == 6e-3
+    for arm in ("gpt", "contextlm"):
+        short = json.loads((out / "short" / f"{arm}-s1337" / "run.json").read_text())["config"]
+        assert (short["block_size"], short["batch_size"]) == (16, 32)
+        assert (short["learning_rate"], short["min_lr"]) == (6e-3, pytest.approx(6e-4))  # min_lr keeps its ratio
+    table = (out / "sweep.md").read_text()
+    assert "| short | 32 | 0.006 |" in table and "short block_size=16, batch_size=32" in table
+    assert table.strip() in proc.stdout
+
+    # the base cell's study with two options: gpt and contextlm are the sweep's runs, reused
+    options = "--options={'zero': {'predictor_init': 'zero'}, 'fast': {'predictor_lr_scale': 2.0}}"
+    proc = run_script("compare.py", *quick(char_data, out / "base", options))
+    assert proc.stdout.count("finished earlier, reused") == 2
+    results = json.loads((out / "base" / "results.json").read_text())
+    assert list(results["arms"]) == ["gpt", "contextlm", "gpt+2L", "contextlm-zero", "contextlm-fast"]
+    assert results["arms"]["contextlm-zero"]["model"]["predictor_init"] == "zero"
+    pairs = [(t["arm"], t["baseline"]) for t in results["comparisons"]]
+    assert ("contextlm-zero", "contextlm") in pairs and ("contextlm-fast", "contextlm") in pairs
+    test = next(t for t in results["comparisons"] if t["arm"] == "contextlm-fast" and t["baseline"] == "contextlm")
+    fast, default = (results["arms"][a]["final_val_loss"] for a in ("contextlm-fast", "contextlm"))
+    assert test["final_val_loss"]["per_seed"] == {s: fast[s] - default[s] for s in fast}
+    # some of the arms, gpt among them: reported alone, from the runs already there
+    proc = run_script("compare.py", *quick(char_data, out / "base", options, "--arms=['gpt', 'contextlm-fast']"))
+    assert proc.stdout.count("finished earlier, reused") == 2
+    results = json.loads((out / "base" / "results.json").read_text())
+    assert list(results["arms"]) == ["gpt", "contextlm-fast"]
+    assert [(t["arm"], t["baseline"]) for t in results["comparisons"]] == [("contextlm-fast", "gpt")]
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--options={'x': {'n_layer': 3}}", "options among context_scale"),
+    ("--cells={'x': {'nope': 1}}", "cell name"),
+])
+def test_bad_cells_and_options_are_refused_before_training(char_data, tmp_path, arg, message):
+    with pytest.raises(UserError, match=message):
+        compare.main(quick(char_data, tmp_path / "out", arg))
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- plot.py inside
+
+def test_plot_inside_draws_what_the_logs_hold(char_data, tmp_path):
+    runs = {}
+    for arm, more in (("gpt", dict(n_ctx_layer=0)), ("contextlm", dict(context_gain_init=1.0))):
+        runs[arm] = [tmp_path / f"{arm}-s{seed}" for seed in (1, 2)]
+        for seed, out in zip((1, 2), runs[arm]):
+            run_train(tiny_args(char_data, out, max_iters=6, eval_interval=2, seed=seed, **more))
+    png = tmp_path / "inside.png"
+    fig = plot_inside(dict(gpt=",".join(map(str, runs["gpt"])), contextlm=",".join(map(str, runs["contextlm"])),
+                           label="contextlm", evals=2, bins=0, out=str(png)))
+    assert png.read_bytes().startswith(b"\x89PNG")
+    evals = [read_log(out)[1] for out in runs["contextlm"]]
+    share = fig.axes[2].lines[0]  # the mean over seeds at each evaluation
+    assert list(share.get_ydata()) == pytest.approx([(a["context_grad_share"] + b["context_grad_share"]) / 2
+                                                     for a, b in zip(*evals)])
+    by_position = [line for line in fig.axes[3].lines if line.get_label().startswith("iteration")]
+    assert [line.get_label() for line in by_position] == ["iteration 2", "iteration 4", "iteration 6"]  # 2 + last
+    gpt_last = [read_log(out)[1][-1]["val_loss_by_position"] for out in runs["gpt"]]
+    ctx_last = [e[-1]["val_loss_by_position"] for e in evals]
+    expected = [(c1 - g1 + c2 - g2) / 2 for c1, g1, c2, g2 in zip(ctx_last[0], gpt_last[0], ctx_last[1], gpt_last[1])]
+    assert list(by_position[2].get_ydata()) == pytest.approx(expected)
+
+    with pytest.raises(UserError, match="one of each arm a seed"):
+        plot_inside(dict(gpt=str(runs["gpt"][0]), contextlm=",".join(map(str, runs["contextlm"])),
+                         label="x", evals=2, bins=0, out=str(png)))
