@@ -327,7 +327,14 @@ def equal_budgets(summary):
     covers; and per arm, the val loss each seed's run had at it (loss_at_equal_flops, ...)."""
     budgets = {kind: min(curve[-1][0] for a in summary.values() for curve in a[f"{kind}_curves"].values())
                for kind in ("flops", "seconds")}
-    for a in summary.values():
+    for name, a in summary.items():
+        for seed, curve in a["seconds_curves"].items():
+            first = min(t for t, _ in curve if t > 0)
+            if first > budgets["seconds"]:  # wall clock only: FLOPs are counted, not timed
+                raise UserError(f"{name}, seed {seed}: {first:.0f} s of training before its first evaluation, "
+                                f"more than the shortest run's whole training ({budgets['seconds']:.0f} s), so its "
+                                "wall clock was disturbed (a busy or suspended machine): delete that run's folder "
+                                "under out_dir and run the study again")
         for kind, budget in budgets.items():
             a[f"loss_at_equal_{kind}"] = {s: loss_at(curve, budget) for s, curve in a[f"{kind}_curves"].items()}
     return budgets

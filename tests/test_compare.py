@@ -272,6 +272,20 @@ def test_loss_at_equal_budget_interpolates_in_log_log():
         compare.loss_at(curve, 9e3)
 
 
+def test_equal_time_names_a_run_whose_clock_was_disturbed():
+    """A run suspended or starved early can evaluate first after more seconds than the fastest run
+    trains in all: no equal-time point exists, and the error names the run to train again."""
+    def arm(seconds):
+        return {"flops_curves": {"1": [[0, 9.0], [1e12, 3.0], [2e12, 2.0]]},
+                "seconds_curves": {"1": [[t, loss] for t, loss in zip(seconds, (9.0, 3.0, 2.0))]}}
+    summary = {"gpt": arm([0, 30, 60]), "contextlm": arm([0, 1000, 1030])}
+    with pytest.raises(UserError, match=r"contextlm, seed 1: 1000 s of training before its first evaluation.*"
+                                        r"delete that run's folder"):
+        compare.equal_budgets(summary)
+    summary["contextlm"] = arm([0, 35, 70])
+    assert compare.equal_budgets(summary) == {"flops": 2e12, "seconds": 60}
+
+
 def test_training_seconds_add_up_the_step_times():
     """Steps 0..9 of 100 tokens at 50 tokens/s (2 s each), logged every 2nd step: each logged step
     stands for the steps since the last one. Evaluations at iterations 0, 4 and 10."""
