@@ -173,6 +173,14 @@ def position_bins(T, bins):
     return list(zip([0] + edges[:-1], edges))
 
 
+def binned_by_position(curves, bins):
+    """(x, binned): per-position curves (of one length T) averaged within position_bins(T, bins),
+    and x the tokens of context at each bin's geometric middle (position t sees t + 1)."""
+    edges = position_bins(len(curves[0]), bins)
+    return ([math.sqrt((a + 1) * b) for a, b in edges],
+            [[sum(curve[a:b]) / (b - a) for a, b in edges] for curve in curves])
+
+
 def plot_positions(c):
     if not c["json"]:
         raise UserError("name the results: --json=FILE written by `python eval.py --by_position=True --json=FILE`")
@@ -199,9 +207,7 @@ def plot_positions(c):
     if len({len(loss) for loss in losses}) > 1:
         raise UserError(f"the runs have different block sizes ({', '.join(str(len(x)) for x in losses)}): "
                         "compare runs with the same window")
-    bins = position_bins(len(losses[0]), c["bins"])
-    x = [math.sqrt((a + 1) * b) for a, b in bins]  # tokens of context: position t sees t + 1
-    binned = [[sum(loss[a:b]) / (b - a) for a, b in bins] for loss in losses]
+    x, binned = binned_by_position(losses, c["bins"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     for i, (y, label) in enumerate(zip(binned, labels)):  # a run has the same colour in both panels
         left.plot(x, y, color=f"C{i}", label=label)
@@ -250,17 +256,14 @@ def plot_inside(c):
     band_plot(axes[2], curves(1, "context_grad_share"), c["label"])
     evals = sorted(set.intersection(*[{r["iter"] for r in arm if r["iter"] > 0} for pair in rows for arm in pair]))
     T = len(rows[0][1][-1]["val_loss_by_position"])
-    bins = position_bins(T, c["bins"])
-    x = [math.sqrt((a + 1) * b) for a, b in bins]  # tokens of context: position t sees t + 1
     steps = evals[:c["evals"]] + evals[-1:] * (len(evals) > c["evals"])
     for k, it in enumerate(steps):
         diffs = []  # per seed pair: contextlm − gpt at each position, at iteration it
         for gpt_rows, ctx_rows in rows:
             g, ctx = (next(r["val_loss_by_position"] for r in arm if r["iter"] == it) for arm in (gpt_rows, ctx_rows))
             diffs.append([a - b for a, b in zip(ctx, g)])
-        mean = [statistics.mean(d[t] for d in diffs) for t in range(T)]
-        axes[3].plot(x, [sum(mean[a:b]) / (b - a) for a, b in bins], color=plt.cm.viridis(k / max(1, len(steps) - 1)),
-                     label=f"iteration {it}")
+        x, (binned,) = binned_by_position([[statistics.mean(d[t] for d in diffs) for t in range(T)]], c["bins"])
+        axes[3].plot(x, binned, color=plt.cm.viridis(k / max(1, len(steps) - 1)), label=f"iteration {it}")
     axes[3].axhline(0.0, color="gray", lw=0.8)
     axes[3].set_xscale("log")
     for ax, ylabel in zip(axes, ("validation loss", "‖ĉ‖ / ‖h‖ where the context is added",
