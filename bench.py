@@ -10,8 +10,8 @@ shape, then decoding speed with the KV cache against full recompute.
     python bench.py --shape=pythia-160m                  # on Pythia's block (rotary, parallel, untied head)
     python bench.py --quick --backbone=pythia            # the tiny shape on Pythia's block
 
-The three models are the study's (config.model_variants, as compare.py trains them), of one shape
-and one block (--backbone: GPT-2's, or Pythia's GPT-NeoX block; config.BACKBONES):
+The three models are the study's (variants.model_variants, as compare.py trains them), of one shape
+and one block (--backbone: GPT-2's, or Pythia's GPT-NeoX block; variants.BACKBONES):
     gpt                GPT-2 with the same n_layer token layers (n_ctx_layer=0): the baseline
     contextlm          the same token layers plus an n_ctx_layer-layer context predictor
     gpt+{P}L           GPT-2 with n_layer + n_ctx_layer layers (P = n_ctx_layer): as many
@@ -36,16 +36,17 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from config import (BACKBONES, SEED, UserError, at_least, backbone_fields, check_options, counts,  # noqa: E402
-                    expand_quick, model_variants, one_of, parse_config, run_main, writing)
-from device import peak_flops, setup_device  # noqa: E402
+from configurator import (SEED, UserError, at_least, check_options, counts, expand_quick, one_of,  # noqa: E402
+                          parse_config, run_main, writing)
+from variants import BACKBONES, backbone_fields, model_variants  # noqa: E402
+from device import peak_flops, setup_device, synchronize  # noqa: E402
 from model import GPT, DecodingState, GPTConfig  # noqa: E402
 from plot import save_figure  # noqa: E402
 
 DEFAULTS = dict(
     # shape: a name; each of the six keys after it that is not 0 overrides the named shape
     shape="gpt2",            # gpt2, gpt2-medium, gpt2-large, gpt2-xl, pythia-70m ... pythia-1.4b, or tiny (--quick's)
-    backbone="",             # the block, gpt2 or pythia (config.BACKBONES); '' = the shape's
+    backbone="",             # the block, gpt2 or pythia (variants.BACKBONES); '' = the shape's
     n_layer=0,               # token layers of gpt and contextlm
     n_head=0,
     n_embd=0,
@@ -139,7 +140,7 @@ def resolve(config):
 
 
 def model_args_of(c):
-    """GPTConfig arguments of the three models (config.model_variants), by name, in c's shape."""
+    """GPTConfig arguments of the three models (variants.model_variants), by name, in c's shape."""
     shared = dict(block_size=c["block_size"], vocab_size=c["vocab_size"], n_head=c["n_head"],
                   n_embd=c["n_embd"], bias=c["bias"], dropout=0.0) | backbone_fields(c["backbone"])
     return {name: shared | fields for name, fields in model_variants(c).items()}
@@ -147,14 +148,6 @@ def model_args_of(c):
 
 def progress(message):
     print(message, file=sys.stderr, flush=True)
-
-
-def synchronize(device):
-    """Wait for the GPU: its kernels run asynchronously, and a timer must see them finish."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-    elif device.startswith("mps"):
-        torch.mps.synchronize()
 
 
 def random_tokens(vocab_size, shape, seed, device):

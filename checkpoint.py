@@ -15,27 +15,15 @@ from dataclasses import fields
 
 import torch
 
-from config import UserError, writing
+from configurator import UserError, atomic_write
 from model import FIELDS_BEFORE_THEY_EXISTED, GPT, GPTConfig, hf_architecture
 
 
 # ---------------------------------------------------------------- train.py's checkpoints
 
 def save_checkpoint(checkpoint, path):
-    """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over
-    the old one, so a crash or a failed write (a full disk) leaves the previous checkpoint intact.
-    A write that fails is a one-line WriteError."""
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with writing(path, "; any previous checkpoint there is unchanged"):
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write a checkpoint atomically (atomic_write): a crash or a full disk leaves the previous one intact."""
+    atomic_write(path, lambda f: torch.save(checkpoint, f), "; any previous checkpoint there is unchanged")
 
 
 def checkpoint_path(path):

@@ -16,7 +16,7 @@ with the same data, schedule and token budget over several seeds, and tabulates 
     python compare.py config/compare_regimes.py         # issue 23's sweep: named cells (dropout, width, ...)
     python compare.py config/compare_options.py         # the paper's open choices, as contextlm-<option> arms
 
-The arms (config.model_variants, the three models bench.py measures) differ only in model
+The arms (variants.model_variants, the three models bench.py measures) differ only in model
 fields; everything else (batches, optimizer, schedule, budget, evaluation) is shared. Within a
 seed, every arm draws exactly the same batches in the same order: train.py's sampler has its own
 generator, and each evaluation row of log.jsonl carries a fingerprint (data_hash) of every batch
@@ -58,9 +58,10 @@ import sys
 import time
 
 import train
-from config import (BACKBONES, CONFIG_DIR, CONTEXT_OPTIONS, UserError, at_least, backbone_fields, counts, expand_quick,
-                    is_number, model_variants, named_settings, one_of, parse_config, run_main, writing)
-from data import load_meta
+from configurator import (CONFIG_DIR, UserError, at_least, counts, expand_quick, is_number, named_settings,
+                          one_of, parse_config, run_main, writing)
+from variants import BACKBONES, CONTEXT_OPTIONS, backbone_fields, model_variants
+from dataset import load_meta
 from plot import plot_study_ablation, plot_study_curves, plot_study_efficiency, plot_study_sweep, read_log
 
 DEFAULT_STUDY = os.path.join(CONFIG_DIR, "compare_shakespeare_char.py")  # when argv names no config file
@@ -73,14 +74,14 @@ DEFAULTS = {k: v for k, v in train.DEFAULTS.items() if k not in ("init_from", "e
     lr_decay_iters=0,             # 0: decay over the whole run (= max_iters)
     seed=1337,                    # the first seed; seed s also seeds the batch sampler of every arm
     seeds=3,                      # runs per arm, seeds seed, seed + 1, ...
-    backbone="",                  # gpt2 or pythia: sets the block's fields (config.BACKBONES); '' = as configured
+    backbone="",                  # gpt2 or pythia: sets the block's fields (variants.BACKBONES); '' = as configured
     ablation=False,               # train the chunk-size x encoder-depth grid instead of the three arms
     chunk_sizes=[2, 4, 8, 16],    # the ablation's chunk sizes; encoder depths are 0 and n_layer // 2
     sweep=False,                  # the stability sweep: gpt and contextlm at each width x learning rate
     widths=[128, 256, 384],       # the sweep's n_embd
     learning_rates=[1e-3, 2e-3],  # the sweep's learning_rate (min_lr keeps its ratio to it)
     cells={},                     # the sweep's cells by name, each the settings it changes ({} = widths x lrs)
-    options={},                   # contextlm variants by name, the context options each sets (config.CONTEXT_OPTIONS)
+    options={},                   # contextlm variants by name, the context options each sets (variants.CONTEXT_OPTIONS)
     fresh=False,                  # train again runs that are already finished
     arms=[],                      # the arms to train, by name (like ['contextlm']); [] = every arm
     earlier="",                   # an earlier study's results.json: the arms not trained here come from it
@@ -105,7 +106,7 @@ CHECKS = train.CHECKS | dict(
 # ---------------------------------------------------------------- the arms and their runs
 
 def arms_of(c):
-    """{arm: the model fields it sets}: config.model_variants' three models and a contextlm for each
+    """{arm: the model fields it sets}: variants.model_variants' three models and a contextlm for each
     of c["options"], or with ablation=True gpt and a contextlm for each chunk size x encoder
     depth. Every other setting is shared."""
     variants = model_variants(c)

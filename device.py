@@ -1,13 +1,14 @@
 """
 Where a script runs and in what precision: setup_device picks the device and the autocast
-context, peak_flops knows a GPU's bf16 peak for MFU.
+context, synchronize waits for it (for timers), peak_flops knows a GPU's bf16 peak for MFU.
 """
 
 from contextlib import nullcontext
 
 import torch
 
-from config import UserError
+from configurator import UserError
+
 
 def setup_device(device="auto", dtype="auto"):
     """(device, device_type, torch dtype, autocast context). 'auto' picks cuda, then mps, then
@@ -28,6 +29,14 @@ def setup_device(device="auto", dtype="auto"):
     ptdtype = getattr(torch, dtype)
     ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
     return device, device_type, ptdtype, ctx
+
+
+def synchronize(device):
+    """Wait for the GPU: its kernels run asynchronously, and a timer must see them finish."""
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
+    elif str(device).startswith("mps"):
+        torch.mps.synchronize()
 
 
 def peak_flops(device):

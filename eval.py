@@ -70,8 +70,8 @@ import torch
 from torch.nn import functional as F
 
 from checkpoint import checkpoint_path, is_pretrained, load_run
-from config import UserError, at_least, parse_config, run_main, write_text
-from data import Tokenizer, check_same_tokenizer, load_meta, open_split
+from configurator import UserError, at_least, parse_config, run_main, write_text
+from dataset import Tokenizer, check_same_tokenizer, load_meta, open_split
 from device import setup_device
 
 DEFAULTS = dict(

@@ -27,8 +27,9 @@ from contextlib import contextmanager
 import torch
 
 from checkpoint import EXPORT_TOKENIZER, checkpoint_path, load_run
-from config import BACKBONES, NOT_EMPTY, UserError, one_of, parse_config, run_main, writing
-from data import Tokenizer
+from configurator import NOT_EMPTY, UserError, one_of, parse_config, run_main, writing
+from variants import BACKBONES
+from dataset import Tokenizer
 from model import GPT2_TRANSPOSED, NEOX_GELU, neox_name
 
 DEFAULTS = dict(
@@ -108,7 +109,7 @@ def contextlm_model(model, folder, special):
 # ---------------------------------------------------------------- the tokenizer
 
 def save_tokenizer(tokenizer, folder, block_size):
-    """Write the run's tokenizer (data.Tokenizer) into folder as transformers reads it; what was
+    """Write the run's tokenizer (dataset.Tokenizer) into folder as transformers reads it; what was
     written, in words."""
     from transformers import GPT2TokenizerFast, PreTrainedTokenizerFast
     if tokenizer.kind == "gpt2":
@@ -166,7 +167,7 @@ def new_folder(target):
 
 def save_model(model, tokenizer, folder):
     """Write the model into folder as transformers reads it: a stock model where the GPT is one,
-    else the ContextLM's remote code; config.json names the run's tokenizer (data.Tokenizer).
+    else the ContextLM's remote code; config.json names the run's tokenizer (dataset.Tokenizer).
     What was written, in words."""
     from transformers import GenerationConfig
     eot = tokenizer.eot_token

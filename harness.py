@@ -9,7 +9,7 @@ optional dependency (pip install -r requirements-eval.txt).
 import torch
 from lm_eval.api.model import TemplateLM
 
-from config import UserError
+from configurator import UserError
 
 
 class HarnessLM(TemplateLM):

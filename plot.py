@@ -38,8 +38,8 @@ from PIL import Image  # noqa: E402  (a dependency of matplotlib)
 from torch.nn import functional as F  # noqa: E402
 
 from checkpoint import load_run  # noqa: E402
-from config import UserError, WriteError, parse_config, run_main  # noqa: E402
-from data import Tokenizer  # noqa: E402
+from configurator import UserError, WriteError, parse_config, run_main  # noqa: E402
+from dataset import Tokenizer  # noqa: E402
 from device import setup_device  # noqa: E402
 
 

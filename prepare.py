@@ -44,8 +44,8 @@ import sys
 
 import numpy as np
 
-from config import UserError, at_least, between, parse_config, run_main, writing
-from data import PYTHIA_TOKENIZER, gpt2_encoding, neox_tokenizer
+from configurator import UserError, at_least, between, parse_config, run_main, writing
+from dataset import PYTHIA_TOKENIZER, gpt2_encoding, neox_tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -79,7 +79,7 @@ def bpe_encoder(kind, path):
     if kind == "gpt2":
         enc = gpt2_encoding()
         return enc.encode_ordinary, enc.eot_token, enc.n_vocab
-    tok = neox_tokenizer(path)  # data.Tokenizer's, so that sample.py and eval.py read the same ids
+    tok = neox_tokenizer(path)  # dataset.Tokenizer's, so that sample.py and eval.py read the same ids
     tok.encode_special_tokens = True
     return (lambda text: tok.encode(text, add_special_tokens=False).ids), tok.token_to_id("<|endoftext|>"), \
         tok.get_vocab_size(with_added_tokens=True)
@@ -442,7 +442,7 @@ def read_instructions(source, num_proc):
 
 def instruction_tokenizer(config):
     """(Tokenizer, its meta.json entries): --tokenizer's, or with --ckpt the checkpoint's."""
-    from data import Tokenizer
+    from dataset import Tokenizer
     if config["ckpt"]:
         from checkpoint import load_checkpoint, run_meta  # (loads PyTorch)
         meta = run_meta(load_checkpoint(config["ckpt"]), config["ckpt"])
@@ -465,7 +465,7 @@ def alpaca(config):
     of the examples (at least one) is val. Each split's examples are written back to back, and
     their bounds [start, target_start, end] to <split>.examples.npy: the response is
     ids[target_start:end], the only tokens train.py trains on."""
-    from data import alpaca_prompt
+    from dataset import alpaca_prompt
     if not 0 < config["val_fraction"] < 1:
         raise UserError(f"--val_fraction={config['val_fraction']}: must be between 0 and 1")
     tokenizer, described = instruction_tokenizer(config)

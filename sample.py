@@ -27,9 +27,9 @@ import uuid
 import torch
 
 from checkpoint import load_run
-from config import SEED, UserError, at_least, one_of, or_none, parse_config, run_main, write_text
-from data import TEMPLATES, Tokenizer, alpaca_prompt
-from device import setup_device
+from configurator import SEED, UserError, at_least, one_of, or_none, parse_config, run_main, write_text
+from dataset import TEMPLATES, Tokenizer, alpaca_prompt
+from device import setup_device, synchronize
 
 DEFAULTS = dict(
     init_from="resume",   # 'resume' (out_dir/ckpt.pt), a GPT-2 or Pythia name, or a local Hugging Face folder
@@ -91,12 +91,6 @@ def until_eot(ids, eot):
 
 
 # ---------------------------------------------------------------- the speed line
-
-def synchronize(device):
-    """Wait for the GPU: its kernels run asynchronously, and a timer must see them finish."""
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize(device)
-
 
 class DecodeTimer:
     """A model's decode_step that notes when each call has ended, the GPU's work included: the

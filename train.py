@@ -47,8 +47,8 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from checkpoint import is_pretrained, is_run, load_run, pretrained_tokenizer, save_checkpoint
-from config import NOT_EMPTY, SEED, UserError, above, at_least, between, one_of, parse_config, run_main, writing
-from data import Examples, check_same_tokenizer, load_meta, open_examples, open_split, same_tokenizer
+from configurator import NOT_EMPTY, SEED, UserError, above, at_least, between, one_of, parse_config, run_main, writing
+from dataset import Examples, check_same_tokenizer, load_meta, open_examples, open_split, same_tokenizer
 from device import peak_flops, setup_device
 from model import FIELDS_BEFORE_THEY_EXISTED, GPT, GPTConfig
 
@@ -273,7 +273,7 @@ def setup_processes(c):
 
 def load_data(c, verbose):
     """(meta.json, train split, val split) of the dataset. The splits are uint16 memmaps of token
-    ids or, for instruction data (meta.json names a "template"), data.Examples: rows start at
+    ids or, for instruction data (meta.json names a "template"), dataset.Examples: rows start at
     examples and only responses are targets. verbose: say how many examples fit in a row."""
     meta = load_meta(c["data_root"], c["dataset"])
     splits = []

@@ -96,7 +96,7 @@ def signal_handlers_kept():
 def cli(capsys, module, *args):
     """module.main() in this process as `python module.py args` runs it (through run_main):
     (exit status, stdout, stderr). Cheaper than a subprocess by the ~3 s of importing torch."""
-    from config import run_main
+    from configurator import run_main
     capsys.readouterr()  # drop what earlier steps printed
     saved_argv, sys.argv = sys.argv, [module.__file__, *map(str, args)]
     status = 0
@@ -114,7 +114,7 @@ def cli(capsys, module, *args):
 def run_in_process(main, *args):
     """The exit status of main() run as its script runs it (config.run_main, args as sys.argv),
     its output left to the caller's capsys."""
-    from config import run_main
+    from configurator import run_main
     saved_argv, sys.argv = sys.argv, ["script", *map(str, args)]
     try:
         run_main(main)
@@ -152,7 +152,7 @@ def tiny_args(data_root, out_dir, **overrides):
 
 def run_train(args):
     """train.train() in this process, configured exactly as `python train.py args` would be."""
-    from config import parse_config
+    from configurator import parse_config
     import train
     with signal_handlers_kept():
         return train.train(parse_config(train.DEFAULTS, list(args)))

@@ -28,8 +28,8 @@ import torch
 
 import bench
 from checkpoint import save_checkpoint
-from config import NOT_EMPTY, SEED, UserError, above, at_least, between, counts, one_of, or_none, parse_config, run_main
-from data import open_split
+from configurator import NOT_EMPTY, SEED, UserError, above, at_least, between, counts, one_of, or_none, parse_config, run_main
+from dataset import open_split
 import compare
 import eval as eval_script
 import export

@@ -14,7 +14,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import bench  # noqa: E402
-from config import BACKBONES, UserError, expand_quick, parse_config  # noqa: E402
+from configurator import UserError, expand_quick, parse_config  # noqa: E402
+from variants import BACKBONES  # noqa: E402
 from conftest import run_script  # noqa: E402
 
 # Overrides put after --quick: they must win over its preset. A shape small enough for seconds,

@@ -16,7 +16,8 @@ from conftest import run_script
 import compare
 import train
 from checkpoint import load_checkpoint
-from config import BACKBONES, UserError
+from configurator import UserError
+from variants import BACKBONES
 from plot import read_log
 
 ARMS = ("gpt", "contextlm", "gpt+2L")

@@ -19,7 +19,7 @@ import eval as eval_script
 import plot
 import train
 from checkpoint import save_checkpoint
-from config import UserError
+from configurator import UserError
 from model import GPTConfig
 
 

@@ -20,8 +20,8 @@ from conftest import assert_one_line_error, cli, run_in_process, sharp_model, wr
 from torch.nn import functional as F
 
 from checkpoint import EXPORT_MODEL_TYPE, EXPORT_TOKENIZER, model_from_hf, pretrained_tokenizer, save_checkpoint
-from config import BACKBONES
-from data import Tokenizer, load_meta, same_tokenizer
+from variants import BACKBONES
+from dataset import Tokenizer, load_meta, same_tokenizer
 import eval as eval_script
 import export
 import sample

@@ -16,8 +16,9 @@ import torch
 from torch.nn import functional as F
 
 from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from config import BACKBONES, backbone_fields, parse_config
-from data import Tokenizer, alpaca_prompt, load_meta, open_examples, open_split
+from configurator import parse_config
+from variants import BACKBONES, backbone_fields
+from dataset import Tokenizer, alpaca_prompt, load_meta, open_examples, open_split
 from train import get_batch, sample_offsets
 import eval as eval_script
 import prepare

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import greedy_compiled, record_greedy_choices, sharp_model
 
-from config import BACKBONES
+from variants import BACKBONES
 from model import GPT, GPTConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

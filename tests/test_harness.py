@@ -26,7 +26,7 @@ from torch.nn import functional as F
 import eval as eval_script
 import prepare
 from checkpoint import is_pretrained, save_checkpoint
-from data import Tokenizer
+from dataset import Tokenizer
 
 CHARS = list(" \n" + string.ascii_lowercase + "?.")  # the character model's vocabulary (few-shot prompts need \n)
 V = len(CHARS)

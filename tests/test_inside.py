@@ -16,7 +16,8 @@ from conftest import read_log, run_script, run_train, tiny_args
 import compare
 import train
 from checkpoint import load_checkpoint
-from config import CONTEXT_OPTIONS, UserError, model_variants
+from configurator import UserError
+from variants import CONTEXT_OPTIONS, model_variants
 from model import GPT, GPTConfig
 from plot import plot_inside
 

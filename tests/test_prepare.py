@@ -16,8 +16,8 @@ import pytest
 from conftest import ROOT, run_script
 
 import prepare
-from config import UserError, run_main
-from data import Tokenizer, load_meta, open_split
+from configurator import UserError, run_main
+from dataset import Tokenizer, load_meta, open_split
 from train import MODEL_KEYS
 
 EOT = "<|endoftext|>"
@@ -243,8 +243,8 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch, char_data, previo
 
 def test_prepare_does_not_import_torch(tmp_path, neox_tokenizer_dir):
     """Preparing data needs no PyTorch: importing prepare.py, and preparing shakespeare_char with
-    it, leave torch unloaded (a module-level `import torch` in config.py, data.py or prepare.py fails here);
-    so does the NeoX BPE, through a Hugging Face dataset (pile)."""
+    it, leave torch unloaded (a module-level `import torch` in configurator.py, dataset.py or
+    prepare.py fails here); so does the NeoX BPE, through a Hugging Face dataset (pile)."""
     write_jsonl(tmp_path / "pile" / "train.jsonl", ["a train document"])
     code = ("import sys, prepare; assert 'torch' not in sys.modules, 'import prepare loaded torch'; "
             f"prepare.main(['shakespeare_char', '--data_root={tmp_path}']); "

@@ -22,8 +22,9 @@ from conftest import (NEOX, ROOT, assert_one_line_error, cli, hub_cache, make_py
 from torch.nn import functional as F
 
 from checkpoint import load_checkpoint, model_from_hf
-from config import BACKBONES, UserError, backbone_fields, parse_config
-from data import Tokenizer, open_split
+from configurator import UserError, parse_config
+from variants import BACKBONES, backbone_fields
+from dataset import Tokenizer, open_split
 import plot
 from train import get_batch
 import sample

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint, model_from_checkpoint
-from data import Tokenizer
+from dataset import Tokenizer
 import prepare
 import sample
 from conftest import assert_one_line_error, cli, run_script, run_train, tiny_args

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint, model_from_checkpoint
-from config import UserError, parse_config
+from configurator import UserError, parse_config
 from train import MODEL_KEYS
 import train
 from conftest import (ROOT, assert_one_line_error, cli, read_log, run_script, run_train, signal_handlers_kept,

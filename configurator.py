@@ -1,8 +1,8 @@
 """
 Configuration, as every entry script reads it: defaults -> config/*.py files -> --key=value
-(parse_config, and --quick), each option's valid values (the CHECKS helpers), the named sets of
-model fields the scripts share (the backbones, the study's variants), and bad input reported as
-one line (UserError, run_main) with writes that fail the same way (writing, write_text).
+(parse_config, and --quick), each option's valid values (the CHECKS helpers), and bad input
+reported as one line (UserError, run_main) with writes that fail the same way (writing, and
+atomic_write, the one way a file is replaced).
 
 No torch here: prepare.py reads its options through this module and needs no second spent
 loading PyTorch.
@@ -44,18 +44,28 @@ def writing(path, kept=""):
                          "path or its permissions") from e
 
 
-def write_text(path, text, kept="; any previous file there is unchanged"):
-    """Write text to path atomically (a temporary file renamed over it); a failure is one line."""
+def atomic_write(path, write, kept="; any previous file there is unchanged"):
+    """Replace path atomically: write(f) fills a temporary binary file beside it, which is flushed
+    to disk and then renamed over path, so a crash or a failed write (a full disk) leaves the
+    previous file intact; a failure is one line (WriteError) ending with `kept`."""
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         with writing(path, kept):
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
+            with open(tmp, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_text(path, text):
+    """Write text (UTF-8) to path atomically (atomic_write), making its folder if need be."""
+    with writing(path):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def run_main(main):
@@ -201,47 +211,3 @@ def named_settings(keys, must):
 NOT_EMPTY = (lambda v: isinstance(v, str) and v != ""), "a non-empty string"
 SEED = ((lambda v: isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**64),
         "a whole number that fits in 64 bits (what torch.manual_seed takes)")
-
-
-# ---------------------------------------------------------------- named sets of model fields
-
-def model_variants(c):
-    """The three models the study compares, by name: {name: the GPTConfig fields that set them
-    apart}. c: a config with n_layer (L), n_ctx_layer (P), chunk_size (w) and n_enc_layer (E);
-    every other field (width, heads, vocabulary, block size) is the same for all three.
-        gpt        L token layers: the GPT-2 baseline
-        contextlm  the same L token layers + a P-layer context predictor
-        gpt+{P}L   L + P token layers: about as many parameters as contextlm, all spent on tokens
-    bench.py measures these three; compare.py trains them (its ablation grid varies contextlm)."""
-    L, P, w = c["n_layer"], c["n_ctx_layer"], c["chunk_size"]  # P >= 1 (bench's and compare's CHECKS)
-    # chunk_size and n_enc_layer do nothing without a predictor: the GPTs keep w and no encoder
-    # (and the default context options, so that a study of another option reuses their runs)
-    gpt = dict(n_ctx_layer=0, chunk_size=w, n_enc_layer=0, **CONTEXT_OPTIONS)
-    return {"gpt": dict(n_layer=L, **gpt),
-            "contextlm": dict(n_layer=L, n_ctx_layer=P, chunk_size=w, n_enc_layer=c["n_enc_layer"],
-                              **{k: c.get(k, default) for k, default in CONTEXT_OPTIONS.items()}),
-            f"gpt+{P}L": dict(n_layer=L + P, **gpt)}
-
-
-# GPTConfig's fields that act on the context path only (model.py has their meaning), with their
-# defaults there: a GPT ignores them (tests/test_compare.py checks the defaults are GPTConfig's)
-CONTEXT_OPTIONS = dict(context_scale="learned", context_gain_init=0.0, predictor_init="gpt2",
-                       context_dropout=-1.0, predictor_lr_scale=1.0)
-
-
-# The Transformer blocks the study runs on: GPTConfig's backbone fields, set all at once by
-# bench.py's and compare.py's --backbone (docs/pythia.md). bias is not among them: train.py's
-# GPT-2 recipe has none, Pythia has them (its configs say bias = True).
-BACKBONES = {
-    "gpt2": dict(rotary_pct=0.0, rotary_base=10000.0, parallel_residual=False, tie_embeddings=True,
-                 gelu_approximate="tanh", layer_norm_eps=1e-5),
-    "pythia": dict(rotary_pct=0.25, rotary_base=10000.0, parallel_residual=True, tie_embeddings=False,
-                   gelu_approximate="none", layer_norm_eps=1e-5),
-}
-
-
-def backbone_fields(name):
-    """The GPTConfig fields of the backbone called name (a key of BACKBONES)."""
-    if name not in BACKBONES:
-        raise UserError(f"unknown backbone '{name}': use one of {', '.join(BACKBONES)}")
-    return dict(BACKBONES[name])

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from config import UserError
+from configurator import UserError
 
 
 # ---------------------------------------------------------------- meta.json and splits
