@@ -40,7 +40,8 @@ from configurator import (SEED, UserError, at_least, check_options, counts, expa
                           parse_config, run_main, writing)
 from variants import BACKBONES, backbone_fields, model_variants  # noqa: E402
 from device import peak_flops, setup_device, synchronize  # noqa: E402
-from model import GPT, DecodingState, GPTConfig  # noqa: E402
+from engine import DecodingState, Engine  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
 from plot import save_figure  # noqa: E402
 
 DEFAULTS = dict(
@@ -290,26 +291,24 @@ def bench_training(c, variants, device, dtype, autocast, use_compile):
 
 def bench_decoding(c, variants, device, autocast, use_compile):
     """Per decoding model, batch size (gen_batch_size, and 1) and length: greedy generation with
-    the KV cache, the decode step compiled if use_compile (GPT.compile_decode_step), and with a
+    the KV cache, the decode step compiled if use_compile (engine.Engine), and with a
     full forward over the whole sequence at every step (eager). Steady tokens/s are medians over
     rounds; the first call's extra seconds are the first cached generate() of each batch size and
     length, less a steady one: compiling, CUDA graphs recorded, attention plans, allocations."""
     batch_sizes = sorted({c["gen_batch_size"], 1}, reverse=True)
     prompts = {B: random_tokens(c["vocab_size"], (B, c["prompt_len"]), c["seed"] + 2, device) for B in batch_sizes}
-    models = {}
+    engines = {}
     for name in DECODERS:
         torch.manual_seed(c["seed"])
-        models[name] = GPT(GPTConfig(**variants[name])).to(device).eval()
-        if use_compile:
-            models[name].compile_decode_step()
+        engines[name] = Engine(GPT(GPTConfig(**variants[name])).to(device).eval(), compile=use_compile)
     # a DecodingState per model and batch size, its buffers (and on CUDA its CUDA graph) reused by every call
-    states = {(name, B): DecodingState(models[name].config) for name in DECODERS for B in batch_sizes}
+    states = {(name, B): DecodingState(engines[name].model.config) for name in DECODERS for B in batch_sizes}
 
     def seconds(name, B, length, use_cache):
         synchronize(device)
         t0 = time.perf_counter()
         with autocast:
-            models[name].generate(prompts[B], length, temperature=0.0, use_cache=use_cache, state=states[name, B])
+            engines[name].generate(prompts[B], length, temperature=0.0, use_cache=use_cache, state=states[name, B])
         synchronize(device)
         return time.perf_counter() - t0
 

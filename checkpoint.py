@@ -2,7 +2,7 @@
 Checkpoints and the other weights a script can start from. A train.py checkpoint is a torch file
 holding a dict: 'model' (the state_dict), 'model_args' (GPTConfig's fields), 'meta' (the
 dataset's meta.json, so its tokenizer), and to resume, the training state. Hugging Face GPT-2 and
-Pythia weights (a name or a local folder) load through GPT.from_pretrained. load_run is the one
+Pythia weights (a name or a local folder) load through pretrained.from_pretrained. load_run is the one
 way scripts load either.
 """
 
@@ -16,7 +16,8 @@ from dataclasses import fields
 import torch
 
 from configurator import UserError, atomic_write
-from model import FIELDS_BEFORE_THEY_EXISTED, GPT, GPTConfig, hf_architecture
+from model import FIELDS_BEFORE_THEY_EXISTED, GPT, GPTConfig
+from pretrained import from_pretrained, hf_architecture
 
 
 # ---------------------------------------------------------------- train.py's checkpoints
@@ -153,12 +154,12 @@ def hf_errors(name_or_dir):
 
 
 def model_from_hf(name_or_dir, override_args):
-    """GPT.from_pretrained (GPT-2 or Pythia weights), failures as one line; a ContextLM folder that
+    """pretrained.from_pretrained (GPT-2 or Pythia weights), failures as one line; a ContextLM folder that
     export.py wrote loads as it is (model_from_export)."""
     with hf_errors(name_or_dir):
         if hf_architecture(name_or_dir)[1] == EXPORT_MODEL_TYPE:
             return model_from_export(name_or_dir, override_args)
-        return GPT.from_pretrained(name_or_dir, override_args)
+        return from_pretrained(name_or_dir, override_args)
 
 
 # Folders that export.py writes (docs/export.md): config.json says which tokenizer the run read in
@@ -198,7 +199,7 @@ def exported_tokenizer(folder):
 
 
 def pretrained_tokenizer(name_or_dir):
-    """meta.json's description of the tokenizer a Hugging Face model (GPT.from_pretrained's
+    """meta.json's description of the tokenizer a Hugging Face model (from_pretrained's
     name_or_dir) reads: GPT-2's BPE for a GPT-2, for a GPT-NeoX (Pythia) the BPE in its own
     repository or folder; for a folder that export.py wrote, the one its config.json names."""
     with hf_errors(name_or_dir):
@@ -220,7 +221,7 @@ def is_run(spec):
 
 
 def is_pretrained(spec):
-    """Whether spec names Hugging Face weights that GPT.from_pretrained loads: a GPT-2 or Pythia
+    """Whether spec names Hugging Face weights that from_pretrained loads: a GPT-2 or Pythia
     name (gpt2-medium, pythia-160m, EleutherAI/pythia-1b) or a local folder with a config.json. A
     train.py run of the same name wins (is_run)."""
     names = ("gpt2", "pythia-", "EleutherAI/pythia-")

@@ -30,7 +30,7 @@ from checkpoint import EXPORT_TOKENIZER, checkpoint_path, load_run
 from configurator import NOT_EMPTY, UserError, one_of, parse_config, run_main, writing
 from variants import BACKBONES
 from dataset import Tokenizer
-from model import GPT2_TRANSPOSED, NEOX_GELU, neox_name
+from pretrained import GPT2_TRANSPOSED, NEOX_GELU, neox_name
 
 DEFAULTS = dict(
     out_dir="out",     # the train.py run to export (its ckpt.pt)
@@ -56,7 +56,7 @@ EOT = "<|endoftext|>"
 
 def stock_model(model, special):
     """The stock transformers model that a GPT (n_ctx_layer=0) is, new (stock_weights fills it):
-    GPT2LMHeadModel on GPT-2's block (what model.gpt2_weights reads back), GPTNeoXForCausalLM on a
+    GPT2LMHeadModel on GPT-2's block (what pretrained.gpt2_weights reads back), GPTNeoXForCausalLM on a
     rotary one; None for a ContextLM, or a GPT on another block (learned positions with Pythia's
     residual, head or GELU). special: the end-of-text ids for the config."""
     from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
@@ -78,7 +78,7 @@ def stock_model(model, special):
 
 def stock_weights(model, hf):
     """The GPT's weights in the names and layouts of hf, the stock model stock_model built for it:
-    model.gpt2_weights and model.neox_weights run backwards, each of hf's names mapped to ours.
+    pretrained.gpt2_weights and pretrained.neox_weights run backwards, each of hf's names mapped to ours.
     A bias that a GPT without biases (bias=False) lacks is zeros: a zero bias is no bias."""
     neox = hf.config.model_type == "gpt_neox"
     ours, nh = model.state_dict(), model.config.n_head

@@ -10,6 +10,7 @@ import torch
 from lm_eval.api.model import TemplateLM
 
 from configurator import UserError
+from engine import Engine
 
 
 class HarnessLM(TemplateLM):
@@ -19,6 +20,7 @@ class HarnessLM(TemplateLM):
         continuations, score_text (sliding_window_nll) its rolling texts, every token once."""
         super().__init__()
         self.model, self.tok, self.name = model, tokenizer, name
+        self.engine = Engine(model)  # generate_until's KV-cache decoding
         self.block_size = model.config.block_size
         self.stride, self.batch_size = stride, batch_size
         self._device, self.autocast = device, autocast
@@ -58,7 +60,7 @@ class HarnessLM(TemplateLM):
         return out
 
     def generate_until(self, requests, disable_tqdm=False):
-        """Each request's (context, generation kwargs) -> the text model.generate (KV cache)
+        """Each request's (context, generation kwargs) -> the text Engine.generate (KV cache)
         appends, cut before the first of the `until` strings; greedy unless do_sample."""
         out = []
         for context, kwargs in [r.args for r in requests]:
@@ -72,19 +74,19 @@ class HarnessLM(TemplateLM):
             top_k = kwargs.pop("top_k", None)
             if kwargs.pop("top_p", 1.0) not in (None, 1.0) or kwargs:
                 raise UserError(f"generation_kwargs {sorted(kwargs) or ['top_p']} are not supported "
-                                "(model.generate takes until, max_gen_toks, do_sample, temperature, top_k): "
+                                "(Engine.generate takes until, max_gen_toks, do_sample, temperature, top_k): "
                                 "drop them from the task's YAML")
             if self.tok.eot_token is not None:
                 until.append(self.tok.decode([self.eot_token_id]))
             ids = self.tok_encode(context) if context else [self.eot_token_id]
             # leave room for the answer in the window, as the harness's own models do, so that
-            # it decodes from one KV cache; a window too short for that slides (model.generate)
+            # it decodes from one KV cache; a window too short for that slides (Engine.generate)
             keep = self.block_size - max_gen_toks if max_gen_toks < self.block_size else self.block_size
             ids = torch.tensor([ids[-keep:]], device=self._device)
             with self.autocast:
-                new = self.model.generate(ids, max_gen_toks, temperature=temperature, top_k=top_k,
-                                          vocab_size=self.tok.vocab_size,
-                                          stop_token=self.tok.eot_token)[0, ids.size(1):]
+                new = self.engine.generate(ids, max_gen_toks, temperature=temperature, top_k=top_k,
+                                           vocab_size=self.tok.vocab_size,
+                                           stop_token=self.tok.eot_token)[0, ids.size(1):]
             text = self.tok.decode(new.tolist())
             for stop in until:
                 text = text.split(stop)[0]

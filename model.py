@@ -17,11 +17,10 @@ There, every attention rotates queries and keys by position: E and D by the toke
 chunk's, and chunk j sits at the position of its first token, j * w (the paper's rule). With
 n_ctx_layer = 0 and those settings the model is exactly a Pythia model.
 
-Each helper comes before its first user, so the file reads: the configuration; the KV cache of
-one attention layer and the Transformer block that E, P and D are all made of; the state that
-incremental decoding carries and the sampling of a token; the conversion of Hugging Face GPT-2
-and GPT-NeoX weights that from_pretrained uses; then the model: its forward pass (steps 1-6),
-bookkeeping and pretrained weights, and incremental decoding (prefill, decode_step, generate).
+The file reads in order: the configuration, the Transformer block that E, P and D are all made of,
+then the model: its forward pass (steps 1-6) and its bookkeeping. Decoding token by token is
+engine.py's (attention here only threads its KV cache through); Hugging Face weights are
+converted in pretrained.py.
 """
 
 import inspect
@@ -31,7 +30,6 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 CONTEXT_SCALES = ("learned", "tied", "none")
@@ -96,56 +94,6 @@ class GPTConfig:
               "must be a number above 0 (1 = the model's learning rate)")
 
 
-# ---------------------------------------------------------------- the KV cache of one attention layer
-
-def static_buffer(t):
-    """t, a tensor that decode steps write in place, marked so on CUDA: the CUDA graph of a
-    compiled step (GPT.compile_decode_step) may only write inputs whose address it knows, and
-    reads them where they lie instead of copying them in at every replay. (Unguarded: another
-    state's buffers make the graph be recorded again, not the step compiled again.)"""
-    if t.is_cuda:
-        torch._dynamo.mark_static_address(t)
-    return t
-
-
-class KVCache:
-    """Keys and values of one attention layer in max_len slots, one a position of the window (E,
-    D) or one a chunk (P). The buffers are allocated at the first write and then written in
-    place, so that a decode step can show attention tensors of the same shapes at every position."""
-
-    def __init__(self, max_len):
-        self.max_len = max_len
-        self.k = self.v = None
-
-    def allocate(self, k):
-        """Buffers for keys and values like k (B, nh, T, hs)."""
-        B, H, _, D = k.shape
-        # zeros: an empty slot is masked out, yet a weight of 0 times NaN would be NaN
-        self.k = static_buffer(k.new_zeros(B, H, self.max_len, D))
-        self.v = static_buffer(k.new_zeros(B, H, self.max_len, D))
-
-    def prefill(self, k, v):
-        """k, v (B, nh, T, hs) of positions 0 .. T-1 into the first T slots."""
-        if self.k is None:
-            self.allocate(k)
-        T = k.size(2)
-        self.k[:, :, :T], self.v[:, :, :T] = k, v
-
-    def write(self, k, v, slot):
-        """k, v (B, nh, 1, hs) into the slot `slot` (1,), in place. Returns what a query at that
-        slot attends to: keys and values (B, nh, S, hs) each and their mask (1, S), True up to
-        the query's own slot. S = max_len, the same shapes at every position, in a compiled step
-        and on a GPU. Eagerly on a CPU, the filled slots only, S = slot + 1, and no mask: there
-        reading the slot is free, and reading the whole buffer costs memory bandwidth (a quarter
-        of a step with 12 layers of 640 slots)."""
-        self.k.index_copy_(2, slot, k)
-        self.v.index_copy_(2, slot, v)
-        if slot.is_cpu and not torch.compiler.is_compiling():
-            S = int(slot) + 1
-            return self.k[:, :, :S], self.v[:, :, :S], None
-        return self.k, self.v, (torch.arange(self.max_len, device=slot.device) <= slot)[None]
-
-
 # ---------------------------------------------------------------- the Transformer block
 
 def apply_rotary(x, cos, sin):
@@ -174,9 +122,9 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, cache=None, rope=None, slot=None):
         """x (B, T, C) -> (B, T, C). rope: RoPE's (cos, sin) for x's positions (GPT.rotary), or
-        None with learned positions. With a KVCache, the new keys and values go into it: a prefill
-        (no slot) fills the first T slots; a decode step (T = 1) writes the slot `slot` (1,) and
-        attends to the slots up to it."""
+        None with learned positions. With a KVCache (engine.py), the new keys and values go into
+        it: a prefill (no slot) fills the first T slots; a decode step (T = 1) writes the slot
+        `slot` (1,) and attends to the slots up to it."""
         B, T, C = x.size()  # batch, sequence length, embedding width n_embd
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)  # (B, T, C) each
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -242,117 +190,6 @@ def run_blocks(blocks, x, caches=None, rope=None, slot=None):
     return x
 
 
-# ---------------------------------------------------------------- incremental decoding: its state, and sampling
-
-class DecodingState:
-    """What incremental decoding carries from one token to the next, in buffers allocated for the
-    window by the first prefill and then written in place: a KV cache per layer of E and D (a slot
-    a position), one per layer of P (a slot a chunk), the last w encoder states, the context ĉ in
-    force, and the position. GPT.prefill fills one; GPT.decode_step advances it."""
-
-    def __init__(self, config):
-        T, w = config.block_size, config.chunk_size
-        self.encoder = [KVCache(T) for _ in range(config.n_enc_layer)]
-        # a slot for every chunk that starts in the window, the last one perhaps never complete
-        self.predictor = [KVCache(math.ceil(T / w)) for _ in range(config.n_ctx_layer)]
-        self.decoder = [KVCache(T) for _ in range(config.n_layer - config.n_enc_layer)]
-        self.pos = None       # (1,) long: the next token's position (a tensor: no constant of a compiled step)
-        self.chunk = None     # (B, w, C): the last w encoder states; when a chunk completes, that chunk's
-        self.context = None   # (B, 1, C): ĉ_{k(t)} for the current position t
-
-
-# The attention kernels of decoding (GPT.generate), chosen rather than left to PyTorch, which
-# prefers cuDNN for bf16 on recent GPUs: cuDNN builds an execution plan for each new shape,
-# seconds on a first call (issue 22). A decode step's query looks at every slot through a mask,
-# which flash attention takes on a CPU but not on CUDA, where the memory-efficient kernel runs
-# it; math is the fallback.
-DECODE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-
-
-def sample_next(logits, temperature=1.0, top_k=None):
-    """Next token ids (B, 1) from last-position logits (B, vocab); temperature 0 is greedy."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None:
-        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-        logits[logits < v[:, [-1]]] = -float("Inf")
-    return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1)
-
-
-# ---------------------------------------------------------------- pretrained weights
-# A Hugging Face model -> (GPTConfig fields, its state_dict in this file's names), for
-# GPT.from_pretrained; export.py goes back the same way (GPT2_TRANSPOSED, neox_name).
-
-def hf_architecture(name_or_dir):
-    """(the Hugging Face repository or folder, its config.json's model_type) of from_pretrained's
-    name_or_dir: Pythia's short names ('pythia-160m', like GPT-2's 'gpt2-medium') stand for
-    EleutherAI/pythia-...; 'gpt2' is GPT-2, 'gpt_neox' Pythia."""
-    from transformers import PretrainedConfig
-    if name_or_dir.startswith("pythia-"):
-        name_or_dir = f"EleutherAI/{name_or_dir}"
-    return name_or_dir, PretrainedConfig.get_config_dict(name_or_dir)[0].get("model_type")
-
-
-GPT2_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")  # Conv1D
-
-
-def gpt2_weights(hf):
-    """GPT2LMHeadModel: the same names as ours; its Linear weights are stored as Conv1D, i.e.
-    transposed; its attention masks (buffers) are not weights."""
-    hc = hf.config
-    config = dict(block_size=hc.n_positions, vocab_size=hc.vocab_size, n_layer=hc.n_layer,
-                  n_head=hc.n_head, n_embd=hc.n_embd, bias=True)
-    sd = {k: v.t() if k.endswith(GPT2_TRANSPOSED) else v for k, v in hf.state_dict().items()
-          if not k.endswith((".attn.bias", ".attn.masked_bias"))}
-    return config, sd
-
-
-NEOX_NAMES = (("gpt_neox.embed_in.", "transformer.wte."), ("gpt_neox.final_layer_norm.", "transformer.ln_f."),
-              ("gpt_neox.layers.", "transformer.h."), (".input_layernorm.", ".ln_1."),
-              (".post_attention_layernorm.", ".ln_2."), (".attention.query_key_value.", ".attn.c_attn."),
-              (".attention.dense.", ".attn.c_proj."), (".mlp.dense_h_to_4h.", ".mlp.c_fc."),
-              (".mlp.dense_4h_to_h.", ".mlp.c_proj."), ("embed_out.", "lm_head."))  # (transformers 4's head name)
-NEOX_GELU = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}  # hidden_act -> gelu_approximate
-
-
-def neox_name(name):
-    """A GPTNeoXForCausalLM weight's name -> ours."""
-    for theirs, ours in NEOX_NAMES:
-        name = name.replace(theirs, ours)
-    return name
-
-
-def neox_weights(hf):
-    """GPTNeoXForCausalLM (Pythia): renamed, and q, k, v regrouped. A GPT-NeoX variant that this
-    block does not express (another MLP width, activation, no biases, scaled RoPE) is refused."""
-    hc = hf.config
-    rope = getattr(hc, "rope_parameters", None) or {  # transformers 5, else 4
-        "partial_rotary_factor": hc.rotary_pct, "rope_theta": hc.rotary_emb_base}
-    unsupported = [what for what, ok in (
-        (f"intermediate_size={hc.intermediate_size}", hc.intermediate_size == 4 * hc.hidden_size),
-        (f"hidden_act={hc.hidden_act}", hc.hidden_act in NEOX_GELU),
-        ("attention_bias=False", getattr(hc, "attention_bias", True)),
-        (f"rope_type={rope.get('rope_type')}", rope.get("rope_type", "default") == "default")) if not ok]
-    if unsupported:
-        raise ValueError(f"a GPT-NeoX variant this model does not build: {', '.join(unsupported)}")
-    config = dict(block_size=hc.max_position_embeddings, vocab_size=hc.vocab_size,
-                  n_layer=hc.num_hidden_layers, n_head=hc.num_attention_heads, n_embd=hc.hidden_size,
-                  bias=True, rotary_pct=float(rope["partial_rotary_factor"]), rotary_base=float(rope["rope_theta"]),
-                  parallel_residual=hc.use_parallel_residual, tie_embeddings=hc.tie_word_embeddings,
-                  gelu_approximate=NEOX_GELU[hc.hidden_act], layer_norm_eps=hc.layer_norm_eps)
-    nh = hc.num_attention_heads
-    sd = {}
-    for k, v in hf.state_dict().items():
-        if k.endswith((".attention.bias", ".attention.masked_bias", ".inv_freq")):
-            continue  # masks and RoPE frequencies that transformers 4 kept as buffers
-        k = neox_name(k)
-        if ".attn.c_attn." in k:  # GPT-NeoX's rows are q, k, v head by head (nh, 3, hs); ours (3, nh, hs)
-            v = v.view(nh, 3, -1, *v.shape[1:]).transpose(0, 1).reshape(v.shape)
-        sd[k] = v
-    return config, sd
-
-
 # ---------------------------------------------------------------- the model
 
 def init_weights(module):
@@ -400,11 +237,11 @@ class GPT(nn.Module):
                     torch.nn.init.zeros_(p)
 
     @property
-    def token_encoder(self):
+    def encoder_blocks(self):  # E: the first n_enc_layer token layers
         return self.transformer.h[:self.config.n_enc_layer]
 
     @property
-    def token_decoder(self):
+    def decoder_blocks(self):  # D: the rest
         return self.transformer.h[self.config.n_enc_layer:]
 
     # ---------------------------------------------------------------- the forward pass
@@ -427,7 +264,7 @@ class GPT(nn.Module):
         what this fixes for P is that its chunks lie w token positions apart."""
         return j * self.config.chunk_size
 
-    def encode(self, idx, pos, caches=None, slot=None):
+    def token_encoder(self, idx, pos, caches=None, slot=None):
         """Step 1: token ids (B, T) at positions pos (T,) -> encoder states h (B, T, C). Positions
         enter as wpe[pos] added to the embeddings or, on a rotary backbone, as E's rotations.
         With n_enc_layer = 0, h is the embedding (sum) itself. caches and slot: E's KV caches
@@ -435,7 +272,7 @@ class GPT(nn.Module):
         h = self.transformer.wte(idx)  # (B, T, C)
         if self.config.rotary_pct == 0:
             h = h + self.transformer.wpe(pos)
-        return run_blocks(self.token_encoder, self.transformer.drop(h), caches, self.rotary(pos), slot)
+        return run_blocks(self.encoder_blocks, self.transformer.drop(h), caches, self.rotary(pos), slot)
 
     def predicted_context(self, h, caches=None):
         """Steps 2-5: encoder states h (B, T, C) -> ĉ_{k(t)} (B, T, C), the predicted context
@@ -467,36 +304,32 @@ class GPT(nn.Module):
             context = self.context_gain * context
         return h + context
 
-
-    def decode(self, x, pos, caches=None, slot=None):
+    def token_decoder(self, x, pos, caches=None, slot=None):
         """Step 6 before the head: D's blocks and the final LayerNorm, (B, T, C) at positions pos
         (T,) -> (B, T, C). Exactly GPT-2's (or Pythia's) remaining blocks. caches and slot: D's
         KV caches and where a decode step writes in them (run_blocks)."""
-        return self.transformer.ln_f(run_blocks(self.token_decoder, x, caches, self.rotary(pos), slot))
+        return self.transformer.ln_f(run_blocks(self.decoder_blocks, x, caches, self.rotary(pos), slot))
 
-    def hidden_states(self, idx, state=None, context=True):
+    def hidden_states(self, idx, caches=None):
         """Steps 1-6 up to the head, over idx (B, T) at positions 0 .. T-1: (h, the context each
-        position receives or None, ln_f of D's output), (B, T, C) each. The context is None
-        without a predictor, and with context=False (zeros in its place, see forward). With a
-        DecodingState, the KV caches of E, P and D are filled on the way (GPT.prefill)."""
+        position receives or None without a predictor, ln_f of D's output), (B, T, C) each.
+        caches: (E's, P's, D's) KV caches to fill on the way (engine.Engine.prefill), or None."""
         B, T = idx.size()
         assert T <= self.config.block_size, f"sequence of {T} > block_size {self.config.block_size}"
-        caches = (None, None, None) if state is None else (state.encoder, state.predictor, state.decoder)
-        e_caches, p_caches, d_caches = caches  # E's, P's and D's KV caches, filled in a prefill
+        e_caches, p_caches, d_caches = caches or (None, None, None)
         pos = torch.arange(T, device=idx.device)  # (T,): token positions 0 .. T-1
-        h = self.encode(idx, pos, e_caches)     # 1. token encoder E
+        h = self.token_encoder(idx, pos, e_caches)  # 1. token encoder E
         x, c_hat = h, None
-        if self.config.n_ctx_layer > 0 and context:
+        if self.config.n_ctx_layer > 0:
             c_hat = self.predicted_context(h, p_caches)  # 2-5. the context each position receives
             x = self.add_context(h, c_hat)
-        return h, c_hat, self.decode(x, pos, d_caches)  # 6. token decoder D
+        return h, c_hat, self.token_decoder(x, pos, d_caches)  # 6. token decoder D
 
-    def forward(self, idx, targets=None, all_logits=False, context=True):
+    def forward(self, idx, targets=None, all_logits=False):
         """idx (B, T) -> (logits, loss). With targets (B, T): logits (B, T, vocab) and the mean
         cross-entropy (targets of -1 are ignored). Without: the last position's logits
-        (B, 1, vocab) and None, or every position's with all_logits=True. context=False leaves ĉ
-        out (zeros in its place): an ablation that shows how much the decoder relies on it."""
-        _, _, x = self.hidden_states(idx, context=context)  # steps 1-6
+        (B, 1, vocab) and None, or every position's with all_logits=True."""
+        _, _, x = self.hidden_states(idx)  # steps 1-6
         if targets is not None:
             logits = self.lm_head(x)
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
@@ -504,32 +337,6 @@ class GPT(nn.Module):
         if not all_logits:
             x = x[:, [-1], :]  # inference only needs the last position: (B, 1, C)
         return self.lm_head(x), None
-
-    @torch.no_grad()
-    def context_ratio(self, idx):
-        """‖ĉ‖ / ‖h‖ where the context is added (step 6), mean over the positions of idx (B, T): how
-        large the context is beside the token state it joins (docs/method.md, "Scale")."""
-        pos = torch.arange(idx.size(1), device=idx.device)
-        h = self.encode(idx, pos)
-        context = self.add_context(h, self.predicted_context(h)) - h
-        return (context.norm(dim=-1) / h.norm(dim=-1)).mean().item()
-
-    @torch.no_grad()
-    def context_gradient_share(self, idx, targets):
-        """How much of the loss's gradient at the encoder's output h arrives through the context
-        path (the chunk means, P, ĉ) rather than straight into D: ‖g_ctx‖ / (‖g_ctx‖ + ‖g_D‖) on
-        the batch idx, targets (B, T), in [0, 1]. h is used twice, once by each path, so a copy
-        of it goes to each and each copy's gradient is that path's share (the scale add_context
-        takes from h counts with D's path)."""
-        pos = torch.arange(idx.size(1), device=idx.device)
-        h = self.encode(idx, pos)
-        with torch.enable_grad():
-            h_direct, h_context = h.detach().requires_grad_(), h.detach().requires_grad_()
-            x = self.add_context(h_direct, self.predicted_context(h_context))
-            logits = self.lm_head(self.decode(x, pos))
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
-            g_direct, g_context = torch.autograd.grad(loss, (h_direct, h_context))
-        return (g_context.norm() / (g_context.norm() + g_direct.norm()).clamp_min(1e-30)).item()
 
     # ---------------------------------------------------------------- bookkeeping
 
@@ -590,144 +397,3 @@ class GPT(nn.Module):
                            {"params": [p for p in subset if p.dim() < 2], "weight_decay": 0.0, **extra}]
         use_fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if use_fused else {}))
-
-    @classmethod
-    def from_pretrained(cls, name_or_dir, override_args=None):
-        """Pretrained weights in the token pathway, a freshly initialised context predictor.
-        name_or_dir: GPT-2 ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'), Pythia ('pythia-70m'
-        ... 'pythia-1.4b', or 'EleutherAI/pythia-...'), or a local Hugging Face folder of either,
-        whose config.json says which. override_args may set dropout, chunk_size, n_ctx_layer,
-        n_enc_layer. Any other architecture, and a tensor the checkpoint lacks, has in excess or
-        shapes otherwise, is refused with a ValueError: nothing is silently initialised afresh."""
-        override_args = dict(override_args or {})
-        allowed = {"dropout", "chunk_size", "n_ctx_layer", "n_enc_layer"}
-        if set(override_args) - allowed:
-            raise ValueError(f"from_pretrained can only override {sorted(allowed)}, got {sorted(override_args)}")
-        from transformers import GPT2LMHeadModel, GPTNeoXForCausalLM  # optional dependency, only needed here
-        name_or_dir, arch = hf_architecture(name_or_dir)
-        hf_class = {"gpt2": GPT2LMHeadModel, "gpt_neox": GPTNeoXForCausalLM}.get(arch)
-        if hf_class is None:
-            raise ValueError(f"{name_or_dir} holds a model of type {arch!r}; from_pretrained loads "
-                             "'gpt2' (GPT-2) and 'gpt_neox' (Pythia) models")
-        hf, info = hf_class.from_pretrained(name_or_dir, output_loading_info=True, ignore_mismatched_sizes=True)
-        # transformers initialises what a checkpoint lacks or mis-shapes afresh: refuse it instead
-        bad = {"missing": info["missing_keys"], "unexpected": info["unexpected_keys"],
-               "mis-shaped": {k for k, *_ in info["mismatched_keys"]}}
-        bad = "; ".join(f"{what} {', '.join(sorted(keys)[:3])}" for what, keys in bad.items() if keys)
-        if bad:
-            raise ValueError(f"{name_or_dir}: the weights do not fit its config.json ({bad})")
-        config_args, state_dict = (gpt2_weights if arch == "gpt2" else neox_weights)(hf)
-        model = cls(GPTConfig(**config_args, **override_args))
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
-        unfilled = [k for k in missing if not k.startswith(("context_predictor.", "context_gain"))] + unexpected
-        if unfilled:
-            raise ValueError(f"{name_or_dir}: {', '.join(unfilled[:3])} did not map onto this model's weights")
-        return model
-
-    # ---------------------------------------------------------------- incremental decoding
-    # (docs/method.md, "Incremental decoding"): a prefill runs steps 1-6 over the prompt and fills a
-    # DecodingState; each decode_step then costs one position of E and D, and one of P where a chunk
-    # completes (compiled: at every position, on tensors of the same shapes, see decode_step).
-
-    @torch.no_grad()
-    def prefill(self, idx, state=None):
-        """Steps 1-6 over a prompt idx (B, T), T <= block_size, filling a DecodingState: a fresh
-        one, or `state` again, in its buffers (of the same batch size, dtype and device), as
-        generate does for each new window past block_size. Returns (the last position's logits
-        (B, 1, vocab), the state)."""
-        B, T = idx.size()
-        assert T <= self.config.block_size, f"prompt of {T} > block_size {self.config.block_size}"
-        w = self.config.chunk_size
-        state = DecodingState(self.config) if state is None else state
-        h, context, x = self.hidden_states(idx, state)  # (B, T, C) each; the KV caches filled
-        if state.pos is None:  # the first prefill allocates; decode steps and later prefills write in place
-            state.pos = static_buffer(torch.zeros(1, dtype=torch.long, device=idx.device))
-            if context is not None:
-                state.chunk = static_buffer(h.new_zeros(B, w, h.size(2)))
-                state.context = static_buffer(context.new_zeros(B, 1, h.size(2)))
-        state.pos.fill_(T)
-        if context is not None:
-            # decoding picks up with the last w encoder states (all of a prompt shorter than w),
-            # under the context of the last position
-            last = h[:, -w:]  # (B, min(T, w), C)
-            state.chunk[:, w - last.size(1):] = last
-            state.context.copy_(context[:, -1:])  # (B, 1, C)
-        return self.lm_head(x[:, [-1], :]), state  # (B, 1, vocab)
-
-    @torch.no_grad()
-    def decode_step(self, idx, state):
-        """Logits (B, 1, vocab) for one new token per sequence, idx (B, 1), at position
-        state.pos, writing the state's buffers in place. Compiled, it runs the same operations on
-        tensors of the same shapes whatever the position, with no Python branch on it, so that
-        torch.compile traces it once (compile_decode_step)."""
-        w = self.config.chunk_size
-        pos = state.pos  # (1,): the new token's position, and its slot in E's and D's caches
-        h = self.encode(idx, pos, state.encoder, slot=pos)  # 1. E on the new position: (B, 1, C)
-        x = h
-        if self.config.n_ctx_layer > 0:
-            state.chunk.copy_(torch.cat([state.chunk[:, 1:], h], dim=1))  # (B, w, C): the last w states
-            complete = pos % w == w - 1  # (1,): chunk j = pos // w has just completed
-            # 2-3. Where it has, pool it and step P once at the chunk's position: ĉ_{j+1} is in force
-            # from this very position on (k(t) = (t + 1) / w). A compiled step cannot branch on the
-            # position, so it steps P at every position, on the chunk as far as it is filled, and
-            # keeps ĉ_{j+1} only where the chunk is complete; until then slot j of P's caches holds
-            # the partial chunk, seen by these discarded steps only. Run eagerly, decode_step steps P
-            # only where it counts, as a step of P costs what a token layer costs (on a GPU, reading
-            # `complete` waits for it: a short wait, as eager decoding leaves the GPU mostly idle).
-            if torch.compiler.is_compiling() or complete.item():
-                j = pos // w  # (1,): the chunk, and its slot in P's caches
-                c = state.chunk.mean(dim=1, keepdim=True)  # (B, 1, C): c_j once the chunk is complete
-                rope = self.rotary(self.chunk_position(j))
-                c_next = run_blocks(self.context_predictor, c, state.predictor, rope, slot=j)  # (B, 1, C): ĉ_{j+1}
-                state.context.copy_(torch.where(complete, c_next, state.context))
-            x = self.add_context(h, state.context)  # 5-6. the context in force at this position
-        x = self.decode(x, pos, state.decoder, slot=pos)  # 6. D on the new position: (B, 1, C)
-        state.pos += 1  # in place: the same tensor, one position on
-        return self.lm_head(x)
-
-    def compile_decode_step(self):
-        """Replace decode_step by a compiled one (sample.py --compile, bench.py on a GPU). As its
-        shapes do not change with the position, it compiles once (once per batch size), in one
-        graph; on CUDA as a CUDA graph ("reduce-overhead"), which replays a whole step in one
-        launch where eager decoding launches hundreds of small kernels, one after the other.
-        prefill stays eager: it runs once per prompt, at the prompt's length."""
-        mode = "reduce-overhead" if self.lm_head.weight.is_cuda else "default"
-        self.decode_step = torch.compile(self.decode_step, fullgraph=True, dynamic=False, mode=mode)
-
-    @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, use_cache=True, vocab_size=None,
-                 stop_token=None, state=None):
-        """Append max_new_tokens tokens to idx (B, T) and return it. temperature=0 is greedy;
-        vocab_size keeps sampling to the tokenizer's ids (the model's vocabulary may be padded);
-        stop_token (an end-of-text id) ends generation early, once every row has produced it: a
-        row's tokens after its first stop_token are what it sampled while the others went on.
-        state: a DecodingState of an earlier call with the same batch size, to decode in its
-        buffers again (on CUDA, the compiled step's CUDA graph then replays as recorded); None, a
-        new one. Past block_size each step conditions on the last block_size tokens, like nanoGPT,
-        and the window is prefilled again: with learned positions every position shifts; with
-        rotary ones the cached keys would keep their relative positions, but a deeper layer's key
-        depends on every token that was in the window, and the chunk grid starts at the window's
-        first token, so a slid cache is not the forward over the new window (docs/pythia.md)."""
-        start = None  # where the state's window begins in idx; None before the first prefill
-        stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
-        with sdpa_kernel(DECODE_ATTENTION):  # once a call, not at every step: choosing has a cost too
-            for _ in range(max_new_tokens):
-                if not use_cache:
-                    logits, _ = self(idx[:, -self.config.block_size:])  # the last block_size tokens
-                elif start is None or idx.size(1) - start > self.config.block_size:
-                    # the first window, or one with no room for the new token: prefill the last
-                    # block_size tokens, into the same buffers (counted here: reading state.pos
-                    # would wait for the GPU at every token)
-                    start = max(0, idx.size(1) - self.config.block_size)
-                    logits, state = self.prefill(idx[:, start:], state)
-                else:
-                    # the token sampled last, a tensor of its own: a view of idx would change its
-                    # strides, and with them a compiled step, at every token
-                    logits = self.decode_step(idx_next, state)
-                idx_next = sample_next(logits[:, -1, :vocab_size], temperature, top_k)  # (B, 1)
-                idx = torch.cat((idx, idx_next), dim=1)
-                if stop_token is not None:
-                    stopped |= idx_next[:, 0] == stop_token
-                    if stopped.all():
-                        break
-        return idx

@@ -12,8 +12,8 @@ forward pass is model.py's GPT, wrapped, never written a second time:
                            labels, padded rows, and generate() through GenerationMixin
 
 There is no KV cache in transformers' format: generate() runs the window (the last block_size
-tokens, as GPT.generate does) in full at every step. model.py's own cache (GPT.prefill and
-GPT.decode_step) is what sample.py decodes with.
+tokens, as engine.Engine.generate does) in full at every step. engine.py's own cache (prefill
+and the decode step) is what sample.py decodes with.
 
 This file imports `.model`, so it only runs from such a folder (docs/export.md).
 """

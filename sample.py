@@ -30,6 +30,7 @@ from checkpoint import load_run
 from configurator import SEED, UserError, at_least, one_of, or_none, parse_config, run_main, write_text
 from dataset import TEMPLATES, Tokenizer, alpaca_prompt
 from device import setup_device, synchronize
+from engine import Engine
 
 DEFAULTS = dict(
     init_from="resume",   # 'resume' (out_dir/ckpt.pt), a GPT-2 or Pythia name, or a local Hugging Face folder
@@ -92,18 +93,16 @@ def until_eot(ids, eot):
 
 # ---------------------------------------------------------------- the speed line
 
-class DecodeTimer:
-    """A model's decode_step that notes when each call has ended, the GPU's work included: the
-    speed line tells the first tokens, which compile and set up, from the steady pace after."""
+class StepTimer:
+    """Engine.generate's on_step: notes when each decode step has ended, the GPU's work included.
+    The speed line tells the first tokens, which compile and set up, from the steady pace after."""
 
-    def __init__(self, decode_step, device):
-        self.decode_step, self.device, self.ends = decode_step, device, []
+    def __init__(self, device):
+        self.device, self.ends = device, []
 
-    def __call__(self, idx, state):
-        logits = self.decode_step(idx, state)
+    def __call__(self):
         synchronize(self.device)
         self.ends.append(time.perf_counter())
-        return logits
 
 
 def speed_line(num_samples, new_tokens, seconds, first_seconds, device):
@@ -153,7 +152,7 @@ def read_questions(path):
     return questions
 
 
-def answer_turns(model, tokenizer, turns, temperature, c, device):
+def answer_turns(engine, tokenizer, turns, temperature, c, device):
     """The model's answers to the turns of one conversation, as texts. Turn 1 is asked in the
     Alpaca prompt; each later one follows the conversation so far, answers and their end-of-text
     tokens included, as its next "### Instruction:" (FastChat's Alpaca conversation). Each answer
@@ -163,15 +162,15 @@ def answer_turns(model, tokenizer, turns, temperature, c, device):
     for j, question in enumerate(turns):
         ids += tokenizer.encode_ordinary(alpaca_prompt(question, intro=j == 0))
         x = torch.tensor([ids], dtype=torch.long, device=device)
-        y = model.generate(x, c["max_new_tokens"], temperature=temperature, top_k=c["top_k"],
-                           vocab_size=tokenizer.vocab_size, stop_token=eot)
+        y = engine.generate(x, c["max_new_tokens"], temperature=temperature, top_k=c["top_k"],
+                            vocab_size=tokenizer.vocab_size, stop_token=eot)
         reply = until_eot(y[0, len(ids):].tolist(), eot)
         ids += reply + [eot]
         answers.append(tokenizer.decode(reply).strip())
     return answers
 
 
-def write_mtbench_answers(model, tokenizer, questions, c, run_name, device, autocast):
+def write_mtbench_answers(engine, tokenizer, questions, c, run_name, device, autocast):
     """Answer every question (of c["mtbench"]) and write the answer file FastChat's judge reads
     (fastchat/llm_judge: gen_judgment.py): a JSON object a line with question_id, answer_id,
     model_id (the file's name, which the judge knows the model by), choices [{index: 0, turns:
@@ -183,7 +182,7 @@ def write_mtbench_answers(model, tokenizer, questions, c, run_name, device, auto
         temperature = MTBENCH_TEMPERATURE.get(q["category"], 0.7)
         torch.manual_seed(c["seed"])  # each question as if it were the only one (FastChat seeds each too)
         with torch.no_grad(), autocast:
-            turns = answer_turns(model, tokenizer, q["turns"], temperature, c, device)
+            turns = answer_turns(engine, tokenizer, q["turns"], temperature, c, device)
         rows.append({"question_id": q["question_id"], "answer_id": uuid.uuid4().hex, "model_id": model_id,
                      "choices": [{"index": 0, "turns": turns}], "tstamp": time.time()})
         print(f"[{i}/{len(questions)}] question {q['question_id']} ({q['category']}, temperature {temperature}): "
@@ -206,21 +205,21 @@ def main():
     model, tokenizer = model.eval().to(device), Tokenizer(meta)
     if c["template"] and tokenizer.eot_token is None:
         raise UserError("--template needs a model with an end-of-text token; this one reads characters")
-    if c["compile"]:
-        model.compile_decode_step()  # compiled at the first decode step, once
+    engine = Engine(model, compile=c["compile"])  # compiled at the first decode step, once
     if c["mtbench"]:
         run_name = os.path.basename(os.path.normpath(out_dir if c["init_from"] == "resume" else c["init_from"]))
-        write_mtbench_answers(model, tokenizer, questions, c, run_name, device, autocast)
+        write_mtbench_answers(engine, tokenizer, questions, c, run_name, device, autocast)
         return
 
     # an instruction is asked in the template, as in fine-tuning: its text never becomes special tokens
     ids = tokenizer.encode_ordinary(alpaca_prompt(prompt)) if c["template"] else tokenizer.encode(prompt)
     x = torch.tensor([ids] * c["num_samples"], dtype=torch.long, device=device)
-    timer = model.decode_step = DecodeTimer(model.decode_step, device)
+    timer = StepTimer(device)
     t0 = time.perf_counter()
     with torch.no_grad(), autocast:  # only the tokenizer's ids: BPE models pad their vocabulary to 50304
-        y = model.generate(x, c["max_new_tokens"], temperature=c["temperature"], top_k=c["top_k"],
-                           vocab_size=tokenizer.vocab_size, stop_token=tokenizer.eot_token if c["template"] else None)
+        y = engine.generate(x, c["max_new_tokens"], temperature=c["temperature"], top_k=c["top_k"],
+                            vocab_size=tokenizer.vocab_size, stop_token=tokenizer.eot_token if c["template"] else None,
+                            on_step=timer)
     synchronize(device)
     dt = time.perf_counter() - t0
     for row in y.tolist():

@@ -196,36 +196,37 @@ def sharp_model(cfg, seed=0, untie_head=False):
 
 
 def record_greedy_choices(monkeypatch):
-    """Make model.generate choose greedily and record the logits it chooses from: the list that
+    """Make Engine.generate choose greedily and record the logits it chooses from: the list that
     fills up, one (batch, vocab) tensor a generated token."""
-    import model
+    import engine
     seen = []
 
     def greedy_recorder(logits, temperature=1.0, top_k=None):
         seen.append(logits.clone())
         return logits.argmax(dim=-1, keepdim=True)
 
-    monkeypatch.setattr(model, "sample_next", greedy_recorder)
+    monkeypatch.setattr(engine, "sample_next", greedy_recorder)
     return seen
 
 
 def greedy_compiled(model, prompt, n, monkeypatch):
-    """n greedy tokens after prompt by full forwards, then twice by model.compile_decode_step()'s
+    """n greedy tokens after prompt by full forwards, then twice by Engine(model, compile=True)'s
     compiled step, each call with a new DecodingState, under torch._dynamo's error_on_recompile (a
     recompilation fails). Returns (the full forwards' tokens, their logits, the compiled calls'
-    tokens, the first compiled call's logits, torch._dynamo's counters); logits: a (B, vocab) a
-    token."""
+    tokens, the first compiled call's logits, torch._dynamo's counters, the engine); logits: a
+    (B, vocab) a token."""
     import torch
     from torch._dynamo.utils import counters
+    from engine import Engine
     seen = record_greedy_choices(monkeypatch)
-    full = model.generate(prompt, n, temperature=0, use_cache=False)
+    full = Engine(model).generate(prompt, n, temperature=0, use_cache=False)
     full_logits, seen[:] = list(seen), []
     torch._dynamo.reset()
     counters.clear()
-    model.compile_decode_step()
+    engine = Engine(model, compile=True)
     with torch._dynamo.config.patch(error_on_recompile=True):
-        compiled = [model.generate(prompt, n, temperature=0) for _ in range(2)]
-    return full, full_logits, compiled, seen[:n], counters
+        compiled = [engine.generate(prompt, n, temperature=0) for _ in range(2)]
+    return full, full_logits, compiled, seen[:n], counters, engine
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,8 @@ from dataset import Tokenizer, load_meta, same_tokenizer
 import eval as eval_script
 import export
 import sample
+from engine import Engine
+from pretrained import from_pretrained
 from model import GPT
 
 CHARS = list(" \n" + "abcdefghijklmnopqrstuvwxyz" + "?.")
@@ -63,7 +65,7 @@ def max_logit_difference(model, hf_model, idx):
 def assert_greedy_equal(model, hf_model, prompt, n, vocab_size, eot=None):
     """generate() of the folder's model (greedy, as its generation_config.json says) gives the tokens
     of our generate(temperature=0) over the tokenizer's ids."""
-    ours = model.generate(prompt, n, temperature=0, vocab_size=vocab_size, stop_token=eot)
+    ours = Engine(model).generate(prompt, n, temperature=0, vocab_size=vocab_size, stop_token=eot)
     theirs = hf_model.generate(prompt, max_new_tokens=n, do_sample=False)
     assert theirs.tolist() == ours.tolist()
     return ours
@@ -129,7 +131,7 @@ def test_padded_batches_are_each_row_alone(tmp_path):
         out = hf_model.generate(left_padded, attention_mask=torch.tensor([[1] * 7, [0] * 4 + [1] * 3]),
                                 max_new_tokens=12, do_sample=False, pad_token_id=0)
     for row, prompt in zip(out, (a, b)):
-        expected = model.generate(prompt, 12, temperature=0)[0]
+        expected = Engine(model).generate(prompt, 12, temperature=0)[0]
         assert row[-len(expected):].tolist() == expected.tolist()
 
 
@@ -140,7 +142,7 @@ def test_stock_export_reads_back_as_the_same_weights(tmp_path):
         # (GPTConfig's defaults where the fields mean nothing without a predictor, as from_pretrained leaves them)
         model = sharp_model(SMALL | fields | dict(n_ctx_layer=0, chunk_size=4, n_enc_layer=0), seed=1)
         _, hf = export_run(tmp_path / backbone, model, CHAR_META)
-        back = GPT.from_pretrained(str(hf), dict(n_ctx_layer=0))
+        back = from_pretrained(str(hf), dict(n_ctx_layer=0))
         assert asdict(back.config) == asdict(model.config)
         expected = model.state_dict()
         assert back.state_dict().keys() == expected.keys()

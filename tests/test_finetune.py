@@ -25,7 +25,7 @@ import prepare
 import sample
 import train
 from conftest import ROOT, assert_one_line_error, cli, read_log, run_train, sharp_model, tiny_args, weights
-from model import GPT
+from engine import Engine
 
 EOT = "<|endoftext|>"
 WORDS = ["apple", "river", "stone", "cloud", "music", "garden", "window", "candle", "forest", "bridge"]
@@ -285,14 +285,14 @@ def test_mtbench_answers(finetuned, tmp_path, capsys, monkeypatch):
     file); both turns answered, each generated until end-of-text at FastChat's temperature for
     the category, turn 2 asked after turn 1's question, answer and end-of-text."""
     calls = []
-    real_generate = GPT.generate
+    real_generate = Engine.generate
 
     def recording_generate(self, idx, max_new_tokens, **kw):
         out = real_generate(self, idx, max_new_tokens, **kw)
         calls.append((idx[0].tolist(), out[0, idx.size(1):].tolist(), kw))
         return out
 
-    monkeypatch.setattr(GPT, "generate", recording_generate)
+    monkeypatch.setattr(Engine, "generate", recording_generate)
     (tmp_path / "mt_bench").mkdir()
     questions = write_jsonl(tmp_path / "mt_bench" / "question.jsonl", QUESTIONS)
     status, _, err = cli(capsys, sample, f"--out_dir={finetuned}", "--template=alpaca", f"--mtbench={questions}",

@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import greedy_compiled, record_greedy_choices, sharp_model
 
-from model import DecodingState
+from engine import DecodingState, Engine, decode_step
+
 
 V = 50
 
@@ -51,12 +52,12 @@ def test_cached_logits_match_full_forward(w, n_enc, n_ctx, P, scale):
     assert P + steps <= model.config.block_size
     seq = torch.randint(0, V, (2, P + steps), generator=torch.Generator().manual_seed(P))
     with torch.no_grad():
-        logits, state = model.prefill(seq[:, :P])
+        logits, state = Engine(model).prefill(seq[:, :P])
         assert state.pos == P
         torch.testing.assert_close(logits[:, -1], full_last_logits(model, seq[:, :P]), rtol=0, atol=1e-5)
         boundaries = 0
         for t in range(P, P + steps):
-            step_logits = model.decode_step(seq[:, t:t + 1], state)
+            step_logits = decode_step(model, seq[:, t:t + 1], state)
             assert step_logits.shape == (2, 1, V) and state.pos == t + 1
             torch.testing.assert_close(step_logits[:, 0], full_last_logits(model, seq[:, :t + 1]),
                                        rtol=0, atol=1e-5, msg=lambda m: f"position {t}: {m}")
@@ -71,10 +72,10 @@ def test_cached_logits_detect_a_stale_context():
     seq = torch.randint(0, V, (1, 14), generator=torch.Generator().manual_seed(0))
     worst = 0.0
     with torch.no_grad():
-        _, state = model.prefill(seq[:, :2])
+        _, state = Engine(model).prefill(seq[:, :2])
         for t in range(2, 14):
             model.config.chunk_size = 10 ** 6  # no chunk ever completes while decoding
-            logits = model.decode_step(seq[:, t:t + 1], state)
+            logits = decode_step(model, seq[:, t:t + 1], state)
             model.config.chunk_size = 3
             worst = max(worst, (logits[:, 0] - full_last_logits(model, seq[:, :t + 1])).abs().max().item())
     assert worst > 1e-2
@@ -82,14 +83,14 @@ def test_cached_logits_detect_a_stale_context():
 
 @pytest.mark.parametrize("w,n_ctx", [(1, 2), (3, 2), (4, 2), (4, 0)])
 def test_generate_logits_across_block_size(w, n_ctx, monkeypatch):
-    """Through model.generate, past block_size (the window re-prefilled each step): the logits
+    """Through Engine.generate, past block_size (the window re-prefilled each step): the logits
     generate samples from with the cache equal those without it to 1e-5 at every step."""
     model = sharp(seed=w, chunk_size=w, n_ctx_layer=n_ctx, block_size=16)
     seen = record_greedy_choices(monkeypatch)
     prompt = torch.randint(0, V, (2, 5), generator=torch.Generator().manual_seed(w))
-    out_cached = model.generate(prompt, 20, temperature=0)
+    out_cached = Engine(model).generate(prompt, 20, temperature=0)
     cached, seen[:] = list(seen), []
-    out_full = model.generate(prompt, 20, temperature=0, use_cache=False)
+    out_full = Engine(model).generate(prompt, 20, temperature=0, use_cache=False)
     assert out_cached.size(1) == 25 > model.config.block_size
     assert torch.equal(out_cached, out_full)
     assert len(cached) == len(seen) == 20
@@ -109,8 +110,8 @@ def test_greedy_cache_equals_no_cache(w, n_enc, n_ctx, P):
     model = sharp(seed=P, chunk_size=w, n_enc_layer=n_enc, n_ctx_layer=n_ctx, block_size=16)
     prompt = torch.randint(0, V, (3, P), generator=torch.Generator().manual_seed(w))
     n_new = 24
-    cached = model.generate(prompt, n_new, temperature=0)
-    full = model.generate(prompt, n_new, temperature=0, use_cache=False)
+    cached = Engine(model).generate(prompt, n_new, temperature=0)
+    full = Engine(model).generate(prompt, n_new, temperature=0, use_cache=False)
     assert cached.shape == (3, P + n_new) and P + n_new > model.config.block_size
     assert torch.equal(cached, full)
     assert len({tuple(row) for row in cached[:, P:].tolist()}) > 1  # the rows are decoded apart
@@ -130,9 +131,9 @@ def test_a_decoding_state_serves_another_call():
     model = sharp(seed=4, chunk_size=3, n_enc_layer=1, block_size=16)
     long, short = (torch.randint(0, V, (2, P), generator=torch.Generator().manual_seed(P)) for P in (12, 5))
     state = DecodingState(model.config)
-    assert torch.equal(model.generate(long, 20, temperature=0, state=state), model.generate(long, 20, temperature=0))
+    assert torch.equal(Engine(model).generate(long, 20, temperature=0, state=state), Engine(model).generate(long, 20, temperature=0))
     before = addresses(state)
-    assert torch.equal(model.generate(short, 20, temperature=0, state=state), model.generate(short, 20, temperature=0))
+    assert torch.equal(Engine(model).generate(short, 20, temperature=0, state=state), Engine(model).generate(short, 20, temperature=0))
     assert addresses(state) == before
 
 
@@ -147,7 +148,7 @@ def test_sampling_reproducible_with_seed(use_cache):
 
     def sample(seed):
         torch.manual_seed(seed)
-        return model.generate(prompt, 20, temperature=0.9, top_k=20, use_cache=use_cache)
+        return Engine(model).generate(prompt, 20, temperature=0.9, top_k=20, use_cache=use_cache)
 
     a, b, c = sample(7), sample(7), sample(8)
     assert a.shape == (2, 26)
@@ -161,9 +162,9 @@ def test_top_k_1_is_greedy(w, n_ctx):
     """top_k=1 at any temperature samples the argmax: it equals temperature=0 generation."""
     model = sharp(seed=2, chunk_size=w, n_ctx_layer=n_ctx, block_size=16)
     prompt = torch.randint(0, V, (2, 5), generator=torch.Generator().manual_seed(1))
-    greedy = model.generate(prompt, 15, temperature=0)
+    greedy = Engine(model).generate(prompt, 15, temperature=0)
     torch.manual_seed(0)
-    assert torch.equal(model.generate(prompt, 15, temperature=1.5, top_k=1), greedy)
+    assert torch.equal(Engine(model).generate(prompt, 15, temperature=1.5, top_k=1), greedy)
 
 
 @pytest.mark.parametrize("B,T,n", [(1, 1, 1), (2, 3, 0), (3, 4, 5), (2, 10, 30)])
@@ -172,7 +173,7 @@ def test_generate_shape(B, T, n):
     model = sharp(block_size=16)
     prompt = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(B))
     torch.manual_seed(0)
-    out = model.generate(prompt, n, temperature=1.0)
+    out = Engine(model).generate(prompt, n, temperature=1.0)
     assert out.shape == (B, T + n) and out.dtype == torch.long
     assert torch.equal(out[:, :T], prompt)
     assert out.min() >= 0 and out.max() < V
@@ -193,7 +194,7 @@ def test_generate_stops_once_every_row_has_its_stop_token(use_cache):
 
     def generate(**kw):
         torch.manual_seed(0)
-        return model.generate(prompt, 30, temperature=1.0, use_cache=use_cache, **kw)  # past block_size too
+        return Engine(model).generate(prompt, 30, temperature=1.0, use_cache=use_cache, **kw)  # past block_size too
 
     full = generate()
     rows = full[:, 4:].tolist()
@@ -211,7 +212,7 @@ def test_generate_stops_once_every_row_has_its_stop_token(use_cache):
 # ---------------------------------------------------------------- 4. the compiled decode step
 
 def test_compiled_decode_step_compiles_once(monkeypatch):
-    """GPT.compile_decode_step, as sample.py --compile and bench.py use it (inductor, CPU): the
+    """Engine(model, compile=True), as sample.py --compile and bench.py use it (inductor, CPU): the
     step's shapes do not change with the position, so 64 decode steps, across 16 chunk boundaries,
     compile it once, in one graph, and never again (error_on_recompile); a second generate() call,
     with a new DecodingState, compiles nothing either. The compiled steps choose exactly the tokens
@@ -219,7 +220,7 @@ def test_compiled_decode_step_compiles_once(monkeypatch):
     model = sharp(chunk_size=4, n_enc_layer=1, n_ctx_layer=1, block_size=80)
     prompt = torch.randint(0, V, (2, 7), generator=torch.Generator().manual_seed(0))
     # 65 tokens: a prefill, then 64 decode steps
-    full, full_logits, compiled, logits, counters = greedy_compiled(model, prompt, 65, monkeypatch)
+    full, full_logits, compiled, logits, counters, _ = greedy_compiled(model, prompt, 65, monkeypatch)
     assert counters["stats"]["unique_graphs"] == 1 and sum(counters["graph_break"].values()) == 0
     assert sum((t + 1) % 4 == 0 for t in range(7, 7 + 64)) == 16
     assert all(torch.equal(tokens, full) for tokens in compiled)

@@ -14,6 +14,7 @@ import torch
 from conftest import greedy_compiled, record_greedy_choices, sharp_model
 
 from variants import BACKBONES
+from engine import Engine
 from model import GPT, GPTConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -66,9 +67,9 @@ def test_cuda_decoding_equals_the_full_forward(backbone, monkeypatch):
     model = contextlm(backbone)
     prompt = torch.randint(0, V, (3, 5), generator=torch.Generator().manual_seed(0)).cuda()
     seen = record_greedy_choices(monkeypatch)
-    full = model.generate(prompt, 40, temperature=0, use_cache=False)
+    full = Engine(model).generate(prompt, 40, temperature=0, use_cache=False)
     full_logits, seen[:] = list(seen), []
-    cached = model.generate(prompt, 40, temperature=0)
+    cached = Engine(model).generate(prompt, 40, temperature=0)
     assert cached.size(1) == 45 > model.config.block_size
     assert torch.equal(cached, full)
     for step, (a, b) in enumerate(zip(seen, full_logits)):
@@ -77,17 +78,24 @@ def test_cuda_decoding_equals_the_full_forward(backbone, monkeypatch):
 
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_compiled_cuda_decoding_compiles_once(backbone, monkeypatch):
-    """GPT.compile_decode_step on CUDA ("reduce-overhead"): 64 decode steps, across 16 chunk
+    """Engine(model, compile=True) on CUDA ("reduce-overhead"): 64 decode steps, across 16 chunk
     boundaries, compile the step once, in one graph, never again (error_on_recompile), run it as
-    a CUDA graph (none skipped: the state's buffers are static inputs it writes in place), and
-    choose the tokens of full forwards, from logits within 1e-4 of theirs; a second generate(),
-    with a new DecodingState, compiles nothing either and chooses the same tokens."""
+    a CUDA graph (none skipped: the state's buffers are static inputs it writes in place; and
+    positively, each step a cudaGraphLaunch in the profiler), and choose the tokens of full
+    forwards, from logits within 1e-4 of theirs; a second generate(), with a new DecodingState,
+    compiles nothing either and chooses the same tokens."""
     model = contextlm(backbone, block_size=80)
     prompt = torch.randint(0, V, (3, 7), generator=torch.Generator().manual_seed(0)).cuda()
     # 65 tokens: a prefill, then 64 decode steps
-    full, full_logits, compiled, logits, counters = greedy_compiled(model, prompt, 65, monkeypatch)
+    full, full_logits, compiled, logits, counters, engine = greedy_compiled(model, prompt, 65, monkeypatch)
     assert counters["stats"]["unique_graphs"] == 1 and sum(counters["graph_break"].values()) == 0
     assert counters["inductor"]["cudagraph_skips"] == 0
+    # a step that was never graphed would pass the line above: count the graph replays themselves
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as profile:
+        engine.generate(prompt, 9, temperature=0)  # a prefill, then 8 decode steps
+    replays = sum(event.count for event in profile.key_averages() if event.key == "cudaGraphLaunch")
+    assert replays >= 8, f"{replays} CUDA graph launches for 8 compiled decode steps"
     assert sum((t + 1) % 4 == 0 for t in range(7, 7 + 64)) == 16
     assert all(torch.equal(tokens, full) for tokens in compiled)
     for step, (a, b) in enumerate(zip(logits, full_logits)):

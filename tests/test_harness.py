@@ -27,6 +27,7 @@ import eval as eval_script
 import prepare
 from checkpoint import is_pretrained, save_checkpoint
 from dataset import Tokenizer
+from engine import Engine
 
 CHARS = list(" \n" + string.ascii_lowercase + "?.")  # the character model's vocabulary (few-shot prompts need \n)
 V = len(CHARS)
@@ -239,16 +240,16 @@ def test_generate_until_is_greedy_generate_cut_at_the_stop_string(char_model):
 
     # the context keeps its last 10 characters, leaving room for the 6 new ones in the window
     idx = torch.tensor([tok.encode(context)[-10:]])
-    greedy = tok.decode(char_model.generate(idx, 6, temperature=0.0, vocab_size=V)[0, 10:].tolist())
+    greedy = tok.decode(Engine(char_model).generate(idx, 6, temperature=0.0, vocab_size=V)[0, 10:].tolist())
     assert generate({"until": [], "max_gen_toks": 6}) == greedy and len(greedy) == 6
     # stop at the first character not seen before in the output: the text before it
     i = next(i for i in range(1, 6) if greedy[i] not in greedy[:i])
     assert generate({"until": [greedy[i]], "max_gen_toks": 6}) == greedy[:i]
     assert generate({"until": ["not there", greedy[i:i + 2], greedy[i]], "max_gen_toks": 6}) == greedy[:i]
     assert generate({"until": greedy[i], "max_gen_toks": 6, "do_sample": False, "temperature": 0.7}) == greedy[:i]
-    # sampled: model.generate's draw for the same seed, temperature and top_k
+    # sampled: Engine.generate's draw for the same seed, temperature and top_k
     torch.manual_seed(3)
-    sampled = tok.decode(char_model.generate(idx, 6, temperature=1.5, top_k=5, vocab_size=V)[0, 10:].tolist())
+    sampled = tok.decode(Engine(char_model).generate(idx, 6, temperature=1.5, top_k=5, vocab_size=V)[0, 10:].tolist())
     torch.manual_seed(3)
     assert generate({"until": [], "max_gen_toks": 6, "do_sample": True, "temperature": 1.5, "top_k": 5}) == sampled
     assert sampled != greedy

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from pretrained import from_pretrained
 from model import GPT, Block, GPTConfig, run_blocks
 
 
@@ -185,11 +186,11 @@ def forward_with_handles(model, idx):
     handle = model.context_predictor[-1].register_forward_hook(hook)
     T = idx.size(1)
     h = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(T))
-    h = run_blocks(model.token_encoder, h)
+    h = run_blocks(model.encoder_blocks, h)
     h_ctx = h.detach().requires_grad_()
     ctx = model.predicted_context(h_ctx)
     ctx.retain_grad()
-    x = run_blocks(model.token_decoder, model.add_context(h, ctx))
+    x = run_blocks(model.decoder_blocks, model.add_context(h, ctx))
     logits = model.lm_head(model.transformer.ln_f(x))
     handle.remove()
     return logits, h_ctx, leaves[0], ctx
@@ -245,7 +246,7 @@ def test_context_gradient_routing(w, T, n_enc, n_layer):
 def decoder_input(model, idx):
     """(what D's first block receives, h) for the tokens idx: ĉ^b as added is the difference."""
     seen = []
-    handle = model.token_decoder[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    handle = model.decoder_blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
     with torch.no_grad():
         model(idx)
         h = model.transformer.wte(idx) + model.transformer.wpe(torch.arange(idx.size(1)))
@@ -346,10 +347,10 @@ def hf_dir(tmp_path_factory):
 
 
 def test_gpt2_equivalence_via_from_pretrained(hf_dir):
-    """GPT.from_pretrained(local dir, n_ctx_layer=0) reproduces the Hugging Face GPT-2's logits at
+    """from_pretrained(local dir, n_ctx_layer=0) reproduces the Hugging Face GPT-2's logits at
     every position to 1e-5 (fp32, eval)."""
     path, hf = hf_dir
-    model = GPT.from_pretrained(str(path), override_args=dict(n_ctx_layer=0)).eval()
+    model = from_pretrained(str(path), override_args=dict(n_ctx_layer=0)).eval()
     assert model.config.n_ctx_layer == 0 and model.param_breakdown()["predictor"] == 0
     idx = torch.randint(0, 80, (3, 24), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -391,8 +392,8 @@ def test_from_pretrained_contextlm_keeps_token_pathway(hf_dir, n_enc):
     LayerNorm gains 1 and biases 0, Linear biases 0, weights ~ N(0, 0.02) (c_proj scaled by
     1/sqrt(2 n_layer)), none of them a copied GPT-2 tensor, and the context's gain at 0."""
     path, hf = hf_dir
-    gpt = GPT.from_pretrained(str(path), override_args=dict(n_ctx_layer=0))
-    clm = GPT.from_pretrained(str(path), override_args=dict(n_enc_layer=n_enc))
+    gpt = from_pretrained(str(path), override_args=dict(n_ctx_layer=0))
+    clm = from_pretrained(str(path), override_args=dict(n_enc_layer=n_enc))
     assert clm.config.n_ctx_layer == 2 and len(clm.context_predictor) == 2
     sd_gpt, sd_clm = gpt.state_dict(), clm.state_dict()
     predictor_keys = {k for k in sd_clm if k.startswith("context_predictor.")}
@@ -487,7 +488,7 @@ def test_boundary_configs_are_valid(field, value):
 def test_from_pretrained_rejects_unknown_override():
     """from_pretrained refuses to override fields that would change the GPT-2 shapes."""
     with pytest.raises(ValueError, match="n_embd"):
-        GPT.from_pretrained("unused", override_args=dict(n_embd=8))
+        from_pretrained("unused", override_args=dict(n_embd=8))
 
 
 # ---------------------------------------------------------------- 7. bookkeeping

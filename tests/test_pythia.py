@@ -29,6 +29,8 @@ import plot
 from train import get_batch
 import sample
 import train
+from engine import Engine, decode_step
+from pretrained import from_pretrained
 from model import GPT, GPTConfig, apply_rotary
 
 # Pythia's block (EleutherAI/pythia-*/config.json), the GPTConfig fields that say so
@@ -59,12 +61,12 @@ def pythia_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("rotary_pct,parallel,tie", [(0.25, True, False), (1.0, False, False), (0.5, True, True)])
 def test_pythia_logits_equal_hugging_face(tmp_path, rotary_pct, parallel, tie):
-    """GPT.from_pretrained(local Pythia-format folder, n_ctx_layer=0) gives the logits of the same
+    """from_pretrained(local Pythia-format folder, n_ctx_layer=0) gives the logits of the same
     folder's GPTNeoXForCausalLM at every position to 1e-5 (fp32), at full length and shorter:
     Pythia's 25% rotary and full rotary, parallel and sequential residual, untied and tied head.
     The config it builds is the Pythia block's."""
     hf = make_pythia_folder(tmp_path, rotary_pct, parallel, tie)
-    model = GPT.from_pretrained(str(tmp_path), override_args=dict(n_ctx_layer=0)).eval()
+    model = from_pretrained(str(tmp_path), override_args=dict(n_ctx_layer=0)).eval()
     expected = PYTHIA | dict(rotary_pct=rotary_pct, parallel_residual=parallel, tie_embeddings=tie)
     assert {k: getattr(model.config, k) for k in expected} == expected
     assert (model.config.block_size, model.config.vocab_size, model.config.n_layer) == (32, 96, 2)
@@ -106,8 +108,8 @@ def test_contextlm_from_pythia_keeps_token_pathway(pythia_dir, n_enc):
     for (matched by hand, q/k/v regrouped per head); its predictor is fresh (GPT-2 init), none of
     its matrices copied from Pythia."""
     path, hf = pythia_dir
-    gpt = GPT.from_pretrained(str(path), override_args=dict(n_ctx_layer=0))
-    clm = GPT.from_pretrained(str(path), override_args=dict(n_enc_layer=n_enc, chunk_size=3))
+    gpt = from_pretrained(str(path), override_args=dict(n_ctx_layer=0))
+    clm = from_pretrained(str(path), override_args=dict(n_enc_layer=n_enc, chunk_size=3))
     assert clm.config.n_ctx_layer == 2 and clm.config.chunk_size == 3 and clm.config.rotary_pct == 0.25
     sd_gpt, sd_clm, sd_hf = gpt.state_dict(), clm.state_dict(), hf.state_dict()
     predictor = {k for k in sd_clm if k.startswith("context_predictor.")}
@@ -135,7 +137,7 @@ def test_pythia_names_load_from_the_hub_cache(pythia_dir, monkeypatch, tmp_path)
     with torch.no_grad():
         expected = hf(idx).logits
         for name in ("pythia-70m", "EleutherAI/pythia-70m"):
-            model = GPT.from_pretrained(name, override_args=dict(n_ctx_layer=0)).eval()
+            model = from_pretrained(name, override_args=dict(n_ctx_layer=0)).eval()
             torch.testing.assert_close(model(idx, all_logits=True)[0], expected, rtol=0, atol=1e-5)
     with pytest.raises(UserError, match="pythia-160m"):  # not in the cache, and offline
         model_from_hf("pythia-160m", {})
@@ -180,7 +182,7 @@ def test_from_pretrained_refuses_what_it_cannot_load_exactly(pythia_dir, tmp_pat
     path = str(tmp_path / "spoilt")
     expected = spoil(path, how)
     with pytest.raises(ValueError, match=expected):
-        GPT.from_pretrained(path)
+        from_pretrained(path)
     with pytest.raises(UserError) as e:
         model_from_hf(path, {})
     assert "\n" not in str(e.value) and path in str(e.value)
@@ -241,9 +243,9 @@ def test_predictor_chunks_sit_at_their_first_token(w, monkeypatch):
     seq = torch.randint(0, V, (2, T), generator=torch.Generator().manual_seed(w))
 
     def decode():
-        _, state = model.prefill(seq[:, :w + 1])
+        _, state = Engine(model).prefill(seq[:, :w + 1])
         for t in range(w + 1, T):
-            model.decode_step(seq[:, t:t + 1], state)
+            decode_step(model, seq[:, t:t + 1], state)
 
     def first_tokens():
         return (chunks_rotated_at(model, [[0, w, 2 * w, 3 * w]], lambda: model(seq))
@@ -295,10 +297,10 @@ def test_cached_logits_match_full_forward_rotary(w, n_enc, n_ctx, parallel):
         steps = 4 * w + 2
         seq = torch.randint(0, V, (2, P + steps), generator=torch.Generator().manual_seed(P))
         with torch.no_grad():
-            logits, state = model.prefill(seq[:, :P])
+            logits, state = Engine(model).prefill(seq[:, :P])
             torch.testing.assert_close(logits[:, -1], full_last_logits(model, seq[:, :P]), rtol=0, atol=1e-5)
             for t in range(P, P + steps):
-                step_logits = model.decode_step(seq[:, t:t + 1], state)
+                step_logits = decode_step(model, seq[:, t:t + 1], state)
                 torch.testing.assert_close(step_logits[:, 0], full_last_logits(model, seq[:, :t + 1]),
                                            rtol=0, atol=1e-5, msg=lambda m: f"P={P}, position {t}: {m}")
 
@@ -312,9 +314,9 @@ def test_generate_across_block_size_rotary(w, n_ctx, monkeypatch):
     seen = record_greedy_choices(monkeypatch)
     for P in (5, 20):
         prompt = torch.randint(0, V, (3, P), generator=torch.Generator().manual_seed(w + P))
-        out_cached = model.generate(prompt, 24, temperature=0)
+        out_cached = Engine(model).generate(prompt, 24, temperature=0)
         cached, seen[:] = list(seen), []
-        out_full = model.generate(prompt, 24, temperature=0, use_cache=False)
+        out_full = Engine(model).generate(prompt, 24, temperature=0, use_cache=False)
         assert out_cached.size(1) == P + 24 > model.config.block_size
         assert torch.equal(out_cached, out_full)
         assert len({tuple(row) for row in out_cached[:, P:].tolist()}) > 1  # the rows decode apart
@@ -334,12 +336,12 @@ def test_a_slid_cache_is_not_the_window(n_layer):
     model = sharp(seed=n_layer, n_layer=n_layer, n_ctx_layer=0, block_size=8)
     seq = torch.randint(0, V, (2, 9), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        _, state = model.prefill(seq[:, :8])
+        _, state = Engine(model).prefill(seq[:, :8])
         down = model.rotary(torch.tensor([-1]))  # a cached key is rotated: turning it by -1 moves it to p - 1
         for cache in state.encoder + state.decoder:
             cache.k[:, :, :7], cache.v[:, :, :7] = apply_rotary(cache.k[:, :, 1:8], *down), cache.v[:, :, 1:8].clone()
         state.pos.fill_(7)  # the new token's slot and position
-        slid = model.decode_step(seq[:, 8:9], state)[:, 0]
+        slid = decode_step(model, seq[:, 8:9], state)[:, 0]
         window = full_last_logits(model, seq[:, 1:9])
     gap = (slid - window).abs().max().item()
     assert gap < 1e-5 if n_layer == 1 else gap > 1e-2, gap
@@ -640,7 +642,7 @@ def test_sample_local_pythia_folder_never_emits_padding_ids(pythia_tok_dir, tmp_
     weights["gpt_neox.final_layer_norm.bias"].zero_()
     weights["embed_out.weight"][302:304, 0] = torch.tensor([100.0, -100.0])
     save_file(weights, edited / "model.safetensors", metadata={"format": "pt"})
-    model = GPT.from_pretrained(str(edited), dict(n_ctx_layer=0)).eval()
+    model = from_pretrained(str(edited), dict(n_ctx_layer=0)).eval()
     prompt = "All: Speak"
     tok = Tokenizer({"tokenizer": "neox", "tokenizer_path": str(edited)})
     with torch.no_grad():  # the plant works: unrestricted, greedy decoding picks a padding id

@@ -11,6 +11,7 @@ import torch
 
 from checkpoint import load_checkpoint, model_from_checkpoint
 from dataset import Tokenizer
+from engine import Engine, decode_step
 import prepare
 import sample
 from conftest import assert_one_line_error, cli, run_script, run_train, tiny_args
@@ -204,9 +205,9 @@ def test_checkpoint_from_before_context_scale_decodes_as_it_did(tmp_path, capsys
     ids = torch.tensor([Tokenizer(checkpoint["meta"]).encode("ROMEO:\nWhat say you, my lord?")])
     with torch.no_grad():
         logits, loss = model(ids[:, :-1], ids[:, 1:])
-        step_logits, state = model.prefill(ids[:, :5])
+        step_logits, state = Engine(model).prefill(ids[:, :5])
         for t in range(5, ids.size(1) - 1):
-            step_logits = model.decode_step(ids[:, t:t + 1], state)
+            step_logits = decode_step(model, ids[:, t:t + 1], state)
     then = torch.tensor([1.7362, 4.0438, -1.0840, -7.3521, -7.5224, -0.2108])  # 749dfd2's, to 4 decimals
     assert loss.item() == pytest.approx(2.8261935710906982, abs=1e-5)
     assert torch.allclose(logits[0, -1, :6], then, atol=1e-4)
