@@ -22,10 +22,15 @@ DIR with a fresh optimizer and schedule; on instruction data (prepare.py alpaca)
 responses are trained on:
     python train.py config/finetune_alpaca_gpt2.py   # ContextLM-Base (out-contextlm-owt) on Alpaca
 
-Configuration: the defaults below, then config files, then --key=value overrides, in order.
-train() tells a run top to bottom: processes and device, data, the model and optimizer (new,
+Configuration: the defaults below (the model's are GPTConfig's), then config files, then
+--key=value overrides, in order.
+
+Read top down. train() tells a run: processes and device, data, the model and optimizer (new,
 resumed, from GPT-2's or Pythia's weights, or from another run's to fine-tune), then the loop:
-evaluate and checkpoint, step, log, stop on a signal.
+evaluate and checkpoint, step, log, stop on a signal. What the loop calls follows, in that order:
+get_lr; estimate_loss beside the research probes it logs (context_ratio, context_gradient_share,
+loss_without_context); one step (sample_offsets, train_step, get_batch: the next micro-batch is
+fetched while this one computes); StepClock. Then the setup and checks train() calls, in order.
 """
 
 import gc
@@ -54,8 +59,8 @@ from model import FIELDS_BEFORE_THEY_EXISTED, GPT, GPTConfig
 
 MODEL_KEYS = tuple(f.name for f in fields(GPTConfig))  # the config keys that shape the model
 
-# The paper's ContextLM-Base run (Table 1). config/train_contextlm_owt.py says the same with its
-# own names (out_dir, wandb_run_name); tests/test_train.py checks that the two agree.
+# The paper's ContextLM-Base run (Table 1), which config/train_contextlm_owt.py names (out_dir,
+# wandb_run_name); tests/test_train.py checks that the two agree.
 DEFAULTS = dict(
     # I/O
     out_dir="out",
@@ -72,28 +77,10 @@ DEFAULTS = dict(
     dataset="openwebtext",
     data_root="data",             # datasets live in data_root/dataset (see prepare.py)
     gradient_accumulation_steps=32,  # global: split across DDP ranks
-    batch_size=16,                # micro-batch size per rank; 16 x 1024 x 32 = 524,288 tokens a step
-    block_size=1024,
-    # model (GPTConfig; n_ctx_layer=0 is plain GPT-2)
-    n_layer=12,
-    n_head=12,
-    n_embd=768,
-    dropout=0.0,
-    bias=False,
-    chunk_size=4,
-    n_ctx_layer=2,
-    n_enc_layer=0,
-    context_scale="learned",      # ĉ at h's scale times a learned gain; 'tied': no gain; 'none': as P outputs it
-    context_gain_init=0.0,        # the learned gain's start: 0 = ContextLM starts as its GPT
-    predictor_init="gpt2",        # P's output projections: 'gpt2' (as every block) or 'zero' (P starts as identity)
-    context_dropout=-1.0,         # dropout inside P; < 0 = dropout's
-    predictor_lr_scale=1.0,       # P's learning rate over learning_rate
-    rotary_pct=0.0,               # share of each head RoPE turns; 0 = learned positions (GPT-2), Pythia 0.25
-    rotary_base=10000.0,          # RoPE's base
-    parallel_residual=False,      # attention and MLP side by side, as GPT-NeoX (Pythia)
-    tie_embeddings=True,          # lm_head shares wte's matrix (GPT-2); Pythia's is its own
-    gelu_approximate="tanh",      # 'tanh' (GPT-2) or 'none': exact GELU (Pythia)
-    layer_norm_eps=1e-5,          # LayerNorm's epsilon (both)
+    batch_size=16,                # micro-batch size per rank; 16 x 1024 (block_size) x 32 = 524,288 tokens a step
+    # model: GPTConfig's fields with its defaults (n_ctx_layer=0 is plain GPT-2); vocab_size is the dataset's
+    **{f.name: f.default for f in fields(GPTConfig) if f.name not in ("vocab_size", "bias")},
+    bias=False,                   # no biases, the paper's (Table 1) and nanoGPT's recipe; GPTConfig's True is GPT-2's
     # AdamW
     learning_rate=1e-3,
     max_iters=17166,              # 17,166 x 524,288 = 9.0B tokens
@@ -154,13 +141,22 @@ def train(config):
     ckpt_path = os.path.join(c["out_dir"], "ckpt.pt")
     raw_model, optimizer, scaler, data_gen, progress = build_or_resume(c, p, meta, ckpt_path, tokens_per_iter)
     iter_num, best_val_loss, tokens_seen, data_hash = progress
-    model, train_model = compile_and_wrap(raw_model, c, p)  # raw_model's weights are what a checkpoint saves
+    model = raw_model  # what evaluation runs; raw_model's weights are what a checkpoint saves
+    if c["compile"]:
+        if p.master:
+            print("compiling the model... (takes a minute)")
+        model = torch.compile(raw_model)
+    # what training runs: under torchrun wrapped in DDP, which averages the gradients across ranks
+    train_model = DDP(model, device_ids=[p.local_rank] if p.device_type == "cuda" else None) if p.ddp else model
     run_log = RunLog(c) if p.master else None
-    stop_signals, previous_handlers = catch_stop_signals()
+    # SIGTERM (a cluster preempting the job) and SIGINT (Ctrl-C): the loop finishes its step, saves and stops
+    stop_signals = []
+    previous_handlers = {sig: signal.signal(sig, lambda signum, _: stop_signals.append(signal.Signals(signum).name))
+                         for sig in (signal.SIGTERM, signal.SIGINT)}
 
     # ---- the training loop
     flops_per_token, last_val = raw_model.flops_per_token(c["block_size"]), None
-    clock = StepClock(raw_model, p.micro_steps * c["batch_size"], p.device)
+    clock = StepClock(flops_per_token * c["block_size"] * (p.micro_steps * c["batch_size"]), p.device)
     try:
         while True:
             lr = get_lr(iter_num, c)
@@ -199,15 +195,22 @@ def train(config):
                 if p.ddp:  # report the loss of the global batch, not just this rank's share
                     dist.all_reduce(loss, op=dist.ReduceOp.AVG)
                 if p.master:
-                    lossf, mfu = loss.item(), clock.mfu(iter_num)
-                    print(step_line(iter_num, c["max_iters"], lossf, lr, dt, tokens_per_iter, mfu,
-                                    clock.eta(iter_num, c["max_iters"])))
+                    lossf, mfu, max_iters = loss.item(), clock.mfu(iter_num), c["max_iters"]
+                    mfu_text = f", mfu {mfu * 100:.2f}%" if mfu is not None else ""
+                    print(f"iter {iter_num}/{max_iters} ({(iter_num + 1) / max_iters:.1%}): loss {lossf:.4f}, "
+                          f"lr {lr:.2e}, time {dt * 1000:.2f}ms, {tokens_per_iter / dt:,.0f} tok/s{mfu_text}, "
+                          f"eta {format_duration(clock.eta(iter_num, max_iters))}")
                     run_log.write({"iter": iter_num, "tokens": tokens_seen, "flops": tokens_seen * flops_per_token,
                                    "train_loss": lossf, "lr": lr, "tokens_per_sec": tokens_per_iter / dt, "mfu": mfu})
             iter_num += 1
 
             # stop on a signal: save, and say how to resume
-            if stop_requested(stop_signals, p):
+            stop = bool(stop_signals)
+            if p.ddp:  # a signal on any rank stops every rank, at the same step
+                flag = torch.tensor(float(stop), device=p.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                stop = bool(flag.item())
+            if stop:
                 if p.master:
                     save_training_state(ckpt_path, raw_model, optimizer, scaler, data_gen, config, meta,
                                         iter_num, best_val_loss, tokens_seen, data_hash)
@@ -216,7 +219,8 @@ def train(config):
                           f"Resume with the same command plus --init_from=resume")
                 break
     finally:  # train() is also a library function: give the caller its handlers back
-        restore_signal_handlers(previous_handlers)
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
 
     if p.master:
         run_log.close()
@@ -224,7 +228,233 @@ def train(config):
             "data_hash": data_hash, "params": raw_model.param_breakdown()}
 
 
-# ---------------------------------------------------------------- setting up
+# ---------------------------------------------------------------- the loop's steps, in the order it takes them
+
+def get_lr(it, c):
+    """Linear warmup for warmup_iters, cosine decay to min_lr at lr_decay_iters, then min_lr."""
+    if not c["decay_lr"]:
+        return c["learning_rate"]
+    if it < c["warmup_iters"]:
+        return c["learning_rate"] * (it + 1) / (c["warmup_iters"] + 1)
+    if it > c["lr_decay_iters"]:
+        return c["min_lr"]
+    ratio = (it - c["warmup_iters"]) / (c["lr_decay_iters"] - c["warmup_iters"])
+    return c["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c["learning_rate"] - c["min_lr"])
+
+
+# estimate_loss's numbers (log.jsonl's keys) and how the evaluation line names them
+LOSS_NAMES = {"train_loss": "train loss", "val_loss": "val loss", "context_ratio": "‖ĉ‖/‖h‖",
+              "context_grad_share": "h's gradient through ĉ", "val_loss_no_context": "val loss with ĉ = 0"}
+
+GRADIENT_BATCHES = 4  # the val batches context_grad_share is measured on: each costs a backward pass
+
+
+@torch.no_grad()
+def estimate_loss(model, raw_model, train_data, val_data, c, p, last=False):
+    """{'train_loss', 'val_loss'}, each the mean over c['eval_iters'] batches of (c['batch_size'],
+    c['block_size']): the same batches at every evaluation, and 'val_loss_by_position', the val
+    loss at each position of the window (a list). For a ContextLM also, on the val batches, the
+    probes below: 'context_ratio', 'context_grad_share' (on the first GRADIENT_BATCHES), and at the
+    last evaluation 'val_loss_no_context'. model runs the losses; raw_model the probes."""
+    contextlm = raw_model.config.n_ctx_layer > 0
+    keys = ["train_loss", "val_loss"] + ["context_ratio", "context_grad_share"] * contextlm + \
+        ["val_loss_no_context"] * (contextlm and last)
+    sizes = {"context_grad_share": min(c["eval_iters"], GRADIENT_BATCHES)}  # the others: every batch
+    values = {k: torch.zeros(sizes.get(k, c["eval_iters"])) for k in keys}
+    position_sum, position_count = torch.zeros(c["block_size"]), torch.zeros(c["block_size"])
+    model.eval()
+    for split, data in (("train", train_data), ("val", val_data)):
+        gen = torch.Generator().manual_seed(0)
+        for i in range(c["eval_iters"]):
+            offsets = sample_offsets(data, c["block_size"], (c["batch_size"],), gen)
+            X, Y = get_batch(data, offsets, c["block_size"], p.device)
+            with p.autocast:
+                logits, loss = model(X, Y)
+                values[f"{split}_loss"][i] = loss.item()
+                if split == "val":
+                    token_loss = F.cross_entropy(logits.flatten(0, 1).float(), Y.flatten(), ignore_index=-1,
+                                                 reduction="none")
+                    position_sum += token_loss.view_as(Y).sum(0).cpu()
+                    position_count += (Y != -1).sum(0).cpu()
+                if split == "val" and contextlm:
+                    values["context_ratio"][i] = context_ratio(raw_model, X)
+                    if i < GRADIENT_BATCHES:
+                        values["context_grad_share"][i] = context_gradient_share(raw_model, X, Y)
+                    if last:
+                        values["val_loss_no_context"][i] = loss_without_context(raw_model, X, Y)
+    model.train()
+    by_position = (position_sum / position_count.clamp_min(1)).tolist()
+    return {k: v.mean().item() for k, v in values.items()} | {"val_loss_by_position": by_position}
+
+
+# The research probes estimate_loss logs, each on a batch idx (B, T) of a ContextLM (the GPT
+# itself, not a compiled or DDP wrapper), built from the model's steps (model.py numbers them).
+
+@torch.no_grad()
+def context_ratio(model, idx):
+    """‖ĉ‖ / ‖h‖ where the context is added (step 6), a float: the mean over the positions of idx
+    of how large the context is beside the token state it joins (docs/method.md, "Scale")."""
+    pos = torch.arange(idx.size(1), device=idx.device)  # (T,)
+    h = model.encode(idx, pos)  # (B, T, C)
+    context = model.add_context(h, model.predicted_context(h)) - h  # (B, T, C): what D receives beside h
+    return (context.norm(dim=-1) / h.norm(dim=-1)).mean().item()
+
+
+@torch.no_grad()
+def context_gradient_share(model, idx, targets):
+    """How much of the loss's gradient at the encoder's output h arrives through the context path
+    (the chunk means, P, ĉ) rather than straight into D: ‖g_ctx‖ / (‖g_ctx‖ + ‖g_D‖) on idx,
+    targets (B, T), a float in [0, 1]. h is used twice, once by each path, so a copy of it goes to
+    each and each copy's gradient is that path's share (the scale add_context takes from h counts
+    with D's path). No gradient is left on the model's parameters."""
+    pos = torch.arange(idx.size(1), device=idx.device)
+    h = model.encode(idx, pos)
+    with torch.enable_grad():
+        h_direct, h_context = h.detach().requires_grad_(), h.detach().requires_grad_()
+        x = model.add_context(h_direct, model.predicted_context(h_context))
+        logits = model.lm_head(model.decode(x, pos))  # (B, T, vocab)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+        g_direct, g_context = torch.autograd.grad(loss, (h_direct, h_context))
+    return (g_context.norm() / (g_context.norm() + g_direct.norm()).clamp_min(1e-30)).item()
+
+
+@torch.no_grad()
+def loss_without_context(model, idx, targets):
+    """The ablation ĉ = 0: the mean cross-entropy (a float) of idx, targets (B, T; -1 ignored) when
+    D reads h alone, which says how much the decoder relies on the context."""
+    pos = torch.arange(idx.size(1), device=idx.device)
+    logits = model.lm_head(model.decode(model.encode(idx, pos), pos))  # (B, T, vocab)
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1).item()
+
+
+def save_training_state(path, raw_model, optimizer, scaler, data_gen, config, meta,
+                        iter_num, best_val_loss, tokens_seen, data_hash):
+    """Write the checkpoint a run resumes from exactly (and sample.py and eval.py read)."""
+    save_checkpoint({
+        "model": raw_model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "model_args": asdict(raw_model.config),
+        "iter_num": iter_num,
+        "best_val_loss": best_val_loss,
+        "tokens": tokens_seen,
+        "data_hash": data_hash,
+        "config": config,
+        "meta": meta,
+        "rng": {"data": data_gen.get_state()},  # dropout's needs no state: see train_step
+    }, path)
+
+
+def sample_offsets(data, block_size, shape, generator):
+    """Where the rows of a batch begin, a LongTensor of `shape` drawn with `generator`: anywhere a
+    whole row fits in text (a uint16 memmap), at the start of an example in instruction data
+    (Examples), so that a response is never seen without its prompt."""
+    if isinstance(data, Examples):
+        starts = torch.from_numpy(data.bounds[:, 0])
+        return starts[torch.randint(len(starts), shape, generator=generator)]
+    return torch.randint(len(data) - block_size, shape, generator=generator)
+
+
+def train_step(model, raw_model, optimizer, scaler, train_data, offsets, iter_num, c, p):
+    """One optimizer step over the global batch whose rows start at `offsets`,
+    (gradient_accumulation_steps, batch_size): rank r takes micro-batches r, r + world_size, ...
+    Returns this rank's loss, the mean over its micro-batches (a 0-dim tensor on p.device).
+    model: what runs forward (compiled, DDP-wrapped); raw_model: the module underneath."""
+    # dropout draws from a stream fixed by (seed, iteration, rank): a resumed run makes the same
+    # draws on every rank as an uninterrupted one, with no RNG state to save
+    # (mod 2**64, what manual_seed takes: the same stream as without for every seed that fitted before)
+    torch.manual_seed((((c["seed"] << 32) + iter_num) * p.world_size + p.rank) % 2**64)
+    rows = offsets[p.rank::p.world_size]  # (micro_steps, batch_size): this rank's micro-batches
+    X, Y = get_batch(train_data, rows[0], c["block_size"], p.device)
+    loss_sum = torch.zeros((), device=p.device)
+    for micro_step in range(p.micro_steps):
+        # in DDP, gradients are averaged across ranks on the last micro-step only
+        sync = nullcontext() if not p.ddp or micro_step == p.micro_steps - 1 else model.no_sync()
+        with sync:
+            with p.autocast:
+                _, loss = model(X, Y)
+                loss = loss / p.micro_steps
+            # fetch the next micro-batch while the GPU runs this forward pass (it draws no random numbers)
+            if micro_step + 1 < p.micro_steps:
+                X, Y = get_batch(train_data, rows[micro_step + 1], c["block_size"], p.device)
+            scaler.scale(loss).backward()
+        loss_sum += loss.detach()
+    scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), c["grad_clip"] or float("inf"))
+    if not scaler.is_enabled() and not torch.isfinite(grad_norm):
+        # stop before anything is saved: the last good checkpoint stays as it was
+        raise UserError(f"non-finite loss or gradient at iteration {iter_num} (loss {loss_sum.item():.4g}): "
+                        f"stopped without saving; {os.path.join(c['out_dir'], 'ckpt.pt')} holds the last good "
+                        "state. Lower --learning_rate or check the data")
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum
+
+
+def get_batch(data, offsets, block_size, device):
+    """Inputs and next-token targets, (len(offsets), block_size) each, from those offsets. In
+    instruction data (Examples) every target but the response of the row's own example is -1."""
+    if isinstance(data, Examples):
+        x, y = data.batch(offsets.numpy(), block_size)
+    else:
+        rows = torch.stack([torch.from_numpy(data[i:i + block_size + 1].astype(np.int64)) for i in offsets.tolist()])
+        x, y = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()  # one read per row: targets are inputs shifted
+    if str(device).startswith("cuda"):  # pinned memory lets the copy overlap with compute
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+class StepClock:
+    """Times the training steps, for the log: lap() gives a step's duration (evaluation left out),
+    mfu() a running model FLOPs utilization, eta() the time left at the pace since this process's
+    first step (compilation left out, evaluations in: they recur until the end). flops_per_step:
+    the model FLOPs (forward and backward) of this rank's share of a step."""
+
+    def __init__(self, flops_per_step, device):
+        self.flops_per_step = flops_per_step
+        self.peak = peak_flops(device)  # None where unknown: no MFU
+        self.running_mfu = None
+        self.t0, self.dt, self.first = time.time(), None, None
+
+    def restart(self):
+        self.t0 = time.time()
+
+    def lap(self, iter_num):
+        """The seconds since the last lap or restart: step iter_num has just ended."""
+        t1 = time.time()
+        self.dt, self.t0 = t1 - self.t0, t1
+        if self.first is None:
+            self.first = (t1, iter_num)
+        return self.dt
+
+    def mfu(self, iter_num):
+        """The running MFU after the lap of step iter_num (None before step 5, or without a known peak)."""
+        if self.peak is not None and iter_num >= 5:  # let compilation and warm-up pass first
+            step_mfu = self.flops_per_step / self.dt / self.peak
+            self.running_mfu = step_mfu if self.running_mfu is None else 0.9 * self.running_mfu + 0.1 * step_mfu
+        return self.running_mfu
+
+    def eta(self, iter_num, max_iters):
+        """Seconds until the last step (max_iters - 1) ends, at the lap of step iter_num."""
+        start, start_iter = self.first
+        pace = (self.t0 - start) / (iter_num - start_iter) if iter_num > start_iter else self.dt
+        return pace * max(0, max_iters - iter_num - 1)
+
+
+def format_duration(seconds):
+    """'42s', '5m12s', '3h07m' or '2d05h'."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+# ---------------------------------------------------------------- setup and checks, in the order train() calls them
 
 def check_config(config):
     """Refuse, in one line and before any work, what CHECKS cannot see option by option: a new
@@ -293,6 +523,37 @@ def load_data(c, verbose):
     return meta, *splits
 
 
+def build_or_resume(c, p, meta, ckpt_path, tokens_per_iter):
+    """(model on p.device, optimizer, gradient scaler, batch sampler's generator, progress): new,
+    or with c['init_from']='resume' all as the run in ckpt_path left them. progress is (iter_num,
+    best_val_loss, tokens seen, data_hash)."""
+    torch.manual_seed(c["seed"] + p.rank)  # the model's initialisation
+    # The sampler has its own generator, seeded identically on every rank: runs that differ only
+    # in the model draw exactly the same batches, and DDP ranks share out one global batch.
+    data_gen = torch.Generator().manual_seed(c["seed"])
+    model, checkpoint = build_model(c, meta, ckpt_path)
+    progress = (0, float("inf"), 0, NO_BATCHES)
+    if checkpoint is not None:
+        iter_num = checkpoint["iter_num"]
+        if "data_hash" not in checkpoint and p.master:  # written before train.py kept the fingerprint
+            print(f"note: {ckpt_path} has no data_hash; the batch fingerprint restarts at iteration {iter_num}")
+        progress = (iter_num, checkpoint["best_val_loss"], checkpoint.get("tokens", iter_num * tokens_per_iter),
+                    checkpoint.get("data_hash", NO_BATCHES))
+    model.to(p.device)
+    if p.master:
+        n = model.param_breakdown()
+        print(f"parameters: {n['token'] / 1e6:.2f}M token pathway + {n['predictor'] / 1e6:.2f}M context predictor")
+    # fp16 needs loss scaling; bf16 and fp32 do not (the scaler is then a no-op)
+    scaler = torch.amp.GradScaler(p.device_type, enabled=(p.ptdtype == torch.float16))
+    betas = (c["beta1"], c["beta2"])
+    optimizer = model.configure_optimizers(c["weight_decay"], c["learning_rate"], betas, p.device_type)
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        data_gen.set_state(checkpoint["rng"]["data"])
+    return model, optimizer, scaler, data_gen, progress
+
+
 def build_model(c, meta, ckpt_path):
     """(model on the CPU, the checkpoint it was resumed from or None), as c['init_from'] says:
     'scratch', 'resume' (ckpt_path, whose training state is checked, with the config and the
@@ -339,24 +600,6 @@ def build_model(c, meta, ckpt_path):
         raise UserError(f"invalid model configuration: {e}")
 
 
-def check_resume(checkpoint, model_args, path):
-    """A run resumes with its training state, and with the config it was trained with: compared
-    with the run's own config, not its model_args, since a run's architecture may come from the
-    weights it started from (GPT-2's, Pythia's, a run it fine-tunes), which the config does not
-    say; a field added to GPTConfig after the run was written has the meaning it had then."""
-    missing = [k for k in ("optimizer", "scaler", "iter_num", "best_val_loss", "rng") if k not in checkpoint]
-    if missing:
-        raise UserError(f"{path} has no training state ({', '.join(missing)} missing): it can be "
-                        "sampled and evaluated, not resumed; start a new run with --init_from=scratch")
-    trained = FIELDS_BEFORE_THEY_EXISTED | checkpoint.get("config", checkpoint["model_args"])
-    trained = {f.name: trained.get(f.name, f.default) for f in fields(GPTConfig)}
-    differ = [k for k, v in model_args.items() if k not in ("dropout", "vocab_size") and trained[k] != v]
-    if differ:
-        raise UserError(f"{path} was trained with "
-                        + ", ".join(f"{k}={trained[k]!r} (config says {model_args[k]!r})" for k in differ)
-                        + ": resume with the same config (" + " ".join(f"--{k}={trained[k]}" for k in differ) + ")")
-
-
 # how to prepare a dataset in each BPE, for the error below
 PREPARE_HINT = {"gpt2": "`python prepare.py openwebtext` (or shakespeare, wikitext, ...)",
                 "neox": "`python prepare.py pile` (or NAME --tokenizer=neox)"}
@@ -375,45 +618,22 @@ def check_pretrained_tokenizer(init_from, meta, dataset):
                         f"with {init_from}'s own: prepare it with --tokenizer_path={wanted['tokenizer_path']}")
 
 
-def build_or_resume(c, p, meta, ckpt_path, tokens_per_iter):
-    """(model on p.device, optimizer, gradient scaler, batch sampler's generator, progress): new,
-    or with c['init_from']='resume' all as the run in ckpt_path left them. progress is (iter_num,
-    best_val_loss, tokens seen, data_hash)."""
-    torch.manual_seed(c["seed"] + p.rank)  # the model's initialisation
-    # The sampler has its own generator, seeded identically on every rank: runs that differ only
-    # in the model draw exactly the same batches, and DDP ranks share out one global batch.
-    data_gen = torch.Generator().manual_seed(c["seed"])
-    model, checkpoint = build_model(c, meta, ckpt_path)
-    progress = (0, float("inf"), 0, NO_BATCHES)
-    if checkpoint is not None:
-        iter_num = checkpoint["iter_num"]
-        if "data_hash" not in checkpoint and p.master:  # written before train.py kept the fingerprint
-            print(f"note: {ckpt_path} has no data_hash; the batch fingerprint restarts at iteration {iter_num}")
-        progress = (iter_num, checkpoint["best_val_loss"], checkpoint.get("tokens", iter_num * tokens_per_iter),
-                    checkpoint.get("data_hash", NO_BATCHES))
-    model.to(p.device)
-    if p.master:
-        n = model.param_breakdown()
-        print(f"parameters: {n['token'] / 1e6:.2f}M token pathway + {n['predictor'] / 1e6:.2f}M context predictor")
-    # fp16 needs loss scaling; bf16 and fp32 do not (the scaler is then a no-op)
-    scaler = torch.amp.GradScaler(p.device_type, enabled=(p.ptdtype == torch.float16))
-    betas = (c["beta1"], c["beta2"])
-    optimizer = model.configure_optimizers(c["weight_decay"], c["learning_rate"], betas, p.device_type)
-    if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        data_gen.set_state(checkpoint["rng"]["data"])
-    return model, optimizer, scaler, data_gen, progress
-
-
-def compile_and_wrap(model, c, p):
-    """(the model evaluation runs: compiled if c['compile'], the model training runs: that one
-    wrapped in DDP under torchrun, which averages the gradients across ranks)."""
-    if c["compile"]:
-        if p.master:
-            print("compiling the model... (takes a minute)")
-        model = torch.compile(model)
-    return model, DDP(model, device_ids=[p.local_rank] if p.device_type == "cuda" else None) if p.ddp else model
+def check_resume(checkpoint, model_args, path):
+    """A run resumes with its training state, and with the config it was trained with: compared
+    with the run's own config, not its model_args, since a run's architecture may come from the
+    weights it started from (GPT-2's, Pythia's, a run it fine-tunes), which the config does not
+    say; a field added to GPTConfig after the run was written has the meaning it had then."""
+    missing = [k for k in ("optimizer", "scaler", "iter_num", "best_val_loss", "rng") if k not in checkpoint]
+    if missing:
+        raise UserError(f"{path} has no training state ({', '.join(missing)} missing): it can be "
+                        "sampled and evaluated, not resumed; start a new run with --init_from=scratch")
+    trained = FIELDS_BEFORE_THEY_EXISTED | checkpoint.get("config", checkpoint["model_args"])
+    trained = {f.name: trained.get(f.name, f.default) for f in fields(GPTConfig)}
+    differ = [k for k, v in model_args.items() if k not in ("dropout", "vocab_size") and trained[k] != v]
+    if differ:
+        raise UserError(f"{path} was trained with "
+                        + ", ".join(f"{k}={trained[k]!r} (config says {model_args[k]!r})" for k in differ)
+                        + ": resume with the same config (" + " ".join(f"--{k}={trained[k]}" for k in differ) + ")")
 
 
 class RunLog:
@@ -445,224 +665,7 @@ class RunLog:
             self.wandb_run.finish()
 
 
-# ---------------------------------------------------------------- the loop's steps
-
-def get_lr(it, c):
-    """Linear warmup for warmup_iters, cosine decay to min_lr at lr_decay_iters, then min_lr."""
-    if not c["decay_lr"]:
-        return c["learning_rate"]
-    if it < c["warmup_iters"]:
-        return c["learning_rate"] * (it + 1) / (c["warmup_iters"] + 1)
-    if it > c["lr_decay_iters"]:
-        return c["min_lr"]
-    ratio = (it - c["warmup_iters"]) / (c["lr_decay_iters"] - c["warmup_iters"])
-    return c["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c["learning_rate"] - c["min_lr"])
-
-
-def sample_offsets(data, block_size, shape, generator):
-    """Where the rows of a batch begin, a LongTensor of `shape` drawn with `generator`: anywhere a
-    whole row fits in text (a uint16 memmap), at the start of an example in instruction data
-    (Examples), so that a response is never seen without its prompt."""
-    if isinstance(data, Examples):
-        starts = torch.from_numpy(data.bounds[:, 0])
-        return starts[torch.randint(len(starts), shape, generator=generator)]
-    return torch.randint(len(data) - block_size, shape, generator=generator)
-
-
-def get_batch(data, offsets, block_size, device):
-    """Inputs and next-token targets, (len(offsets), block_size) each, from those offsets. In
-    instruction data (Examples) every target but the response of the row's own example is -1."""
-    if isinstance(data, Examples):
-        x, y = data.batch(offsets.numpy(), block_size)
-    else:
-        rows = torch.stack([torch.from_numpy(data[i:i + block_size + 1].astype(np.int64)) for i in offsets.tolist()])
-        x, y = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()  # one read per row: targets are inputs shifted
-    if str(device).startswith("cuda"):  # pinned memory lets the copy overlap with compute
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
-
-
-# estimate_loss's numbers (log.jsonl's keys) and how the evaluation line names them
-LOSS_NAMES = {"train_loss": "train loss", "val_loss": "val loss", "context_ratio": "‖ĉ‖/‖h‖",
-              "context_grad_share": "h's gradient through ĉ", "val_loss_no_context": "val loss with ĉ = 0"}
-
-GRADIENT_BATCHES = 4  # the val batches context_grad_share is measured on: each costs a backward pass
-
-
-@torch.no_grad()
-def estimate_loss(model, raw_model, train_data, val_data, c, p, last=False):
-    """{'train_loss', 'val_loss'}, each the mean over c['eval_iters'] batches of (c['batch_size'],
-    c['block_size']): the same batches at every evaluation, and 'val_loss_by_position', the val
-    loss at each position of the window (a list). For a ContextLM also, on the val batches,
-    'context_ratio', ‖ĉ‖/‖h‖ where the context is added (docs/method.md, "Scale"),
-    'context_grad_share', the share of the loss's gradient at h that comes back through the
-    context path (GPT.context_gradient_share, on the first GRADIENT_BATCHES), and at the last
-    evaluation 'val_loss_no_context': the val loss with ĉ replaced by zeros, which says how much
-    the decoder relies on the context. model runs the losses; raw_model the diagnostics."""
-    contextlm = raw_model.config.n_ctx_layer > 0
-    keys = ["train_loss", "val_loss"] + ["context_ratio", "context_grad_share"] * contextlm + \
-        ["val_loss_no_context"] * (contextlm and last)
-    sizes = {"context_grad_share": min(c["eval_iters"], GRADIENT_BATCHES)}  # the others: every batch
-    values = {k: torch.zeros(sizes.get(k, c["eval_iters"])) for k in keys}
-    position_sum, position_count = torch.zeros(c["block_size"]), torch.zeros(c["block_size"])
-    model.eval()
-    for split, data in (("train", train_data), ("val", val_data)):
-        gen = torch.Generator().manual_seed(0)
-        for i in range(c["eval_iters"]):
-            offsets = sample_offsets(data, c["block_size"], (c["batch_size"],), gen)
-            X, Y = get_batch(data, offsets, c["block_size"], p.device)
-            with p.autocast:
-                logits, loss = model(X, Y)
-                values[f"{split}_loss"][i] = loss.item()
-                if split == "val":
-                    token_loss = F.cross_entropy(logits.flatten(0, 1).float(), Y.flatten(), ignore_index=-1,
-                                                 reduction="none")
-                    position_sum += token_loss.view_as(Y).sum(0).cpu()
-                    position_count += (Y != -1).sum(0).cpu()
-                if split == "val" and contextlm:
-                    values["context_ratio"][i] = raw_model.context_ratio(X)
-                    if i < GRADIENT_BATCHES:
-                        values["context_grad_share"][i] = raw_model.context_gradient_share(X, Y)
-                    if last:
-                        values["val_loss_no_context"][i] = raw_model(X, Y, context=False)[1].item()
-    model.train()
-    by_position = (position_sum / position_count.clamp_min(1)).tolist()
-    return {k: v.mean().item() for k, v in values.items()} | {"val_loss_by_position": by_position}
-
-
-def save_training_state(path, raw_model, optimizer, scaler, data_gen, config, meta,
-                        iter_num, best_val_loss, tokens_seen, data_hash):
-    """Write the checkpoint a run resumes from exactly (and sample.py and eval.py read)."""
-    save_checkpoint({
-        "model": raw_model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "model_args": asdict(raw_model.config),
-        "iter_num": iter_num,
-        "best_val_loss": best_val_loss,
-        "tokens": tokens_seen,
-        "data_hash": data_hash,
-        "config": config,
-        "meta": meta,
-        "rng": {"data": data_gen.get_state()},  # dropout's needs no state: see train_step
-    }, path)
-
-
-def train_step(model, raw_model, optimizer, scaler, train_data, offsets, iter_num, c, p):
-    """One optimizer step over the global batch whose rows start at `offsets`,
-    (gradient_accumulation_steps, batch_size): rank r takes micro-batches r, r + world_size, ...
-    Returns this rank's loss, the mean over its micro-batches (a 0-dim tensor on p.device).
-    model: what runs forward (compiled, DDP-wrapped); raw_model: the module underneath."""
-    # dropout draws from a stream fixed by (seed, iteration, rank): a resumed run makes the same
-    # draws on every rank as an uninterrupted one, with no RNG state to save
-    # (mod 2**64, what manual_seed takes: the same stream as without for every seed that fitted before)
-    torch.manual_seed((((c["seed"] << 32) + iter_num) * p.world_size + p.rank) % 2**64)
-    loss_sum = torch.zeros((), device=p.device)
-    for micro_step in range(p.micro_steps):
-        X, Y = get_batch(train_data, offsets[micro_step * p.world_size + p.rank], c["block_size"], p.device)
-        # in DDP, gradients are averaged across ranks on the last micro-step only
-        sync = nullcontext() if not p.ddp or micro_step == p.micro_steps - 1 else model.no_sync()
-        with sync:
-            with p.autocast:
-                _, loss = model(X, Y)
-                loss = loss / p.micro_steps
-            scaler.scale(loss).backward()
-        loss_sum += loss.detach()
-    scaler.unscale_(optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), c["grad_clip"] or float("inf"))
-    if not scaler.is_enabled() and not torch.isfinite(grad_norm):
-        # stop before anything is saved: the last good checkpoint stays as it was
-        raise UserError(f"non-finite loss or gradient at iteration {iter_num} (loss {loss_sum.item():.4g}): "
-                        f"stopped without saving; {os.path.join(c['out_dir'], 'ckpt.pt')} holds the last good "
-                        "state. Lower --learning_rate or check the data")
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    return loss_sum
-
-
-class StepClock:
-    """Times the training steps, for the log: lap() gives a step's duration (evaluation left out),
-    mfu() a running model FLOPs utilization, eta() the time left at the pace since this process's
-    first step (compilation left out, evaluations in: they recur until the end)."""
-
-    def __init__(self, raw_model, sequences_per_step, device):
-        self.raw_model, self.sequences_per_step = raw_model, sequences_per_step  # this rank's share
-        self.peak = peak_flops(device)  # None where unknown: no MFU
-        self.running_mfu = None
-        self.t0, self.dt, self.first = time.time(), None, None
-
-    def restart(self):
-        self.t0 = time.time()
-
-    def lap(self, iter_num):
-        """The seconds since the last lap or restart: step iter_num has just ended."""
-        t1 = time.time()
-        self.dt, self.t0 = t1 - self.t0, t1
-        if self.first is None:
-            self.first = (t1, iter_num)
-        return self.dt
-
-    def mfu(self, iter_num):
-        """The running MFU after the lap of step iter_num (None before step 5, or without a known peak)."""
-        if self.peak is not None and iter_num >= 5:  # let compilation and warm-up pass first
-            step_mfu = self.raw_model.estimate_mfu(self.sequences_per_step, self.dt, self.peak)
-            self.running_mfu = step_mfu if self.running_mfu is None else 0.9 * self.running_mfu + 0.1 * step_mfu
-        return self.running_mfu
-
-    def eta(self, iter_num, max_iters):
-        """Seconds until the last step (max_iters - 1) ends, at the lap of step iter_num."""
-        start, start_iter = self.first
-        pace = (self.t0 - start) / (iter_num - start_iter) if iter_num > start_iter else self.dt
-        return pace * max(0, max_iters - iter_num - 1)
-
-
-def format_duration(seconds):
-    """'42s', '5m12s', '3h07m' or '2d05h'."""
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def step_line(iter_num, max_iters, loss, lr, dt, tokens_per_iter, mfu, eta):
-    """A training step's line on stdout: which step of how many (and the fraction done once it
-    ends), the numbers its log.jsonl row holds, and the time left."""
-    mfu_text = f", mfu {mfu * 100:.2f}%" if mfu is not None else ""
-    return (f"iter {iter_num}/{max_iters} ({(iter_num + 1) / max_iters:.1%}): loss {loss:.4f}, lr {lr:.2e}, "
-            f"time {dt * 1000:.2f}ms, {tokens_per_iter / dt:,.0f} tok/s{mfu_text}, eta {format_duration(eta)}")
-
-
-# ---------------------------------------------------------------- preemption and shutdown
-
-def catch_stop_signals():
-    """SIGTERM (a cluster preempting the job) and SIGINT (Ctrl-C) no longer kill the process:
-    their names go to the list returned, and the loop finishes its step, saves and stops.
-    Returns (that list, the handlers they replaced)."""
-    caught = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signal.Signals(signum).name))
-                for sig in (signal.SIGTERM, signal.SIGINT)}
-    return caught, previous
-
-
-def restore_signal_handlers(previous):
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
-
-
-def stop_requested(caught, p):
-    """Whether a stop signal was caught; under DDP, on any rank, so that every rank stops at the same step."""
-    stop = bool(caught)
-    if p.ddp:
-        flag = torch.tensor(float(stop), device=p.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        stop = bool(flag.item())
-    return stop
-
+# ---------------------------------------------------------------- shutdown
 
 def end_ddp():
     """Free the process group before the interpreter exits. torch's lazy imports inside train()

@@ -107,11 +107,27 @@ def test_gradient_share_is_the_context_paths_gradient():
     g_direct = grad_at_h(True)
     g_context = grad_at_h(False) - g_direct
     expected = (g_context.norm() / (g_context.norm() + g_direct.norm())).item()
-    share = model.context_gradient_share(idx, targets)
+    share = train.context_gradient_share(model, idx, targets)
     assert 0.01 < share < 0.99 and share == pytest.approx(expected, rel=1e-4)
     assert all(p.grad is None for p in model.parameters())  # a measurement: no gradient is left behind
     # with the gain at 0 (a new ContextLM) nothing comes back through the context
-    assert small().eval().context_gradient_share(idx, targets) == 0.0
+    assert train.context_gradient_share(small().eval(), idx, targets) == 0.0
+
+
+def test_loss_without_context_is_the_token_pathway_alone():
+    """The ĉ = 0 ablation (val_loss_no_context) is exactly the loss of the GPT that has the
+    ContextLM's token pathway and no predictor; at a gain of 0.7 the context changes the loss, so
+    an ablation that left ĉ in would fail here."""
+    model = small(context_gain_init=0.7).eval()
+    gpt = GPT(GPTConfig(**{**vars(model.config), "n_ctx_layer": 0})).eval()
+    missing, _ = gpt.load_state_dict(model.state_dict(), strict=False)
+    assert not missing
+    idx = torch.randint(65, (2, 32), generator=torch.Generator().manual_seed(1))
+    targets = torch.roll(idx, -1, dims=1)
+    ablated = train.loss_without_context(model, idx, targets)
+    with torch.no_grad():
+        assert ablated == gpt(idx, targets)[1].item()
+        assert ablated != pytest.approx(model(idx, targets)[1].item(), abs=1e-4)
 
 
 def test_run_logs_gradient_share_and_loss_by_position(char_data, tmp_path):

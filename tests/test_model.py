@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from pretrained import from_pretrained
 from model import GPT, Block, GPTConfig, run_blocks
+from train import context_ratio
 
 
 
@@ -274,7 +275,7 @@ def test_context_joins_h_at_its_scale(w):
         torch.testing.assert_close(ratio, torch.full_like(ratio, 1.0 if scale == "tied" else 0.7), rtol=1e-5, atol=0)
         cosine = F.cosine_similarity(added, raw, dim=-1)
         torch.testing.assert_close(cosine, torch.ones_like(cosine), rtol=0, atol=1e-5)
-        assert model.context_ratio(idx) == pytest.approx(1.0 if scale == "tied" else 0.7, rel=1e-5)
+        assert context_ratio(model, idx) == pytest.approx(1.0 if scale == "tied" else 0.7, rel=1e-5)
 
 
 def test_contextlm_starts_as_its_gpt():
@@ -310,7 +311,7 @@ def train_at_high_lr(context_scale, steps=30):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return model.eval().context_ratio(x)
+    return context_ratio(model.eval(), x)
 
 
 def test_high_lr_keeps_the_context_on_h_scale():

@@ -7,6 +7,7 @@ no subprocess is needed; subprocesses are for what only they show (torchrun, the
 the CLI itself)."""
 
 import ast
+import dataclasses
 import glob
 import os
 import re
@@ -94,7 +95,7 @@ def test_eta_leaves_compilation_out_and_evaluations_in(monkeypatch):
     the first, evaluations included (they recur); a step's dt leaves the evaluation out."""
     now = [0.0]
     monkeypatch.setattr(train, "time", SimpleNamespace(time=lambda: now[0]))
-    clock = train.StepClock(raw_model=None, sequences_per_step=1, device="cpu")
+    clock = train.StepClock(flops_per_step=None, device="cpu")
     timeline = [(30, None), (2, None), (2, "eval 4"), (2, None)]
     expected = [(30, 30 * 9), (2, 2 * 8), (2, (2 + 4 + 2) / 2 * 7), (2, (2 + 4 + 2 + 2) / 3 * 6)]
     for it, ((step, event), (dt, eta)) in enumerate(zip(timeline, expected)):
@@ -314,22 +315,31 @@ def test_config_file_is_valid(path):
 
 
 def test_bare_command_is_the_papers_contextlm_base_run(capsys, monkeypatch):
-    """`python train.py` with no config trains what config/train_contextlm_owt.py does (the
-    paper's Table 1 ContextLM-Base run), apart from the names of the run; and that run is the
-    paper's: GPT-2 124M + a 2-layer predictor, w=4, lr 1e-3, ~0.5M-token steps, 9.0B tokens."""
+    """`python train.py` with no config trains what `python train.py config/train_contextlm_owt.py`
+    does (the paper's Table 1 ContextLM-Base run), apart from the names of the run, and the file
+    restates no default but the two that config/compare_owt.py takes from it (compare.py's own
+    differ); and that run is the paper's: GPT-2 124M + a 2-layer predictor, w=4, lr 1e-3, ~0.5M-token
+    steps, 9.0B tokens, no biases, every other model field GPTConfig's default."""
     names = ("out_dir", "wandb_run_name")
-    owt = parse_config(train.DEFAULTS, [os.path.join(ROOT, "config", "train_contextlm_owt.py")])
+    path = os.path.join(ROOT, "config", "train_contextlm_owt.py")
+    owt = parse_config(train.DEFAULTS, [path])
     assert {k: v for k, v in owt.items() if k not in names} == \
         {k: v for k, v in train.DEFAULTS.items() if k not in names}
     assert all(owt[k] != train.DEFAULTS[k] for k in names)  # the config names its run
-    # the bare command line hands train() exactly the defaults
+    written = parse_config(dict.fromkeys(train.DEFAULTS), [path])  # the keys the file itself sets
+    assert {k for k, v in written.items() if v is not None} == {*names, "dataset", "lr_decay_iters"}
+    # the bare command line hands train() exactly the defaults, the config's the same with its names
     seen = []
     monkeypatch.setattr(train, "train", seen.append)
     monkeypatch.setattr(train, "end_ddp", lambda: None)
     assert cli(capsys, train)[0] == 0 and seen == [train.DEFAULTS]
+    assert cli(capsys, train, path)[0] == 0 and seen[1] == owt
     c = train.DEFAULTS
     assert (c["n_layer"], c["n_head"], c["n_embd"], c["n_ctx_layer"], c["chunk_size"], c["n_enc_layer"]) == \
         (12, 12, 768, 2, 4, 0)
+    assert {k: c[k] for k in MODEL_KEYS if k != "vocab_size"} == \
+        {f.name: f.default for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size"} | {"bias": False}
+    assert "vocab_size" not in c  # the dataset's
     assert c["learning_rate"] == 1e-3 and c["lr_decay_iters"] == c["max_iters"]
     step = c["gradient_accumulation_steps"] * c["batch_size"] * c["block_size"]
     assert step == 524_288 and c["max_iters"] * step == pytest.approx(9.0e9, rel=1e-3)
