@@ -295,7 +295,7 @@ def context_ratio(model, idx):
     """‖ĉ‖ / ‖h‖ where the context is added (step 6), a float: the mean over the positions of idx
     of how large the context is beside the token state it joins (docs/method.md, "Scale")."""
     pos = torch.arange(idx.size(1), device=idx.device)  # (T,)
-    h = model.encode(idx, pos)  # (B, T, C)
+    h = model.token_encoder(idx, pos)  # (B, T, C)
     context = model.add_context(h, model.predicted_context(h)) - h  # (B, T, C): what D receives beside h
     return (context.norm(dim=-1) / h.norm(dim=-1)).mean().item()
 
@@ -308,11 +308,11 @@ def context_gradient_share(model, idx, targets):
     each and each copy's gradient is that path's share (the scale add_context takes from h counts
     with D's path). No gradient is left on the model's parameters."""
     pos = torch.arange(idx.size(1), device=idx.device)
-    h = model.encode(idx, pos)
+    h = model.token_encoder(idx, pos)
     with torch.enable_grad():
         h_direct, h_context = h.detach().requires_grad_(), h.detach().requires_grad_()
         x = model.add_context(h_direct, model.predicted_context(h_context))
-        logits = model.lm_head(model.decode(x, pos))  # (B, T, vocab)
+        logits = model.lm_head(model.token_decoder(x, pos))  # (B, T, vocab)
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
         g_direct, g_context = torch.autograd.grad(loss, (h_direct, h_context))
     return (g_context.norm() / (g_context.norm() + g_direct.norm()).clamp_min(1e-30)).item()
@@ -323,7 +323,7 @@ def loss_without_context(model, idx, targets):
     """The ablation ĉ = 0: the mean cross-entropy (a float) of idx, targets (B, T; -1 ignored) when
     D reads h alone, which says how much the decoder relies on the context."""
     pos = torch.arange(idx.size(1), device=idx.device)
-    logits = model.lm_head(model.decode(model.encode(idx, pos), pos))  # (B, T, vocab)
+    logits = model.lm_head(model.token_decoder(model.token_encoder(idx, pos), pos))  # (B, T, vocab)
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1).item()
 
 

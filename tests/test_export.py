@@ -136,7 +136,7 @@ def test_padded_batches_are_each_row_alone(tmp_path):
 
 
 def test_stock_export_reads_back_as_the_same_weights(tmp_path):
-    """GPT.from_pretrained reads a stock folder back as exactly the GPT that was exported: the
+    """from_pretrained reads a stock folder back as exactly the GPT that was exported: the
     export is gpt2_weights and neox_weights run backwards."""
     for backbone, fields in (("gpt2", {}), ("pythia", PYTHIA)):
         # (GPTConfig's defaults where the fields mean nothing without a predictor, as from_pretrained leaves them)

@@ -98,10 +98,10 @@ def test_gradient_share_is_the_context_paths_gradient():
     pos = torch.arange(32)
 
     def grad_at_h(detach_context):
-        h = model.encode(idx, pos).detach().requires_grad_()
+        h = model.token_encoder(idx, pos).detach().requires_grad_()
         context = model.predicted_context(h)
         x = model.add_context(h, context.detach() if detach_context else context)
-        logits = model.lm_head(model.decode(x, pos))
+        logits = model.lm_head(model.token_decoder(x, pos))
         return torch.autograd.grad(F.cross_entropy(logits.flatten(0, 1), targets.flatten()), h)[0]
 
     g_direct = grad_at_h(True)
