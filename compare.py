@@ -33,8 +33,10 @@ a config file, config/compare_shakespeare_char.py is used; `--quick` means confi
 in its place. Each run lives in out_dir/<arm>-s<seed>/ (train.py's log.jsonl, ckpt.pt, train.log
 and run.json); a run already finished with the same config is not trained again, so an
 interrupted study resumes where it stopped, and processes that train disjoint seeds (--seed,
---seeds) side by side fill one folder that the whole command then reports. Progress is one line
-a run, like
+--seeds) side by side fill one folder that the whole command then reports. A run to train again
+is cleared first only if its folder holds nothing but a run's files (train.log among them: one
+compare.py started), and the report replaces only an earlier one of compare.py's; these, --earlier
+and every run's config are checked before the first run trains. Progress is one line a run, like
     [run 4/9] gpt-s1338 in runs/compare/gpt-s1338 (12m05s elapsed, about 22m10s left): trained in 190s, ...
 Outputs: out_dir/results.{md,json}, curves.png and efficiency.png (ablation.* and ablation_efficiency.png):
 the table, and every arm against gpt (and contextlm against gpt+{P}L) paired by seed with 95%
@@ -59,7 +61,7 @@ import time
 
 import train
 from configurator import (CONFIG_DIR, UserError, at_least, counts, expand_quick, is_number, named_settings,
-                          one_of, parse_config, run_main, writing)
+                          one_of, parse_config, run_main, why_not_own, write_text, writing)
 from variants import BACKBONES, CONTEXT_OPTIONS, backbone_fields, model_variants
 from dataset import load_meta
 from plot import plot_study_ablation, plot_study_curves, plot_study_efficiency, plot_study_sweep, read_log
@@ -134,6 +136,12 @@ def run_config(c, name, fields, seed):
         lr_decay_iters=c["lr_decay_iters"] or c["max_iters"], init_from="scratch", eval_only=False)
 
 
+def study_runs(c, arms, seeds):
+    """Every run of a study, seed by seed (early seeds are complete first): [(arm, seed, its
+    train.py config)]."""
+    return [(name, seed, run_config(c, name, arms[name], seed)) for seed in seeds for name in arms]
+
+
 def finished(cfg):
     """run.json of a run that ended with this very config, or None."""
     try:
@@ -147,9 +155,24 @@ def finished(cfg):
     return done if same and evals and evals[-1]["iter"] == cfg["max_iters"] else None
 
 
+# what a run's folder holds: train_run's train.log (written first) and run.json (last), train.py's
+# log.jsonl and ckpt.pt (and the temporary file of a checkpoint write that was killed)
+RUN_FILES = ("train.log", "log.jsonl", "ckpt.pt", "ckpt.pt.tmp.*", "run.json")
+
+
+def check_run_folder(folder):
+    """Refuse, in one line, to clear a run's folder that compare.py did not start: one that holds
+    anything but RUN_FILES, or no train.log (a train.py run of the user's, say)."""
+    why = why_not_own(folder, RUN_FILES, ("train.log", os.path.isfile))
+    if why:
+        raise UserError(f"{folder} is not a run that compare.py started ({why}): move it away, or give "
+                        "another --out_dir")
+
+
 def train_run(cfg, master):
     """Train one run from scratch (its stdout into train.log); its run.json record."""
     if master:
+        check_run_folder(cfg["out_dir"])  # (main checked every run's before the first trained)
         shutil.rmtree(cfg["out_dir"], ignore_errors=True)  # a partial or outdated run: start over
         with writing(cfg["out_dir"]):
             os.makedirs(cfg["out_dir"])
@@ -162,9 +185,7 @@ def train_run(cfg, master):
                         "run the same command again to resume the study")
     done = {"config": cfg, "params": summary["params"], "wall_s": round(time.time() - t0, 1)}
     if master:
-        path = os.path.join(cfg["out_dir"], "run.json")
-        with writing(path), open(path, "w") as f:
-            json.dump(done, f, indent=1)
+        write_text(os.path.join(cfg["out_dir"], "run.json"), json.dumps(done, indent=1))
     return done
 
 
@@ -214,28 +235,27 @@ def read_earlier(c, seeds, trained):
     {arm: {seed: collect()}}; an arm this study trains (trained) is named '<arm> (earlier)'. Its
     settings must be this study's, but for the model fields that set arms apart (so with the same
     seed, it drew the same batches): then a new arm can be paired with runs trained before it."""
-    try:
+    try:  # read whole, before any run trains: a file that is missing or not one compare.py wrote fails now
         with open(c["earlier"]) as f:
             earlier = json.load(f)
-        config, arms = earlier["config"], earlier["arms"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"--earlier={c['earlier']}: not a results.json that compare.py wrote ({e})")
-    own = ("out_dir", "wandb_run_name", *CONTEXT_OPTIONS)  # an arm's own, or not a setting
-    differ = [k for k in train.DEFAULTS if k in config and k not in own and config[k] != c[k]]
-    missing = sorted(set(seeds) - set(earlier["seeds"]))
-    if earlier.get("study") != "main" or differ or missing:
-        why = f"its {', '.join(f'{k}={config[k]!r}' for k in differ)}" if differ else \
-            f"it has no seed {', '.join(map(str, missing))}" if missing else "it is not a study of the three arms"
-        raise UserError(f"--earlier={c['earlier']} cannot be paired with this study: {why}")
-    runs = {}
-    for name, a in arms.items():
-        runs[name + EARLIER if name in trained else name] = {s: {
+        config = earlier["config"]
+        own = ("out_dir", "wandb_run_name", *CONTEXT_OPTIONS)  # an arm's own, or not a setting
+        differ = [k for k in train.DEFAULTS if k in config and k not in own and config[k] != c[k]]
+        missing = sorted(set(seeds) - set(earlier["seeds"]))
+        if earlier.get("study") != "main" or differ or missing:
+            why = f"its {', '.join(f'{k}={config[k]!r}' for k in differ)}" if differ else \
+                f"it has no seed {', '.join(map(str, missing))}" if missing else "it is not a study of the three arms"
+            raise UserError(f"--earlier={c['earlier']} cannot be paired with this study: {why}")
+        return {name + EARLIER if name in trained else name: {s: {
             "model": a["model"], "params": a["params"], "final": a["final_val_loss"][str(s)],
             "tokens_per_sec": a["tokens_per_sec"][str(s)],
             "evals": [{"iter": it, "val_loss": loss, "flops": flops} for (it, loss), (flops, _)
                       in zip(a["curves"][str(s)], a["flops_curves"][str(s)])],
             "seconds": [t for t, _ in a["seconds_curves"][str(s)]]} for s in seeds}
-    return runs
+            for name, a in earlier["arms"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # (UserError is none of them)
+        raise UserError(f"--earlier={c['earlier']}: not a results.json that compare.py wrote "
+                        f"({type(e).__name__}: {e})")
 
 
 # ---------------------------------------------------------------- statistics: paired intervals, equal budgets
@@ -592,13 +612,10 @@ def run_sweep(c, seeds, master):
             cells[name] = sweep_cell(cell, runs, seeds)
     if not master:
         return
-    scale = c["context_scale"]  # the default's report is sweep.*, another context_scale's sweep-<it>.*
-    stem = os.path.join(c["out_dir"], "sweep" if scale == "learned" else f"sweep-{scale}")
+    stem = report_stem(c)
     table = sweep_markdown(c, cells, seeds)
-    with writing(stem + ".md"), open(stem + ".md", "w") as f:
-        f.write(table)
-    with writing(stem + ".json"), open(stem + ".json", "w") as f:
-        json.dump({"study": "sweep", "seeds": seeds, "config": c, "cells": cells}, f, indent=1)
+    write_text(stem + ".md", table)
+    write_text(stem + ".json", json.dumps({"study": "sweep", "seeds": seeds, "config": c, "cells": cells}, indent=1))
     plot_study_sweep(cells, stem + ".png", f"stability sweep, context_scale={c['context_scale']}")
     print("\n" + table)
     print(f"wrote {stem}.md, {stem}.json and {stem}.png")
@@ -624,7 +641,7 @@ def study_config(argv):
 def run_all(c, arms, seeds, master):
     """Train every run of the study, or reuse it where it finished earlier, seed by seed (early
     seeds are complete first), with one progress line a run; {arm: {seed: collect()}} on rank 0."""
-    todo = [(name, seed, run_config(c, name, arms[name], seed)) for seed in seeds for name in arms]
+    todo = study_runs(c, arms, seeds)
     earlier = [None if c["fresh"] else finished(cfg) for _, _, cfg in todo]
     to_train = earlier.count(None)
     print(f"{len(todo)} runs: {len(todo) - to_train} finished earlier, {to_train} to train")
@@ -646,6 +663,33 @@ def run_all(c, arms, seeds, master):
     return runs
 
 
+def report_stem(c):
+    """Where the study's report goes, less its extension: out_dir/results, ablation, or sweep (for
+    a context_scale other than the default, sweep-<it>)."""
+    scale = c["context_scale"]
+    name = ("sweep" if scale == "learned" else f"sweep-{scale}") if c["sweep"] else \
+        "ablation" if c["ablation"] else "results"
+    return os.path.join(c["out_dir"], name)
+
+
+def check_report(path, earlier):
+    """Refuse, in one line, a study whose report (path: its .json; the .md and figures beside it)
+    would replace a file compare.py did not write, or the --earlier results it reads."""
+    if earlier and os.path.realpath(earlier) == os.path.realpath(path):
+        raise UserError(f"--earlier={earlier} is the report this study writes: give another --out_dir, or copy "
+                        "the earlier results.json elsewhere first")
+    if not os.path.lexists(path):
+        return
+    try:
+        with open(path) as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        report = None
+    if not (isinstance(report, dict) and "study" in report):
+        raise UserError(f"{path} is not a report that compare.py wrote (no 'study' in it): move it away, or give "
+                        "another --out_dir")
+
+
 def main(argv=None):
     c = study_config(sys.argv[1:] if argv is None else list(argv))
     master = int(os.environ.get("RANK", 0)) == 0  # under torchrun, only rank 0 writes and reports
@@ -653,43 +697,48 @@ def main(argv=None):
         sys.stdout = open(os.devnull, "w")
     arms = arms_of(c)
     seeds = [c["seed"] + i for i in range(c["seeds"])]
-    for cell in sweep_cells(c).values() if c["sweep"] else [c]:
-        for name, fields in arms.items():  # every run's model and schedule, before the first run trains
-            train.check_config(run_config(cell, name, fields, c["seed"]))
+    if set(c["arms"]) - set(arms):
+        raise UserError(f"--arms={c['arms']}: this study's arms are {', '.join(arms)}")
+    trained = {name: fields for name, fields in arms.items() if not c["arms"] or name in c["arms"]}
+
+    # every input and output checked before the first run trains: each run's model, schedule and
+    # folder (one to train again must be compare.py's own), the report's files, the earlier study
+    studies = [(cell, sweep_arms(cell)) for cell in sweep_cells(c).values()] if c["sweep"] else [(c, trained)]
+    for study, study_arms in studies:
+        for _, _, cfg in study_runs(study, study_arms, seeds):
+            train.check_config(cfg)
+            if c["fresh"] or not finished(cfg):
+                check_run_folder(cfg["out_dir"])
+    check_report(report_stem(c) + ".json", c["earlier"])
+    earlier = read_earlier(c, seeds, trained) if c["earlier"] and not c["sweep"] else {}
+    if not c["sweep"] and not earlier and "gpt" not in trained:
+        raise UserError("a study of some arms (--arms) without gpt is reported beside an earlier one's: give "
+                        "--earlier=PATH to its results.json, or add 'gpt' to --arms")
+
     if c["sweep"]:
         run_sweep(c, seeds, master)
         return train.end_ddp()
-    trained = {name: fields for name, fields in arms.items() if not c["arms"] or name in c["arms"]}
-    if set(c["arms"]) - set(arms):
-        raise UserError(f"--arms={c['arms']}: this study's arms are {', '.join(arms)}")
     runs = run_all(c, trained, seeds, master)
     train.end_ddp()  # train() keeps one process group for all the runs under torchrun
     if not master:
         return
 
     check_same_batches(runs, seeds)
-    if c["earlier"]:  # the earlier study's arms, then this one's (gpt first: every arm is paired with it)
-        earlier = read_earlier(c, seeds, trained)
+    arms = trained  # and before them the earlier study's arms (gpt first: every arm is paired with it)
+    if earlier:
         arms = {name: next(iter(by_seed.values()))["model"] for name, by_seed in earlier.items()} | trained
         runs = {name: (earlier | runs)[name] for name in arms}
-    elif "gpt" in trained:  # some arms, gpt among them: reported alone (every arm is paired with gpt)
-        arms = trained
-    else:
-        raise UserError("a study of some arms (--arms) without gpt is reported beside an earlier one's: give "
-                        "--earlier=PATH to its results.json, or add 'gpt' to --arms")
     title = f"{'ablation' if c['ablation'] else 'next-context prediction'}, {c['dataset']}" + \
         (f", {c['backbone']} block" if c["backbone"] else "")
     summary = summarize(arms, runs, seeds)
     budgets = equal_budgets(summary)
     tests = comparisons(c, summary)
-    stem = os.path.join(c["out_dir"], "ablation" if c["ablation"] else "results")
+    stem = report_stem(c)
     table = markdown(c, summary, seeds, title, tests, budgets)
-    with writing(stem + ".md"), open(stem + ".md", "w") as f:
-        f.write(table)
-    with writing(stem + ".json"), open(stem + ".json", "w") as f:
-        json.dump({"study": "ablation" if c["ablation"] else "main", "seeds": seeds, "config": c,
-                   "same_batches_checked": True, "arms": summary,
-                   "equal_budgets": budgets, "comparisons": tests}, f, indent=1)
+    write_text(stem + ".md", table)
+    write_text(stem + ".json", json.dumps({"study": "ablation" if c["ablation"] else "main", "seeds": seeds,
+                                           "config": c, "same_batches_checked": True, "arms": summary,
+                                           "equal_budgets": budgets, "comparisons": tests}, indent=1))
     png = stem + ".png" if c["ablation"] else os.path.join(c["out_dir"], "curves.png")
     (plot_study_ablation if c["ablation"] else plot_study_curves)(summary, seeds, png, title)
     efficiency_png = os.path.join(c["out_dir"], ("ablation_" if c["ablation"] else "") + "efficiency.png")

@@ -1,8 +1,9 @@
 """
 Configuration, as every entry script reads it: defaults -> config/*.py files -> --key=value
 (parse_config, and --quick), each option's valid values (the CHECKS helpers), and bad input
-reported as one line (UserError, run_main) with writes that fail the same way (writing, and
-atomic_write, the one way a file is replaced).
+reported as one line (UserError, run_main) with writes that fail the same way (writing;
+atomic_write, the one way a file is replaced; new_folder, the one way a folder is, once
+why_not_own has found nothing in it that the script did not write).
 
 No torch here: prepare.py reads its options through this module and needs no second spent
 loading PyTorch.
@@ -10,8 +11,10 @@ loading PyTorch.
 
 import ast
 import difflib
+import fnmatch
 import math
 import os
+import shutil
 import sys
 import types
 from contextlib import contextmanager
@@ -66,6 +69,61 @@ def write_text(path, text):
     with writing(path):
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+# ---------------------------------------------------------------- folders a script replaces
+# A script removes or replaces only what it wrote (docs/bad_input.md, "Removing and replacing"):
+# a folder is its own when it holds nothing but files named as the script names what it writes
+# and, where the script leaves one, its mark (export.py's config.json, compare.py's train.log).
+
+def why_not_own(folder, own, mark=None):
+    """Why a script may not replace or clear folder, in a few words ('it holds notes.txt, src/'),
+    or None where it may: folder is missing or empty, or holds only files whose names match own
+    (fnmatch patterns of what the script writes) and, given mark = (name, is_its(path)), a file
+    of that name that is_its recognises."""
+    if os.path.islink(folder):
+        return "it is a symbolic link"
+    if not os.path.isdir(folder):
+        return "it is a file" if os.path.lexists(folder) else None
+    names = sorted(os.listdir(folder))
+    foreign = [name + "/" * os.path.isdir(path) for name in names
+               if os.path.islink(path := os.path.join(folder, name)) or not os.path.isfile(path)
+               or not any(fnmatch.fnmatchcase(name, pattern) for pattern in own)]
+    if foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        return f"it holds {', '.join(foreign[:3])}{more}"
+    if names and mark:
+        name, is_its = mark
+        if name not in names:
+            return f"it has no {name}"
+        if not is_its(os.path.join(folder, name)):
+            return f"its {name} was written by something else"
+    return None
+
+
+@contextmanager
+def new_folder(target, kept):
+    """A fresh temporary folder beside target (.NAME.tmp-PID) for the with-block to fill, swapped
+    in for target when the block ends well: target renamed aside (.NAME.old-PID), the new folder
+    renamed to it, the old one removed, or put back if that rename fails. A block that fails
+    leaves target as it was and no temporary folder; a failure to write is one line (WriteError)
+    ending with kept. Whoever calls it has checked that target may go (why_not_own)."""
+    parent, name = os.path.split(os.path.normpath(target))
+    tmp, old = (os.path.join(parent, f".{name}.{kind}-{os.getpid()}") for kind in ("tmp", "old"))
+    try:
+        with writing(target, kept):
+            os.makedirs(parent or ".", exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier process of this id that was killed
+            os.makedirs(tmp)
+            yield tmp
+            if os.path.lexists(target):
+                os.replace(target, old)
+            os.replace(tmp, target)
+    finally:
+        if os.path.lexists(old) and not os.path.lexists(target):  # the second rename failed: the old one back
+            os.replace(old, target)
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def run_main(main):

@@ -69,7 +69,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from checkpoint import checkpoint_path, is_pretrained, load_run
+from checkpoint import is_pretrained, load_checkpoint, load_run, pretrained_tokenizer, run_meta
 from configurator import UserError, at_least, parse_config, run_main, write_text
 from dataset import Tokenizer, check_same_tokenizer, load_meta, open_split
 from device import setup_device
@@ -275,7 +275,8 @@ def ppl(mean_nll):
 
 
 def load_dataset(data_root, name, max_tokens):
-    """(ids as a LongTensor, split name, meta) of a prepared dataset: test.bin, else val.bin."""
+    """(ids as a LongTensor, split name, meta) of a prepared dataset: test.bin, else val.bin; a
+    LAMBADA's meta keeps the examples within max_tokens (there must be one)."""
     meta = load_meta(data_root, name)
     split = "test" if os.path.isfile(os.path.join(data_root, name, "test.bin")) else "val"
     data = open_split(data_root, name, split)
@@ -284,7 +285,22 @@ def load_dataset(data_root, name, max_tokens):
     if len(data) < 2:
         raise UserError(f"the {split} split of '{name}' ({os.path.join(data_root, name, split + '.bin')}) has "
                         f"{len(data)} token(s): nothing to score (prepare it again, or raise --max_tokens)")
+    if "examples" in meta:
+        meta = meta | {"examples": [e for e in meta["examples"] if e[2] <= len(data)]}
+        if not meta["examples"]:
+            raise UserError(f"no LAMBADA example of '{name}' fits in --max_tokens={max_tokens}: raise it (0 = all)")
     return torch.from_numpy(data.astype(np.int64)), split, meta
+
+
+def checkpoint_tokenizer(spec):
+    """(meta, vocab_size) of spec as load_run will load it, read now: a damaged or missing
+    checkpoint fails before any other one is evaluated. A train.py run's checkpoint is read
+    whole (once more than load_model reads it); Hugging Face weights' config.json only, their
+    vocab_size (None) checked once they load."""
+    if is_pretrained(spec):
+        return pretrained_tokenizer(spec), None
+    checkpoint = load_checkpoint(spec)
+    return run_meta(checkpoint, spec), checkpoint["model_args"].get("vocab_size")
 
 
 def load_model(spec):
@@ -298,10 +314,10 @@ def load_model(spec):
 
 
 def check_tokenizer(ckpt_meta, meta, spec, name, vocab_size):
-    """The model must read token ids the way the dataset wrote them."""
+    """The model must read token ids the way the dataset wrote them (vocab_size None: not known yet)."""
     check_same_tokenizer(ckpt_meta, meta, spec, f"'{name}'",
                          "evaluate on a dataset prepared with the model's tokenizer")
-    if meta["vocab_size"] > vocab_size:
+    if vocab_size is not None and meta["vocab_size"] > vocab_size:
         raise UserError(f"'{name}' has {meta['vocab_size']} token ids, more than the model's vocab_size={vocab_size}")
 
 
@@ -368,18 +384,28 @@ def print_positions(results, names, datasets):
         print_rows(header, rows)
 
 
+def read_results(path):
+    """The eval.py results already in the JSON file at path, {CKPT: {DATASET or TASK: {...}}}, {}
+    if there is none; a one-line error for a file that is something else (another script's JSON,
+    say), which merging into would spoil."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            merged = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read --json={path} to merge into it ({type(e).__name__}): fix or move it")
+    if not (isinstance(merged, dict) and all(isinstance(res, dict) for res in merged.values())):
+        raise UserError(f"--json={path} does not hold eval.py results ({{checkpoint: {{dataset or task: results}}}}): "
+                        "fix or move it, or give another --json")
+    return merged
+
+
 def merge_json(path, results):
-    """Merge {CKPT: {DATASET or TASK: {...}}} into the JSON file at path: what it holds for other
-    checkpoints, datasets and tasks is kept. Written to a temporary file, then renamed."""
-    merged = {}
-    if os.path.exists(path):
-        try:
-            with open(path) as f:
-                merged = json.load(f)
-        except (OSError, ValueError) as e:
-            raise UserError(f"cannot read --json={path} to merge into it ({type(e).__name__}): fix or move it")
-        if not isinstance(merged, dict):
-            raise UserError(f"--json={path} does not hold eval.py results (not a JSON object): fix or move it")
+    """Merge {CKPT: {DATASET or TASK: {...}}} into the JSON file at path (read_results, read again:
+    another eval.py may have merged meanwhile): what it holds for other checkpoints, datasets and
+    tasks is kept. Written to a temporary file, then renamed."""
+    merged = read_results(path)
     for ckpt, res in results.items():
         merged.setdefault(ckpt, {}).update(res)
     write_text(path, json.dumps(merged, indent=2))
@@ -400,11 +426,14 @@ def main():
     data = {name: load_dataset(c["data_root"], name, c["max_tokens"]) for name in datasets}
     tasks = resolve_tasks(c["tasks"], c["include_path"]) if c["tasks"] else []
     for spec in ckpts:
-        if not is_pretrained(spec):
-            checkpoint_path(spec)
+        ckpt_meta, vocab_size = checkpoint_tokenizer(spec)
+        for d in datasets:
+            check_tokenizer(ckpt_meta, data[d][2], spec, d, vocab_size)
     json_dir = os.path.dirname(c["json"]) or "."
     if c["json"] and not (os.path.isdir(json_dir) and os.access(json_dir, os.W_OK)):
         raise UserError(f"cannot write --json={c['json']}: {json_dir} is not a folder that can be written to")
+    if c["json"]:
+        read_results(c["json"])  # one that is not eval.py's is refused now, not after hours of evaluating
 
     results, names = [], []
     for spec in ckpts:
@@ -425,11 +454,8 @@ def main():
             res[d] = {"ppl": ppl(total / count), "tokens": count, "split": split, "stride": stride}
             print(f"{name} on {d}/{split}: ppl {res[d]['ppl']:.3f} over {count:,} tokens "
                   f"(window {min(block_size, len(ids) - 1)}, stride {stride})", file=sys.stderr)
-            if "examples" in meta:  # LAMBADA: its last words too
-                examples = [e for e in meta["examples"] if e[2] <= len(ids)]
-                if not examples:
-                    raise UserError(f"no LAMBADA example of '{d}' fits in --max_tokens={c['max_tokens']}: "
-                                    "raise it (0 = all)")
+            if "examples" in meta:  # LAMBADA: its last words too (load_dataset kept those within max_tokens)
+                examples = meta["examples"]
                 right, nll = lambada_last_word(model, ids, examples, block_size, c["batch_size"], device, autocast)
                 res[d] |= {"word_ppl": ppl(nll / len(examples)), "acc": right / len(examples),
                            "examples": len(examples)}

@@ -15,19 +15,21 @@ Either way config.json names the run's tokenizer, so that sample.py --init_from=
 --ckpt=DIR read the folder as they read the run.
 
 The folder is written beside DIR under a temporary name and renamed into place at the end: a
-failure leaves nothing half-written, and DIR as it was.
+failure leaves nothing half-written, and DIR as it was. --overwrite=True replaces a folder that
+export.py wrote (only the files it writes, its config.json naming the run's tokenizer); any other
+folder is refused, with nothing touched.
 """
 
 import dataclasses
+import json
 import os
 import shutil
 import sys
-from contextlib import contextmanager
 
 import torch
 
 from checkpoint import EXPORT_TOKENIZER, checkpoint_path, load_run
-from configurator import NOT_EMPTY, UserError, one_of, parse_config, run_main, writing
+from configurator import NOT_EMPTY, UserError, new_folder, one_of, parse_config, run_main, why_not_own
 from variants import BACKBONES
 from dataset import Tokenizer
 from pretrained import GPT2_TRANSPOSED, NEOX_GELU, neox_name
@@ -35,7 +37,7 @@ from pretrained import GPT2_TRANSPOSED, NEOX_GELU, neox_name
 DEFAULTS = dict(
     out_dir="out",     # the train.py run to export (its ckpt.pt)
     hf_dir="",         # the folder to write
-    overwrite=False,   # replace hf_dir if it is not empty
+    overwrite=False,   # replace hf_dir if it holds an earlier export (never a folder export.py did not write)
 )
 
 CHECKS = dict(out_dir=NOT_EMPTY, overwrite=one_of(True, False))  # (hf_dir: main)
@@ -130,39 +132,42 @@ def save_tokenizer(tokenizer, folder, block_size):
 
 # ---------------------------------------------------------------- the folder
 
+# Every file export.py writes (save_model: the remote code, then save_pretrained's config, weights,
+# a large model's shards and their index; save_tokenizer: GPT-2's BPE files, then the tokenizer's
+# save_pretrained, older transformers' files included): all that --overwrite=True ever removes
+EXPORT_FILES = ("config.json", "generation_config.json", "model.safetensors", "model-*-of-*.safetensors",
+                "model.safetensors.index.json", *REMOTE_CODE, *GPT2_BPE, "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", "added_tokens.json")
+
+
+def is_export_config(path):
+    """Whether the config.json at path is one export.py wrote: it names the run's tokenizer
+    (EXPORT_TOKENIZER), whatever the model, in this version and the earlier ones."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and EXPORT_TOKENIZER in config
+
+
 def check_target(target, overwrite, ckpt):
-    """Refuse a target folder that export.py must not write: a file, a folder that is not empty
-    (unless overwrite), one that holds the checkpoint ckpt being exported."""
+    """Refuse a target folder that export.py must not write: a file, one that holds the checkpoint
+    ckpt being exported, one that holds anything export.py did not write (configurator.why_not_own:
+    only its EXPORT_FILES, its config.json among them), and an earlier export unless overwrite. A
+    missing or empty folder is written."""
     if not target:
         raise UserError("name the folder to write: --hf_dir=DIR")
     if os.path.exists(target) and not os.path.isdir(target):
         raise UserError(f"--hf_dir={target} is a file: give a folder to write the model into")
     if os.path.realpath(ckpt).startswith(os.path.realpath(target) + os.sep):
         raise UserError(f"--hf_dir={target} holds the run being exported ({ckpt}): give another folder")
+    why = why_not_own(target, EXPORT_FILES, ("config.json", is_export_config))
+    if why:
+        raise UserError(f"--hf_dir={target} is not a folder that export.py wrote ({why}): choose another --hf_dir, "
+                        "or empty or remove it yourself")
     if os.path.isdir(target) and os.listdir(target) and not overwrite:
         raise UserError(f"--hf_dir={target} is not empty: give a new folder, or --overwrite=True to replace it")
-
-
-@contextmanager
-def new_folder(target):
-    """A fresh temporary folder beside target for the with-block to fill, renamed to target when
-    the block ends well (replacing what is there: check_target) and removed when it does not:
-    target is either as it was or complete."""
-    target = os.path.normpath(target)
-    tmp, old = f"{target}.tmp.{os.getpid()}", f"{target}.old.{os.getpid()}"
-    try:
-        with writing(target, "; nothing was written"):
-            shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier process of this id that was killed
-            os.makedirs(tmp)
-            yield tmp
-            if os.path.isdir(target) and os.listdir(target):  # a rename replaces an empty folder only
-                os.replace(target, old)
-            os.replace(tmp, target)
-    finally:
-        if os.path.isdir(old) and not os.path.exists(target):  # the last rename failed: put target back
-            os.replace(old, target)
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_model(model, tokenizer, folder):
@@ -216,10 +221,11 @@ def main():
     hf_logging.disable_progress_bar()
     model, meta, _ = load_run(ckpt, hf=False)
     model, tokenizer = model.eval(), Tokenizer(meta)
-    with new_folder(c["hf_dir"]) as folder:
+    with new_folder(c["hf_dir"], "; nothing was written") as folder:
         what = save_model(model, tokenizer, folder)
         tokenizer_line = save_tokenizer(tokenizer, folder, model.config.block_size)
         difference, T = loaded_difference(model, folder)
+        check_target(c["hf_dir"], c["overwrite"], ckpt)  # again: what is there now is what the swap removes
     print(f"wrote {c['hf_dir']}: {what}")
     print(f"loaded back by transformers, its logits are within {difference:.2g} of the run's on {T} tokens")
     print(tokenizer_line)

@@ -38,7 +38,7 @@ from PIL import Image  # noqa: E402  (a dependency of matplotlib)
 from torch.nn import functional as F  # noqa: E402
 
 from checkpoint import load_run  # noqa: E402
-from configurator import UserError, WriteError, parse_config, run_main  # noqa: E402
+from configurator import UserError, WriteError, atomic_write, parse_config, run_main  # noqa: E402
 from dataset import Tokenizer  # noqa: E402
 from device import setup_device  # noqa: E402
 
@@ -67,18 +67,19 @@ def read_log(run_dir):
 
 
 def save_figure(fig, path):
-    """Save a matplotlib figure as a compact PNG and close it. Plots use few colours, so a
-    128-colour palette looks the same at a quarter of the size (figures live in the repo)."""
+    """Save a matplotlib figure as a compact PNG at path (a .png: no other file is ever replaced by
+    a figure) and close it, atomically (configurator.atomic_write: a failed write leaves the file
+    there as it was). Plots use few colours, so a 128-colour palette looks the same at a quarter
+    of the size (figures live in the repo)."""
+    if not path.lower().endswith(".png"):
+        plt.close(fig)
+        raise WriteError(f"cannot write {path}: a figure is a PNG file, give a path ending in .png")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     image = Image.open(buf).convert("RGB").quantize(colors=128)
-    try:
-        image.save(path, optimize=True)
-    except (OSError, ValueError) as e:  # no such folder, no permission, a full disk; an unknown extension
-        raise WriteError(f"cannot write {path} ({getattr(e, 'strerror', None) or e}): give a .png path in an "
-                         "existing folder that can be written") from e
+    atomic_write(path, lambda f: image.save(f, format="PNG", optimize=True))
 
 
 CURVES_DEFAULTS = dict(

@@ -27,11 +27,12 @@ own goes to NAME_<tokenizer>/ (wikitext_neox, lambada_neox, pile_gpt2), so both 
 Everything is written into a temporary sibling folder that is renamed into place at the end, so
 an interrupted run never leaves a folder that looks complete (the Hugging Face datasets, pile
 and openwebtext, also keep what they downloaded and tokenized in the Hugging Face cache, so a
-second run picks up where the first stopped). meta.json holds: dataset, tokenizer ("char", "gpt2"
-or "neox"), vocab_size, source, <split>_tokens for each split written, and chars (char),
-tokenizer_path (neox), eot_token (where <|endoftext|> follows each document), examples (lambada),
-and for instruction data (alpaca) template and <split>_examples, with the examples' bounds in
-<split>.examples.npy.
+second run picks up where the first stopped). A folder already there is replaced only if
+prepare.py wrote it (it holds nothing but the files below), which is checked before any work.
+meta.json holds: dataset, tokenizer ("char", "gpt2" or "neox"), vocab_size, source,
+<split>_tokens for each split written, and chars (char), tokenizer_path (neox), eot_token (where
+<|endoftext|> follows each document), examples (lambada), and for instruction data (alpaca)
+template and <split>_examples, with the examples' bounds in <split>.examples.npy.
 """
 
 import difflib
@@ -39,12 +40,11 @@ import functools
 import glob
 import json
 import os
-import shutil
 import sys
 
 import numpy as np
 
-from configurator import UserError, at_least, between, parse_config, run_main, writing
+from configurator import UserError, at_least, between, new_folder, parse_config, run_main, why_not_own
 from dataset import PYTHIA_TOKENIZER, gpt2_encoding, neox_tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -194,39 +194,38 @@ def write_split(path, ids):
     return arr_len
 
 
+# the files prepare.py writes into <data_root>/<NAME>/ (save): all that replacing a dataset removes
+DATASET_FILES = ("meta.json", "train.bin", "val.bin", "test.bin", "train.examples.npy", "val.examples.npy")
+
+
+def check_dataset_folder(data_root, name):
+    """Refuse, in one line, to replace <data_root>/<name> unless prepare.py wrote it: missing,
+    empty, or holding nothing but DATASET_FILES (a damaged dataset included: prepare it again)."""
+    folder = os.path.join(data_root, name)
+    why = why_not_own(folder, DATASET_FILES)
+    if why:
+        raise UserError(f"{folder} is not a dataset that prepare.py wrote ({why}): move it away, or give "
+                        "another --data_root")
+
+
 def save(data_root, name, splits, meta, examples=None):
     """Write each split to <split>.bin (and for instruction data its examples' bounds to
     <split>.examples.npy) and then meta.json into a temporary sibling folder, and only then swap
-    it in for <data_root>/<name>/: an interrupted run, or one that cannot write (a full disk: a
-    one-line error), leaves the old one as it was."""
+    it in for <data_root>/<name>/ (configurator.new_folder) if check_dataset_folder still allows
+    it: an interrupted run, or one that cannot write (a full disk: a one-line error), leaves the
+    old one as it was."""
     final = os.path.join(data_root, name)
-    tmp = os.path.join(data_root, f".{name}.tmp-{os.getpid()}")
-    old = os.path.join(data_root, f".{name}.old-{os.getpid()}")
-    try:
-        with writing(final, "; any previous dataset there is unchanged"):
-            os.makedirs(data_root, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-            os.makedirs(tmp)
-            meta = {"dataset": name, **meta}
-            for split, ids in splits.items():
-                n = meta[f"{split}_tokens"] = write_split(os.path.join(tmp, f"{split}.bin"), ids)
-                if n == 0:
-                    raise UserError(f"{name}: the {split} split came out empty: give it more text")
-            for split, bounds in (examples or {}).items():
-                np.save(os.path.join(tmp, f"{split}.examples.npy"), np.asarray(bounds, dtype=np.int64))
-            with open(os.path.join(tmp, "meta.json"), "w") as f:  # one key a line, lists kept on theirs
-                f.write("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items()) + "\n}\n")
-            if os.path.exists(final):
-                os.rename(final, old)
-            try:
-                os.rename(tmp, final)
-            except OSError:  # put the old one back
-                if os.path.exists(old):
-                    os.rename(old, final)
-                raise
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with new_folder(final, "; any previous dataset there is unchanged") as tmp:
+        meta = {"dataset": name, **meta}
+        for split, ids in splits.items():
+            n = meta[f"{split}_tokens"] = write_split(os.path.join(tmp, f"{split}.bin"), ids)
+            if n == 0:
+                raise UserError(f"{name}: the {split} split came out empty: give it more text")
+        for split, bounds in (examples or {}).items():
+            np.save(os.path.join(tmp, f"{split}.examples.npy"), np.asarray(bounds, dtype=np.int64))
+        with open(os.path.join(tmp, "meta.json"), "w") as f:  # one key a line, lists kept on theirs
+            f.write("{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items()) + "\n}\n")
+        check_dataset_folder(data_root, name)  # (main checked it before any work) what is there now is what goes
     for split in splits:
         print(f"{split}: {meta[f'{split}_tokens']:,} tokens")
     print(f"wrote {final}/ ({meta['tokenizer']} tokenizer, vocab_size {meta['vocab_size']})")
@@ -287,7 +286,8 @@ def text(config):
             raise UserError(f"--files: {path} not found (give existing files or folders, comma-separated)")
     tok = chosen_bpe(config)
     meta = bpe_meta(tok, eot=True)
-    docs = [bpe(read_text(f), tok, eot=True) for f in files]
+    texts = [read_text(f) for f in files]  # each file read (and checked: UTF-8) before any is tokenized
+    docs = [bpe(text, tok, eot=True) for text in texts]
     if len(docs) >= 10:
         train, val = split_90_10(docs)
         splits = {"train": [i for d in train for i in d], "val": [i for d in val for i in d]}
@@ -517,6 +517,12 @@ DATASETS = {
 }
 
 
+def dataset_folder(name, tokenizer, own_tokenizer):
+    """The folder under data_root of dataset name in tokenizer: a dataset in another tokenizer than
+    its own (--tokenizer, alpaca --ckpt: the checkpoint's) goes next to it, NAME_<tokenizer>."""
+    return name if tokenizer == own_tokenizer else f"{name}_{tokenizer}"
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     names = ", ".join(DATASETS)
@@ -544,10 +550,10 @@ def main(argv=None):
         raise UserError("--tokenizer_path applies to the neox tokenizer: add --tokenizer=neox")
     path = os.path.expanduser(config["tokenizer_path"])
     config["tokenizer_path"] = os.path.abspath(path) if os.path.isdir(path) else path  # meta.json works from anywhere
+    if not config["ckpt"]:  # the folder to replace, before any work (alpaca --ckpt's tokenizer is the run's)
+        check_dataset_folder(config["data_root"], dataset_folder(name, config["tokenizer"], own_tokenizer))
     splits, meta, *bounds = prepare(config)  # instruction data also gives its examples' bounds
-    # a dataset in another tokenizer than its own (alpaca --ckpt: the checkpoint's) goes next to it
-    folder = name if meta["tokenizer"] == own_tokenizer else f"{name}_{meta['tokenizer']}"
-    save(config["data_root"], folder, splits, meta, *bounds)
+    save(config["data_root"], dataset_folder(name, meta["tokenizer"], own_tokenizer), splits, meta, *bounds)
 
 
 if __name__ == "__main__":

@@ -187,6 +187,9 @@ CASES = [
     case("eval-bin-id-beyond-vocab", "eval.py", [*EVAL, "--data_root={bad}/data_big_id"], "vocab_size is"),
     case("eval-checkpoint-truncated", "eval.py", [*EVAL, "--ckpt={bad}/truncated"], "truncated or corrupt"),
     case("eval-json-not-writable", "eval.py", [*EVAL, "--json=out/ckpt.pt/results.json"], "cannot write --json"),
+    case("eval-json-not-eval-results", "eval.py", [*EVAL, "--json={bad}/report/results.json"],
+         "--json={bad}/report/results.json does not hold eval.py results", "give another --json"),
+    case("eval-second-checkpoint-truncated", "eval.py", [*EVAL, "--ckpt=out,{bad}/truncated"], "truncated or corrupt"),
 
     # prepare.py
     case("prepare-val_fraction-1.5", "prepare.py", ["openwebtext", "--val_fraction=1.5"],
@@ -201,6 +204,10 @@ CASES = [
          "is not UTF-8 text"),
     case("prepare-data_root-is-a-file", "prepare.py", ["shakespeare_char", "--data_root=out/ckpt.pt",
                                                        "--source={bad}/tiny.txt"], "cannot write out/ckpt.pt"),
+    case("prepare-folder-not-its-own", "prepare.py", ["shakespeare_char", "--data_root={bad}/project",
+                                                      "--source={bad}/tiny.txt"],
+         "{bad}/project/shakespeare_char is not a dataset that prepare.py wrote (it holds notes.txt)",
+         "move it away, or give another --data_root"),
     case("prepare-disk-full", "prepare.py", ["shakespeare_char", "--data_root=data", "--source={bad}/tiny.txt"],
          "cannot write data/shakespeare_char", "No space left on device", "previous dataset there is unchanged",
          fault="disk full at meta.json"),
@@ -233,25 +240,42 @@ CASES = [
     case("compare-arms-unknown", "compare.py", [*COMPARE, "--arms=['gpt3']"], "this study's arms are gpt, contextlm"),
     case("compare-earlier-missing", "compare.py", [*COMPARE, "--arms=['contextlm']", "--earlier={bad}/nowhere.json"],
          "not a results.json that compare.py wrote"),
+    case("compare-earlier-not-json", "compare.py", [*COMPARE, "--arms=['contextlm']", "--earlier={bad}/tiny.txt"],
+         "--earlier={bad}/tiny.txt: not a results.json that compare.py wrote (JSONDecodeError"),
+    case("compare-earlier-is-its-report", "compare.py", [*COMPARE, "--arms=['contextlm']", "--out_dir={bad}/report",
+                                                         "--earlier={bad}/report/results.json"],
+         "is the report this study writes"),
+    case("compare-arms-without-gpt", "compare.py", [*COMPARE, "--arms=['contextlm']"], "without gpt",
+         "give --earlier=PATH"),
+    case("compare-run-folder-not-its-own", "compare.py", [*COMPARE, "--out_dir={bad}/study"],
+         "{bad}/study/gpt-s1337 is not a run that compare.py started (it has no train.log)", "move it away"),
+    case("compare-report-not-its-own", "compare.py", [*COMPARE, "--out_dir={bad}/eval"],
+         "{bad}/eval/results.json is not a report that compare.py wrote", "give another --out_dir"),
     case("compare-out_dir-is-a-file", "compare.py", [*COMPARE, "--out_dir=out/ckpt.pt"], "cannot write out/ckpt.pt"),
 
     # export.py (refused before the run is loaded; a folder that fails half-way is not left)
     case("export-no-run", "export.py", ["--out_dir=nowhere", "--hf_dir=hf"], "no checkpoint at nowhere/ckpt.pt"),
     case("export-no-hf_dir", "export.py", EXPORT, "name the folder to write: --hf_dir=DIR"),
-    case("export-hf_dir-not-empty", "export.py", [*EXPORT, "--hf_dir=data"], "--hf_dir=data is not empty",
-         "--overwrite=True"),
+    case("export-hf_dir-not-its-own", "export.py", [*EXPORT, "--hf_dir=data"],
+         "--hf_dir=data is not a folder that export.py wrote (it holds shakespeare_char/)", "choose another --hf_dir"),
+    case("export-overwrite-not-its-own", "export.py", [*EXPORT, "--hf_dir=data", "--overwrite=True"],
+         "--hf_dir=data is not a folder that export.py wrote (it holds shakespeare_char/)"),
+    case("export-overwrite-hf-model", "export.py", [*EXPORT, "--hf_dir={bad}/llama", "--overwrite=True"],
+         "its config.json was written by something else"),
     case("export-hf_dir-is-a-file", "export.py", [*EXPORT, "--hf_dir=out/ckpt.pt"], "--hf_dir=out/ckpt.pt is a file"),
     case("export-hf_dir-holds-the-run", "export.py", [*EXPORT, "--hf_dir=.", "--overwrite=True"],
          "holds the run being exported (out/ckpt.pt)"),
     case("export-hf_dir-under-a-file", "export.py", [*EXPORT, "--hf_dir=out/ckpt.pt/hf"],
          "cannot write out/ckpt.pt/hf", "nothing was written"),
-    case("export-disk-full", "export.py", [*EXPORT, "--hf_dir=data", "--overwrite=True"], "cannot write data",
+    case("export-disk-full", "export.py", [*EXPORT, "--hf_dir=hf"], "cannot write hf",
          "No space left on device", "nothing was written", fault="disk full at config.json"),
 
     # plot.py
     case("plot-log-without-rows", "plot.py", ["curves", "--runs={bad}/garbage_log"], "no evaluation rows"),
     case("plot-out-folder-missing", "plot.py", ["curves", "--runs=out", "--out=nowhere/curves.png"],
          "cannot write nowhere/curves.png"),
+    case("plot-out-not-png", "plot.py", ["curves", "--runs=out", "--out=out/ckpt.pt"],
+         "cannot write out/ckpt.pt: a figure is a PNG file"),
     case("plot-checkpoint-random", "plot.py", ["attention", "--ckpt={bad}/random", "--prompt=First"],
          "is not a torch file"),
     case("plot-layer", "plot.py", ["attention", "--ckpt=out", "--prompt=First", "--layer=9"],
@@ -317,6 +341,15 @@ def inputs(tmp_path_factory):
     data_root("data_empty_val", "val.bin", lambda b: b"")
     (bad / "garbage_log").mkdir()
     (bad / "garbage_log" / "log.jsonl").write_text('[1, 2]\n{"loss": 3.0}\nnot json\n')
+    # folders and files a script must not replace: a user's folder where a dataset would go, a
+    # train.py run of the user's where compare.py's run would, JSON reports of compare.py and eval.py
+    (bad / "project" / "shakespeare_char").mkdir(parents=True)
+    (bad / "project" / "shakespeare_char" / "notes.txt").write_text("mine\n")
+    shutil.copytree(good / "out", bad / "study" / "gpt-s1337")
+    (bad / "report").mkdir()
+    (bad / "report" / "results.json").write_text('{"study": "main", "seeds": [1337], "arms": {}}')
+    (bad / "eval").mkdir()
+    (bad / "eval" / "results.json").write_text('{"out": {"shakespeare_char": {"ppl": 3.5}}}')
     (bad / "no_tiktoken").mkdir()
 
     # Hugging Face folders: a tiny GPT-2 (with its weights also as a bare pytorch_model.bin), the
@@ -426,7 +459,7 @@ def test_bad_input_is_one_line(case, results, inputs, request):
 
 # one case a script, those that load the most (transformers, a fault planted with python -c)
 COMMANDS = ["train-bin-id-beyond-vocab", "sample-hf-llama", "eval-bin-empty", "prepare-disk-full", "bench-heads",
-            "compare-no-decay", "plot-checkpoint-random", "export-hf_dir-not-empty"]
+            "compare-no-decay", "plot-checkpoint-random", "export-hf_dir-not-its-own"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -565,14 +598,14 @@ def test_dataset_swap_that_fails_puts_the_old_one_back(tmp_path, monkeypatch, ca
     prepare.main(["shakespeare_char", f"--data_root={data_root}", f"--source={source}"])
     folder = data_root / "shakespeare_char"
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    real_rename = os.rename
+    real_replace = os.replace
 
-    def rename(src, dst):
+    def replace(src, dst):
         if ".tmp-" in str(src):  # the new folder into place
             raise OSError(28, "No space left on device")
-        return real_rename(src, dst)
+        return real_replace(src, dst)
 
-    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(SystemExit) as exit:
         run_main(lambda: prepare.main(["shakespeare_char", f"--data_root={data_root}", f"--source={source}"]))
     monkeypatch.undo()

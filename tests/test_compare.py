@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import run_script
+from conftest import assert_one_line_error, cli, run_script
 
 import compare
 import train
@@ -193,6 +193,86 @@ def test_bad_study_is_refused_before_training(char_data, tmp_path, args, message
     with pytest.raises(UserError, match=message):
         compare.main(quick_args(char_data, tmp_path / "out", *args))
     assert not (tmp_path / "out").exists()
+
+
+def folder_bytes(folder):
+    """{path under folder: its bytes, or None for a folder}: all a folder holds, to compare."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+EARLIER_STUDY = '{"study": "main", "config": {"learning_rate": 0.5}, "seeds": [1337], "arms": {}}'
+DAMAGED_STUDY = '{"study": "main", "config": {}, "seeds": [1337], "arms": {"gpt": {"model": {}}}}'
+EVAL_RESULTS = '{"out": {"shakespeare_char": {"ppl": 3.5}}}'
+CONTEXTLM = "--arms=['contextlm']"
+# Issue 34: each was found only after every run had trained (hours at a real study's size), or the
+# run's folder or the report it replaced was not compare.py's. {case: (files planted in the study's
+# folder {out}, the arguments, what the one line says)}
+BEFORE_TRAINING = {
+    "earlier missing": ({}, [CONTEXTLM, "--earlier={out}/missing.json"],
+                        ["missing.json: not a results.json that compare.py wrote (FileNotFoundError"]),
+    "earlier not JSON": ({"e.json": "gpt: 1.2"}, [CONTEXTLM, "--earlier={out}/e.json"],
+                         ["e.json: not a results.json that compare.py wrote (JSONDecodeError"]),
+    "earlier eval.py's": ({"e.json": EVAL_RESULTS}, [CONTEXTLM, "--earlier={out}/e.json"],
+                          ["not a results.json that compare.py wrote (KeyError: 'config')"]),
+    "earlier arm damaged": ({"e.json": DAMAGED_STUDY}, [CONTEXTLM, "--earlier={out}/e.json"],
+                            ["not a results.json that compare.py wrote (KeyError: 'params')"]),
+    "earlier other settings": ({"e.json": EARLIER_STUDY}, [CONTEXTLM, "--earlier={out}/e.json"],
+                               ["cannot be paired with this study: its learning_rate=0.5"]),
+    "earlier is the report": ({"results.json": EARLIER_STUDY}, [CONTEXTLM, "--earlier={out}/results.json"],
+                              ["is the report this study writes: give another --out_dir"]),
+    "arms without gpt": ({}, [CONTEXTLM], ["without gpt", "give --earlier=PATH"]),
+    "report eval.py's": ({"results.json": EVAL_RESULTS}, [],
+                         ["results.json is not a report that compare.py wrote", "give another --out_dir"]),
+    "run a train.py run": ({"gpt-s1337/ckpt.pt": "weights", "gpt-s1337/log.jsonl": "{}\n"}, [],
+                           ["gpt-s1337 is not a run that compare.py started (it has no train.log): move it away"]),
+    "run with a user's file": ({"contextlm-s1337/train.log": "", "contextlm-s1337/notes.txt": "mine"}, [],
+                               ["contextlm-s1337 is not a run that compare.py started (it holds notes.txt)"]),
+}
+
+
+@pytest.mark.parametrize("case", BEFORE_TRAINING)
+def test_inputs_and_outputs_are_checked_before_any_run_trains(case, char_data, tmp_path, capsys, monkeypatch):
+    """Each case is one line before the first run trains (training fails the test), and every file
+    in the study's folder is as it was."""
+    out = tmp_path / "study"
+    out.mkdir()
+    files, args, needles = BEFORE_TRAINING[case]
+    for name, text in files.items():
+        write(out / name, text)
+    before = folder_bytes(tmp_path)
+    monkeypatch.setattr(compare, "train_run", lambda cfg, master: pytest.fail(f"{cfg['out_dir']} trained"))
+    status, _, err = cli(capsys, compare, *quick_args(char_data, out, *(a.format(out=out) for a in args)))
+    assert_one_line_error(status, err, *needles)
+    assert folder_bytes(tmp_path) == before
+
+
+def test_a_run_is_cleared_only_if_compare_started_it(char_data, tmp_path):
+    """train_run starts a run over: it clears the run's folder only when compare.py started it
+    (train.log) and it holds nothing but a run's files, then trains; a train.py run of the user's,
+    or a file of the user's beside a partial run, is refused and left byte for byte."""
+    c = compare.study_config(quick_args(char_data, tmp_path, "--max_iters=2", "--eval_interval=2",
+                                        "--warmup_iters=1"))
+    cfg = compare.run_config(c, "gpt", compare.arms_of(c)["gpt"], 1337)
+    run = tmp_path / "gpt-s1337"
+    write(run / "ckpt.pt", "a user's checkpoint")
+    write(run / "log.jsonl", "{}\n")
+    for why in ("it has no train.log", "it holds notes.txt"):
+        before = folder_bytes(run)
+        with pytest.raises(UserError, match=re.escape(f"is not a run that compare.py started ({why})")):
+            compare.train_run(cfg, master=True)
+        assert folder_bytes(run) == before
+        write(run / "train.log", "step 0\n")
+        write(run / "notes.txt", "mine")
+    (run / "notes.txt").unlink()
+    compare.train_run(cfg, master=True)  # a partial run of compare.py's: cleared, trained again
+    assert sorted(p.name for p in run.iterdir()) == ["ckpt.pt", "log.jsonl", "run.json", "train.log"]
+    assert compare.finished(cfg) is not None and (run / "ckpt.pt").read_bytes().startswith(b"PK")
 
 
 def test_quick_study_on_pythias_block(char_data, tmp_path, capsys):

@@ -10,6 +10,7 @@ rows of tests/test_bad_input.py). Tiny models, CPU, offline."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict
@@ -20,6 +21,7 @@ from conftest import assert_one_line_error, cli, run_in_process, sharp_model, wr
 from torch.nn import functional as F
 
 from checkpoint import EXPORT_MODEL_TYPE, EXPORT_TOKENIZER, model_from_hf, pretrained_tokenizer, save_checkpoint
+from configurator import why_not_own
 from variants import BACKBONES
 from dataset import Tokenizer, load_meta, same_tokenizer
 import eval as eval_script
@@ -47,6 +49,12 @@ def export_run(root, model, meta, *args):
                            str(run / "ckpt.pt"))
     assert run_in_process(export.main, f"--out_dir={run}", f"--hf_dir={hf}", *args) == 0
     return run, hf
+
+
+def assert_export_own(hf):
+    """Every file in the folder is one export.py knows it writes (EXPORT_FILES), its config.json
+    its own: --overwrite=True may replace the folder."""
+    assert why_not_own(str(hf), export.EXPORT_FILES, ("config.json", export.is_export_config)) is None, os.listdir(hf)
 
 
 def load_hf(hf):
@@ -100,6 +108,7 @@ def test_exported_model_gives_our_logits_and_tokens(case, tmp_path):
     remote = expected == "ContextLMForCausalLM"
     assert ("auto_map" in config) == remote and (hf / "model.py").exists() == remote
     assert not (hf / "tokenizer.json").exists()  # characters: no tokenizer
+    assert_export_own(hf)
     hf_model = load_hf(hf)
     assert type(hf_model).__name__ == expected
     idx = torch.randint(0, len(CHARS), (2, 16), generator=torch.Generator().manual_seed(0))
@@ -193,6 +202,7 @@ torch.save(dict(ids=ids, logits=logits), {str(out)!r})
     assert generation["suppress_tokens"] == list(range(50257, 50304)) and generation["eos_token_id"] == 50256
     assert pretrained_tokenizer(str(hf)) == {"tokenizer": "gpt2"}
     assert EXPORT_MODEL_TYPE == load_hf(hf).config.model_type == "contextlm"
+    assert_export_own(hf)
 
 
 def test_neox_export_has_the_run_tokenizer(neox_tokenizer_dir, tmp_path):
@@ -209,6 +219,7 @@ def test_neox_export_has_the_run_tokenizer(neox_tokenizer_dir, tmp_path):
         assert theirs(text).input_ids == ids and theirs.decode(ids) == ours.decode(ids)
     exported = pretrained_tokenizer(str(hf))
     assert exported == {"tokenizer": "neox", "tokenizer_path": str(hf)} and same_tokenizer(exported, meta)
+    assert_export_own(hf)
     hf_model = load_hf(hf)
     idx = torch.tensor([ours.encode(TEXTS[2])])
     assert max_logit_difference(model, hf_model, idx) <= 1e-5
@@ -269,14 +280,19 @@ def test_sample_and_eval_read_the_folder_as_the_run(char_data, tmp_path, capsys)
 
 # ---------------------------------------------------------------- 5. bad input
 
+def folder_bytes(folder):
+    """{path under folder: its bytes, or None for a folder}: all a folder holds, to compare."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
 def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path, capsys, monkeypatch):
-    """--overwrite=True replaces a folder only once the new one is complete: a write that fails
-    halfway (the weights written, the tokenizer not) is one line and leaves the old folder as it
-    was and no temporary folder; one that succeeds leaves nothing of the old one (a stray file)
-    and says what it wrote. (Each one-line refusal is a row of tests/test_bad_input.py.)"""
+    """--overwrite=True replaces an earlier export only once the new one is complete: a write that
+    fails halfway (the weights written, the tokenizer not) is one line and leaves the old folder as
+    it was and no temporary folder; one that succeeds says what it wrote. (Each one-line refusal
+    is a row of tests/test_bad_input.py.)"""
     model = sharp_model(SMALL, seed=7)
     run, hf = export_run(tmp_path, model, CHAR_META)
-    before = sorted(os.listdir(hf))
+    before = folder_bytes(hf)
 
     def disk_full(*args):
         raise OSError(28, "No space left on device")
@@ -284,12 +300,57 @@ def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(export, "save_tokenizer", disk_full)
     status, _, err = cli(capsys, export, f"--out_dir={run}", f"--hf_dir={hf}", "--overwrite=True")
     assert_one_line_error(status, err, f"cannot write {hf} (No space left on device)", "nothing was written")
-    assert sorted(os.listdir(hf)) == before and sorted(os.listdir(tmp_path)) == ["hf", "run"]
+    assert folder_bytes(hf) == before and sorted(os.listdir(tmp_path)) == ["hf", "run"]
     monkeypatch.undo()
-    (hf / "stray.txt").write_text("from before")
     status, out, err = cli(capsys, export, f"--out_dir={run}", f"--hf_dir={hf}", "--overwrite=True")
     assert status == 0, err
-    assert sorted(os.listdir(hf)) == before and sorted(os.listdir(tmp_path)) == ["hf", "run"]
+    assert sorted(os.listdir(hf)) == sorted(before) and sorted(os.listdir(tmp_path)) == ["hf", "run"]
     wrote, check, tokenizer = out.strip().splitlines()
     assert wrote.startswith(f"wrote {hf}: a ContextLM") and tokenizer.startswith("no tokenizer: a character-level")
     assert check == "loaded back by transformers, its logits are within 0 of the run's on 16 tokens"  # the same code
+
+
+def test_overwrite_replaces_only_a_folder_export_wrote(gpt2_export, tmp_path, capsys):
+    """Issue 34: `--hf_dir=data --overwrite=True` replaced every prepared dataset in data/, and
+    `--hf_dir=../other-project` a whole project. Now a folder holding anything export.py does not
+    write (a subfolder, a file of the user's beside an export, a Hugging Face model that
+    save_pretrained wrote, whose config.json does not name the run's tokenizer) is refused in one
+    line naming the fix, and every byte of it is as it was; an empty folder is written into; an
+    earlier export, of another kind too, is replaced whole: a GPT-2 export's tokenizer files go
+    with it, nothing of it is left beside the character-level ContextLM written over it."""
+    run, _ = export_run(tmp_path, sharp_model(SMALL, seed=8), CHAR_META)
+    data = tmp_path / "data"
+    (data / "shakespeare_char").mkdir(parents=True)
+    (data / "shakespeare_char" / "meta.json").write_text('{"tokenizer": "char"}')
+    (data / "tinyshakespeare.txt").write_text("First Citizen:\n")
+    project = tmp_path / "other-project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "model.py").write_text("print('mine')\n")
+    (project / "config.json").write_text("{}")
+    card = tmp_path / "with-card"
+    shutil.copytree(gpt2_export[2], card)
+    (card / "README.md").write_text("# my model card\n")
+    from transformers import GPT2Config, GPT2LMHeadModel
+    stock = tmp_path / "stock"
+    GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=16, n_embd=16, n_layer=1, n_head=2)).save_pretrained(stock)
+    for folder, why in ((data, "it holds shakespeare_char/, tinyshakespeare.txt"),
+                        (project, "it holds src/"), (card, "it holds README.md"),
+                        (stock, "its config.json was written by something else")):
+        before = folder_bytes(folder)
+        for overwrite in (True, False):
+            status, _, err = cli(capsys, export, f"--out_dir={run}", f"--hf_dir={folder}", f"--overwrite={overwrite}")
+            assert_one_line_error(status, err, f"--hf_dir={folder} is not a folder that export.py wrote ({why}): "
+                                  "choose another --hf_dir, or empty or remove it yourself")
+            assert folder_bytes(folder) == before
+    assert sorted(os.listdir(tmp_path)) == ["data", "hf", "other-project", "run", "stock", "with-card"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli(capsys, export, f"--out_dir={run}", f"--hf_dir={empty}")[0] == 0
+    earlier = tmp_path / "earlier"
+    shutil.copytree(gpt2_export[2], earlier)
+    status, _, err = cli(capsys, export, f"--out_dir={run}", f"--hf_dir={earlier}")
+    assert_one_line_error(status, err, f"--hf_dir={earlier} is not empty", "--overwrite=True")
+    assert (earlier / "vocab.json").exists()
+    assert cli(capsys, export, f"--out_dir={run}", f"--hf_dir={earlier}", "--overwrite=True")[0] == 0
+    assert folder_bytes(earlier) == folder_bytes(empty)  # the same run, written over the GPT-2 export

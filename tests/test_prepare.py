@@ -245,11 +245,11 @@ def test_prepare_does_not_import_torch(tmp_path, neox_tokenizer_dir):
     """Preparing data needs no PyTorch: importing prepare.py, and preparing shakespeare_char with
     it, leave torch unloaded (a module-level `import torch` in configurator.py, dataset.py or
     prepare.py fails here); so does the NeoX BPE, through a Hugging Face dataset (pile)."""
-    write_jsonl(tmp_path / "pile" / "train.jsonl", ["a train document"])
+    write_jsonl(tmp_path / "pile_source" / "train.jsonl", ["a train document"])  # (not the pile/ it writes)
     code = ("import sys, prepare; assert 'torch' not in sys.modules, 'import prepare loaded torch'; "
             f"prepare.main(['shakespeare_char', '--data_root={tmp_path}']); "
             "assert 'torch' not in sys.modules, 'preparing shakespeare_char loaded torch'; "
-            f"prepare.main(['pile', '--data_root={tmp_path}', '--source={tmp_path / 'pile'}', '--splits=train', "
+            f"prepare.main(['pile', '--data_root={tmp_path}', '--source={tmp_path / 'pile_source'}', '--splits=train', "
             f"'--tokenizer_path={neox_tokenizer_dir}', '--num_proc=1']); "
             "assert 'torch' not in sys.modules, 'preparing pile in the neox tokenizer loaded torch'")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
