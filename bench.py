@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from configurator import (SEED, UserError, at_least, check_options, counts, expand_quick, one_of,  # noqa: E402
-                          parse_config, run_main, writing)
+                          parse_config, run_main, write_text)
 from variants import BACKBONES, backbone_fields, model_variants  # noqa: E402
 from device import peak_flops, setup_device, synchronize  # noqa: E402
 from engine import DecodingState, Engine  # noqa: E402
@@ -132,12 +132,29 @@ def resolve(config):
                         f"block_size={c['block_size']}: shorten --gen_lengths or --prompt_len")
     if not c["json"]:
         c["json"] = os.path.join(c["out_dir"], "bench.json")
+    check_results_file(c["json"])
     try:
         for model_args in model_args_of(c).values():
             GPTConfig(**model_args)
     except ValueError as e:
         raise UserError(f"invalid model shape: {e}")
     return c
+
+
+def check_results_file(path):
+    """Refuse, before measuring, a --json that would replace a file bench.py did not write (the
+    plot goes beside it, with .png for .json)."""
+    if not path.endswith(".json"):
+        raise UserError(f"--json={path}: the results are a .json file (the plot goes beside it as .png)")
+    if not os.path.lexists(path):
+        return
+    try:
+        with open(path) as f:
+            earlier = json.load(f)
+    except (OSError, ValueError):
+        earlier = None
+    if not (isinstance(earlier, dict) and "settings" in earlier):
+        raise UserError(f"{path} is not a bench.py result: move it away, or give another --json")
 
 
 def model_args_of(c):
@@ -480,10 +497,7 @@ def save(results):
     """Write the JSON and, next to it, the plot; their paths."""
     json_path = results["settings"]["json"]
     png_path = os.path.splitext(json_path)[0] + ".png"
-    with writing(json_path):
-        os.makedirs(os.path.dirname(json_path) or ".", exist_ok=True)
-        with open(json_path, "w") as f:
-            json.dump(results, f, indent=2)
+    write_text(json_path, json.dumps(results, indent=2))
     plot(results, png_path)
     return json_path, png_path
 

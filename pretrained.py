@@ -49,7 +49,10 @@ def hf_architecture(name_or_dir):
     from transformers import PretrainedConfig
     if name_or_dir.startswith("pythia-"):
         name_or_dir = f"EleutherAI/{name_or_dir}"
-    return name_or_dir, PretrainedConfig.get_config_dict(name_or_dir)[0].get("model_type")
+    config = PretrainedConfig.get_config_dict(name_or_dir)[0]
+    if not isinstance(config, dict):
+        raise ValueError(f"its config.json holds a {type(config).__name__}, not a JSON object")
+    return name_or_dir, config.get("model_type")
 
 
 GPT2_TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")  # Conv1D

@@ -170,12 +170,30 @@ def answer_turns(engine, tokenizer, turns, temperature, c, device):
     return answers
 
 
-def write_mtbench_answers(engine, tokenizer, questions, c, run_name, device, autocast):
-    """Answer every question (of c["mtbench"]) and write the answer file FastChat's judge reads
-    (fastchat/llm_judge: gen_judgment.py): a JSON object a line with question_id, answer_id,
-    model_id (the file's name, which the judge knows the model by), choices [{index: 0, turns:
-    [answer, ...]}] and tstamp. Written to a temporary file renamed into place at the end."""
+def answers_path(c, run_name):
+    """Where the MT-Bench answers go (--answers, or model_answer/<run>.jsonl beside the questions),
+    checked before any question is asked: never the question file, nor a file that is not an
+    earlier answer file (a JSON object with question_id and answer_id a line), which it replaces."""
     path = c["answers"] or os.path.join(os.path.dirname(c["mtbench"]), "model_answer", f"{run_name}.jsonl")
+    if os.path.realpath(path) == os.path.realpath(c["mtbench"]):
+        raise UserError(f"--answers={path} is the question file itself: give another --answers")
+    if os.path.lexists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+        except (OSError, ValueError):
+            rows = None
+        if not (rows is not None and all(isinstance(r, dict) and {"question_id", "answer_id"} <= set(r) for r in rows)):
+            raise UserError(f"{path} is not an MT-Bench answer file that sample.py wrote: move it away, or give "
+                            "another --answers")
+    return path
+
+
+def write_mtbench_answers(engine, tokenizer, questions, c, path, device, autocast):
+    """Answer every question (of c["mtbench"]) and write the answer file FastChat's judge reads
+    (fastchat/llm_judge: gen_judgment.py) to path: a JSON object a line with question_id,
+    answer_id, model_id (the file's name, which the judge knows the model by), choices [{index:
+    0, turns: [answer, ...]}] and tstamp. Written to a temporary file renamed into place at the end."""
     model_id = os.path.basename(path).removesuffix(".jsonl")
     rows, t0 = [], time.time()
     for i, q in enumerate(questions, 1):
@@ -200,6 +218,9 @@ def main():
     device, _, _, autocast = setup_device(c["device"], c["dtype"])
     torch.manual_seed(c["seed"])
     out_dir = c["out_dir"] or (latest_run() if c["init_from"] == "resume" else "")
+    if c["mtbench"]:
+        answers = answers_path(c, os.path.basename(os.path.normpath(out_dir if c["init_from"] == "resume"
+                                                                    else c["init_from"])))
     # a train.py run, or GPT-2's or Pythia's weights as published (no predictor)
     model, meta, _ = load_run(out_dir, hf=False) if c["init_from"] == "resume" else load_run(c["init_from"])
     model, tokenizer = model.eval().to(device), Tokenizer(meta)
@@ -207,8 +228,7 @@ def main():
         raise UserError("--template needs a model with an end-of-text token; this one reads characters")
     engine = Engine(model, compile=c["compile"])  # compiled at the first decode step, once
     if c["mtbench"]:
-        run_name = os.path.basename(os.path.normpath(out_dir if c["init_from"] == "resume" else c["init_from"]))
-        write_mtbench_answers(engine, tokenizer, questions, c, run_name, device, autocast)
+        write_mtbench_answers(engine, tokenizer, questions, c, answers, device, autocast)
         return
 
     # an instruction is asked in the template, as in fine-tuning: its text never becomes special tokens

@@ -649,8 +649,12 @@ class RunLog:
                 raise UserError("wandb_log=True needs wandb: pip install wandb (or --wandb_log=False)")
             self.wandb_run = wandb.init(project=c["wandb_project"], name=c["wandb_run_name"], config=c)
         self.path = os.path.join(c["out_dir"], "log.jsonl")
+        resume = c["init_from"] == "resume"  # a resumed run goes on in its log; a new one starts its own
+        if not resume and os.path.exists(self.path):
+            print(f"note: {c['out_dir']} holds an earlier run: this new one replaces its log.jsonl, and its ckpt.pt at "
+                  "the first checkpoint (--init_from=resume would continue it)")
         with writing(self.path):
-            self.file = open(self.path, "a")
+            self.file = open(self.path, "a" if resume else "w")
 
     def write(self, row):
         with writing(self.path):

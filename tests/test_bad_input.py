@@ -151,6 +151,12 @@ CASES = [
          "--template='chatml': must be one of '', alpaca"),
     case("sample-mtbench-without-template", "sample.py", [*SAMPLE, "--mtbench=questions.jsonl"],
          "add --template=alpaca"),
+    case("sample-answers-are-the-questions", "sample.py",
+         [*SAMPLE, "--template=alpaca", "--mtbench={bad}/question.jsonl", "--answers={bad}/question.jsonl"],
+         "is the question file itself"),
+    case("sample-answers-not-its-own", "sample.py",
+         [*SAMPLE, "--template=alpaca", "--mtbench={bad}/question.jsonl", "--answers=out/log.jsonl"],
+         "out/log.jsonl is not an MT-Bench answer file", "another --answers"),
     case("sample-prompt-file-missing", "sample.py", [*SAMPLE, "--start=FILE:nowhere.txt"],
          "cannot read the prompt file nowhere.txt"),
     case("sample-checkpoint-is-html", "sample.py", [*SAMPLE, "--out_dir={bad}/html"], "is not a torch file",
@@ -166,6 +172,8 @@ CASES = [
          "holds a Hugging Face model (config.json), which sample.py loads with --init_from={bad}/hf"),
     case("sample-hf-llama", "sample.py", [*SAMPLE, "--init_from={bad}/llama"], "a model of type 'llama'",
          "'gpt2' (GPT-2) and 'gpt_neox' (Pythia)"),
+    case("sample-hf-config-not-an-object", "sample.py", [*SAMPLE, "--init_from={bad}/hf_list"],
+         "its config.json holds a list, not a JSON object"),
     case("sample-hf-missing-tensor", "sample.py", [*SAMPLE, "--init_from={bad}/hf_missing"],
          "do not fit", "missing transformer.h.1.mlp.c_fc.weight"),
     case("sample-hf-truncated", "sample.py", [*SAMPLE, "--init_from={bad}/hf_truncated"], "cannot load",
@@ -213,6 +221,10 @@ CASES = [
          fault="disk full at meta.json"),
 
     # bench.py (refused before anything is measured)
+    case("bench-json-not-its-own", "bench.py", [*BENCH, "--json=out/log.jsonl"], "--json=out/log.jsonl",
+         "a .json file"),
+    case("bench-json-not-a-result", "bench.py", [*BENCH, "--json=data/shakespeare_char/meta.json"],
+         "meta.json is not a bench.py result", "another --json"),
     case("bench-batch_size-negative", "bench.py", [*BENCH, "--batch_size=-1"], "--batch_size=-1: must be at least 1"),
     case("bench-gen_lengths-0", "bench.py", [*BENCH, "--gen_lengths=(0,)"], "--gen_lengths=(0,): must be"),
     case("bench-compile", "bench.py", [*BENCH, "--compile=maybe"],
@@ -307,6 +319,7 @@ def inputs(tmp_path_factory):
     bad.mkdir()
     with open(os.path.join(ROOT, "data", "tinyshakespeare.txt"), encoding="utf-8") as f:
         (bad / "tiny.txt").write_text(f.read(4000), encoding="utf-8")
+    (bad / "question.jsonl").write_text(json.dumps({"question_id": 1, "category": "writing", "turns": ["Hi?"]}) + "\n")
     prepare.main(["shakespeare_char", f"--data_root={good / 'data'}", f"--source={bad / 'tiny.txt'}"])
     run_train(tiny_args(good / "data", good / "out", **GOOD_RUN))
     ckpt_bytes = (good / "out" / "ckpt.pt").read_bytes()
@@ -368,6 +381,8 @@ def inputs(tmp_path_factory):
     path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
     LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
                 vocab_size=64).save_pretrained(bad / "llama")
+    (bad / "hf_list").mkdir()
+    (bad / "hf_list" / "config.json").write_text("[1, 2]")
     return good, bad
 
 

@@ -364,3 +364,23 @@ def test_configs_named_in_docstrings_exist():
         missing += [f"{os.path.basename(script)} names {name}" for name in re.findall(r"config/[\w.-]+\.py", doc)
                     if not os.path.isfile(os.path.join(ROOT, name))]
     assert not missing, f"config files that do not exist: {missing}"
+
+
+def test_a_new_run_in_an_earlier_runs_out_dir_starts_its_own_log(char_data, tmp_path, capsys):
+    """A new run (not --init_from=resume) in an out_dir that holds an earlier run says so and
+    replaces that run's log.jsonl and ckpt.pt, its own files, rather than appending its rows to
+    the earlier log (where plot.py would read two runs as one); a user's other files stay. A
+    resumed run goes on in its log."""
+    out = tmp_path / "run"
+    run_train(tiny_args(char_data, out, max_iters=6, eval_interval=3))
+    (out / "notes.txt").write_text("mine")
+    status, stdout, err = cli(capsys, train, *tiny_args(char_data, out, max_iters=2, eval_interval=2, seed=7))
+    assert status == 0, err
+    assert "holds an earlier run" in stdout and "--init_from=resume" in stdout
+    steps, evals = read_log(out)
+    assert [r["iter"] for r in steps] == [0, 1] and [r["iter"] for r in evals] == [0, 2]  # the new run alone
+    assert load_checkpoint(str(out))["config"]["seed"] == 7 and (out / "notes.txt").read_text() == "mine"
+    status, stdout, err = cli(capsys, train, *tiny_args(char_data, out, max_iters=4, eval_interval=2, seed=7,
+                                                        init_from="resume"))
+    assert status == 0 and "holds an earlier run" not in stdout, err
+    assert [r["iter"] for r in read_log(out)[1]] == [0, 2, 2, 4]  # resumed: appended
