@@ -53,6 +53,8 @@ class GPTConfig:
     n_enc_layer: int = 0     # how many of the n_layer blocks form the token encoder E
     context_scale: str = "learned"  # how ĉ joins h (add_context): 'learned', 'tied' or 'none' (the paper, literally)
     context_gain_init: float = 0.0  # 'learned': the gain's start; 0 = ContextLM starts as its GPT
+    context_gain_per_channel: bool = False  # 'learned': a gain per channel of ĉ instead of one for all
+    context_gain_lr_scale: float = 1.0      # 'learned': the gain's learning rate over the model's
     # choices the paper leaves open, each an option; the defaults are docs/method.md's reading
     predictor_init: str = "gpt2"     # P's output projections: 'gpt2' (as every block) or 'zero' (P starts as identity)
     context_dropout: float = -1.0    # dropout inside P; < 0 = the model's dropout
@@ -88,6 +90,8 @@ class GPTConfig:
         check(self.context_scale in CONTEXT_SCALES, "context_scale", f"must be one of {', '.join(CONTEXT_SCALES)}")
         check(math.isfinite(self.context_gain_init), "context_gain_init", "must be a finite number")
         check(self.layer_norm_eps > 0, "layer_norm_eps", "must be > 0")
+        check(math.isfinite(self.context_gain_lr_scale) and self.context_gain_lr_scale > 0, "context_gain_lr_scale",
+              "must be a number above 0 (1 = the model's learning rate)")
         check(self.predictor_init in PREDICTOR_INITS, "predictor_init", f"must be one of {', '.join(PREDICTOR_INITS)}")
         check(self.context_dropout < 1.0, "context_dropout", "must be below 1 (< 0 = the model's dropout)")
         check(math.isfinite(self.predictor_lr_scale) and self.predictor_lr_scale > 0, "predictor_lr_scale",
@@ -221,7 +225,8 @@ class GPT(nn.Module):
         p_config = replace(config, dropout=config.dropout if config.context_dropout < 0 else config.context_dropout)
         self.context_predictor = nn.ModuleList([Block(p_config) for _ in range(config.n_ctx_layer)])
         if config.context_scale == "learned" and config.n_ctx_layer > 0:  # how much context D receives
-            self.context_gain = nn.Parameter(torch.tensor(config.context_gain_init))
+            shape = (config.n_embd,) if config.context_gain_per_channel else ()
+            self.context_gain = nn.Parameter(torch.full(shape, config.context_gain_init))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2
@@ -385,15 +390,19 @@ class GPT(nn.Module):
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         """AdamW; weight decay on matrices and embeddings (2-D tensors) only; fused on CUDA. With
-        predictor_lr_scale != 1, P's parameters form groups of their own whose "lr_scale" the
-        training loop multiplies its learning rate by (groups without one take it as is)."""
+        predictor_lr_scale != 1, P's parameters form groups of their own, and with
+        context_gain_lr_scale != 1 the gain does, whose "lr_scale" the training loop multiplies its
+        learning rate by (groups without one take it as is)."""
+        cfg = self.config
         params = [p for p in self.parameters() if p.requires_grad]
-        scaled = set(self.context_predictor.parameters()) if self.config.predictor_lr_scale != 1 else set()
+        in_p = set(self.context_predictor.parameters()) if cfg.predictor_lr_scale != 1 else set()
+        in_g = {self.context_gain} if hasattr(self, "context_gain") and cfg.context_gain_lr_scale != 1 else set()
         groups = []
-        for subset, extra in (([p for p in params if p not in scaled], {}),
-                              ([p for p in params if p in scaled], {"lr_scale": self.config.predictor_lr_scale})):
-            if subset:
-                groups += [{"params": [p for p in subset if p.dim() >= 2], "weight_decay": weight_decay, **extra},
-                           {"params": [p for p in subset if p.dim() < 2], "weight_decay": 0.0, **extra}]
+        for subset, extra in (([p for p in params if p not in in_p | in_g], {}),
+                              ([p for p in params if p in in_p], {"lr_scale": cfg.predictor_lr_scale}),
+                              ([p for p in params if p in in_g], {"lr_scale": cfg.context_gain_lr_scale})):
+            decay, no_decay = [p for p in subset if p.dim() >= 2], [p for p in subset if p.dim() < 2]
+            groups += [{"params": ps, "weight_decay": wd, **extra}
+                       for ps, wd in ((decay, weight_decay), (no_decay, 0.0)) if ps]
         use_fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if use_fused else {}))

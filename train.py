@@ -1,36 +1,22 @@
 """
 Train ContextLM, or with --n_ctx_layer=0 the plain GPT-2 (or Pythia) baseline, with the same script.
+With no config file it trains the paper's ContextLM-Base (Table 1): GPT-2 124M plus a 2-layer
+context predictor on OpenWebText (`python prepare.py openwebtext` first), ~0.5M tokens a step.
 
-With no config file, train.py trains the paper's ContextLM-Base (Table 1) exactly as
-config/train_contextlm_owt.py does: GPT-2 124M plus a 2-layer context predictor on OpenWebText
-(`python prepare.py openwebtext` first), ~0.5M tokens a step for 9B tokens.
-
-Single process (a laptop, one GPU):
     python train.py config/train_shakespeare_char.py                 # a small model, on a CPU
     python train.py config/train_pythia_shakespeare_char.py          # the same on Pythia's block
     python train.py --batch_size=8 --gradient_accumulation_steps=64  # ContextLM-Base on one GPU
-DDP on one node with 8 GPUs:
-    torchrun --standalone --nproc_per_node=8 train.py                # ContextLM-Base
-    torchrun --standalone --nproc_per_node=8 train.py config/train_contextlm_pythia_160m.py  # on the Pile
-DDP on 2 nodes (run on each, with --node_rank=0 on the master at IP 123.456.123.456):
-    torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123.456 \
-        --master_port=1234 train.py config/train_contextlm_owt.py
-(If the nodes have no Infiniband, prepend NCCL_IB_DISABLE=1.)
+    torchrun --standalone --nproc_per_node=8 train.py                # ContextLM-Base on 8 GPUs
+    python train.py config/finetune_alpaca_gpt2.py                   # fine-tune a run on Alpaca
 
-Fine-tuning (docs/finetuning.md): --init_from=DIR starts from the weights of the train.py run in
-DIR with a fresh optimizer and schedule; on instruction data (prepare.py alpaca) only the
-responses are trained on:
-    python train.py config/finetune_alpaca_gpt2.py   # ContextLM-Base (out-contextlm-owt) on Alpaca
-
-Configuration: the defaults below (the model's are GPTConfig's), then config files, then
+Multi-node DDP, fine-tuning and every key: docs/training.md and docs/finetuning.md. The
+configuration is the defaults below (the model's are GPTConfig's), then config files, then
 --key=value overrides, in order.
 
-Read top down. train() tells a run: processes and device, data, the model and optimizer (new,
-resumed, from GPT-2's or Pythia's weights, or from another run's to fine-tune), then the loop:
-evaluate and checkpoint, step, log, stop on a signal. What the loop calls follows, in that order:
-get_lr; estimate_loss beside the research probes it logs (context_ratio, context_gradient_share,
-loss_without_context); one step (sample_offsets, train_step, get_batch: the next micro-batch is
-fetched while this one computes); StepClock. Then the setup and checks train() calls, in order.
+Read top down: train() tells a run (processes and device, data, model and optimizer, then the
+loop: evaluate and checkpoint, step, log, stop on a signal); what the loop calls follows in that
+order (the research probes beside estimate_loss, which logs them; the next micro-batch is fetched
+while this one computes); then the setup and checks train() calls.
 """
 
 import gc
@@ -243,8 +229,9 @@ def get_lr(it, c):
 
 
 # estimate_loss's numbers (log.jsonl's keys) and how the evaluation line names them
-LOSS_NAMES = {"train_loss": "train loss", "val_loss": "val loss", "context_ratio": "‖ĉ‖/‖h‖",
-              "context_grad_share": "h's gradient through ĉ", "val_loss_no_context": "val loss with ĉ = 0"}
+LOSS_NAMES = {"train_loss": "train loss", "val_loss": "val loss", "context_gain": "gain g",
+              "context_ratio": "‖ĉ‖/‖h‖", "context_grad_share": "h's gradient through ĉ",
+              "val_loss_no_context": "val loss with ĉ = 0"}
 
 GRADIENT_BATCHES = 4  # the val batches context_grad_share is measured on: each costs a backward pass
 
@@ -255,7 +242,8 @@ def estimate_loss(model, raw_model, train_data, val_data, c, p, last=False):
     c['block_size']): the same batches at every evaluation, and 'val_loss_by_position', the val
     loss at each position of the window (a list). For a ContextLM also, on the val batches, the
     probes below: 'context_ratio', 'context_grad_share' (on the first GRADIENT_BATCHES), and at the
-    last evaluation 'val_loss_no_context'. model runs the losses; raw_model the probes."""
+    last evaluation 'val_loss_no_context'; with context_scale='learned', 'context_gain', the gain g
+    (its mean over the channels, if it has one for each). model runs the losses; raw_model the probes."""
     contextlm = raw_model.config.n_ctx_layer > 0
     keys = ["train_loss", "val_loss"] + ["context_ratio", "context_grad_share"] * contextlm + \
         ["val_loss_no_context"] * (contextlm and last)
@@ -283,8 +271,10 @@ def estimate_loss(model, raw_model, train_data, val_data, c, p, last=False):
                     if last:
                         values["val_loss_no_context"][i] = loss_without_context(raw_model, X, Y)
     model.train()
-    by_position = (position_sum / position_count.clamp_min(1)).tolist()
-    return {k: v.mean().item() for k, v in values.items()} | {"val_loss_by_position": by_position}
+    out = {k: v.mean().item() for k, v in values.items()}
+    if hasattr(raw_model, "context_gain"):
+        out["context_gain"] = raw_model.context_gain.mean().item()
+    return out | {"val_loss_by_position": (position_sum / position_count.clamp_min(1)).tolist()}
 
 
 # The research probes estimate_loss logs, each on a batch idx (B, T) of a ContextLM (the GPT

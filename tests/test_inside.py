@@ -7,7 +7,11 @@ options as arms, each paired with contextlm; plot.py inside draws it all."""
 
 import dataclasses
 import json
+import math
+from contextlib import nullcontext
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -36,7 +40,8 @@ def test_context_options_default_to_gptconfigs_and_the_gpt_ignores_them():
     assert CONTEXT_OPTIONS == {k: defaults[k] for k in CONTEXT_OPTIONS}
     assert all(train.DEFAULTS[k] == v for k, v in CONTEXT_OPTIONS.items())
     changed = dict(n_layer=4, n_ctx_layer=2, chunk_size=4, n_enc_layer=0, predictor_init="zero",
-                   context_dropout=0.0, predictor_lr_scale=2.0, context_gain_init=1.0, context_scale="tied")
+                   context_dropout=0.0, predictor_lr_scale=2.0, context_gain_init=1.0, context_scale="tied",
+                   context_gain_per_channel=True, context_gain_lr_scale=30.0)
     arms = model_variants(changed)
     assert {k: arms["gpt"][k] for k in CONTEXT_OPTIONS} == CONTEXT_OPTIONS  # a GPT run is shared by every option
     assert {k: arms["contextlm"][k] for k in CONTEXT_OPTIONS} == {k: changed[k] for k in CONTEXT_OPTIONS}
@@ -65,6 +70,31 @@ def test_context_dropout_is_ps_own():
     model = small(dropout=0.0, context_dropout=0.5).train()
     h = torch.randn(1, 32, 32)
     assert not torch.equal(model.predicted_context(h), model.predicted_context(h))
+
+
+def test_the_gain_options():
+    """context_gain_per_channel: a gain for each channel of ĉ, (C,), from context_gain_init, each
+    channel scaled by its own; context_gain_lr_scale: the gain alone in AdamW groups of its own,
+    with that lr_scale and no weight decay. Decoding with the KV cache still gives the tokens of
+    full forwards."""
+    from engine import Engine
+    model = small(n_ctx_layer=1, chunk_size=4, context_gain_per_channel=True, context_gain_init=0.5,
+                  context_gain_lr_scale=30.0)
+    assert model.context_gain.shape == (32,) and torch.all(model.context_gain == 0.5)
+    with torch.no_grad():
+        model.context_gain.copy_(torch.linspace(-1, 1, 32))
+    h, c = torch.randn(2, 8, 32), torch.randn(2, 8, 32)
+    tied = (model.add_context(h, c) - h) / torch.linspace(-1, 1, 32)  # each channel over its own gain
+    rescaled = c * (h.pow(2).mean(-1, keepdim=True).sqrt() / c.pow(2).mean(-1, keepdim=True).sqrt())
+    torch.testing.assert_close(tied, rescaled)
+    groups = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu").param_groups
+    [gain_group] = [g for g in groups if any(p is model.context_gain for p in g["params"])]
+    assert len(gain_group["params"]) == 1 and gain_group["lr_scale"] == 30.0 and gain_group["weight_decay"] == 0
+    assert all("lr_scale" not in g for g in groups if g is not gain_group)
+    prompt = torch.randint(0, 65, (2, 3), generator=torch.Generator().manual_seed(0))
+    model.eval()
+    assert torch.equal(Engine(model).generate(prompt, 20, temperature=0),
+                       Engine(model).generate(prompt, 20, temperature=0, use_cache=False))
 
 
 def test_predictor_lr_scale_gives_p_its_own_learning_rate(char_data, tmp_path):
@@ -128,6 +158,33 @@ def test_loss_without_context_is_the_token_pathway_alone():
     with torch.no_grad():
         assert ablated == gpt(idx, targets)[1].item()
         assert ablated != pytest.approx(model(idx, targets)[1].item(), abs=1e-4)
+
+
+class KnowsFromPosition(torch.nn.Module):
+    """A planted model whose loss is known at each position: it reads the target from position
+    `start` on (loss ~0), and knows nothing before (uniform logits: loss log V)."""
+    config = SimpleNamespace(n_ctx_layer=0)
+
+    def __init__(self, start, vocab):
+        super().__init__()
+        self.start, self.vocab = start, vocab
+
+    def forward(self, idx, targets):
+        knows = (torch.arange(idx.size(1)) >= self.start)[None, :, None]  # (1, T, 1)
+        logits = 50.0 * F.one_hot(targets, self.vocab).float() * knows  # (B, T, vocab)
+        return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def test_loss_by_position_is_each_positions_own():
+    """estimate_loss's val_loss_by_position, position by position: log V at the positions where the
+    planted model knows nothing, 0 where it knows the target. A curve reversed, flattened or
+    shifted by one has the same mean, and fails here."""
+    data = np.random.default_rng(0).integers(0, 65, 2000).astype(np.uint16)
+    c = dict(eval_iters=3, batch_size=4, block_size=32)
+    p = SimpleNamespace(device="cpu", autocast=nullcontext())
+    model = KnowsFromPosition(start=8, vocab=65)
+    losses = train.estimate_loss(model, model, data, data, c, p)
+    assert losses["val_loss_by_position"] == pytest.approx([math.log(65)] * 8 + [0.0] * 24, abs=1e-6)
 
 
 def test_run_logs_gradient_share_and_loss_by_position(char_data, tmp_path):

@@ -33,7 +33,7 @@ from model import GPTConfig
 
 TRAIN_KEYS = {"iter", "tokens", "flops", "train_loss", "lr", "tokens_per_sec", "mfu"}
 EVAL_KEYS = {"iter", "tokens", "flops", "train_loss", "val_loss", "lr", "data_hash", "context_ratio",
-             "context_grad_share", "val_loss_by_position"}
+             "context_grad_share", "val_loss_by_position", "context_gain"}
 
 
 def test_short_run_lowers_val_loss_and_writes_documented_files(char_data, tmp_path):
@@ -47,6 +47,9 @@ def test_short_run_lowers_val_loss_and_writes_documented_files(char_data, tmp_pa
     assert all(set(r) == EVAL_KEYS for r in eval_rows[:-1]), eval_rows[0]
     assert set(eval_rows[-1]) == EVAL_KEYS | {"val_loss_no_context"}  # the zero-context ablation, last eval only
     assert eval_rows[0]["context_ratio"] == 0.0 < eval_rows[-1]["context_ratio"] < 3  # the gain starts at 0
+    # with ĉ tied to h's scale, ‖ĉ‖/‖h‖ is |g| at every position: the log carries g itself
+    assert eval_rows[0]["context_gain"] == 0.0
+    assert eval_rows[-1]["context_ratio"] == pytest.approx(abs(eval_rows[-1]["context_gain"]), rel=1e-4)
     assert train_rows[-1]["tokens"] == 8 * 2 * 4 * 32  # iterations x micro-batches x batch x block
     # from ln(65) = 4.17 (uniform over the characters) to clearly better
     assert eval_rows[-1]["val_loss"] < eval_rows[0]["val_loss"] - 0.3, eval_rows
