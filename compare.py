@@ -1,53 +1,15 @@
 """
-Does next-context prediction help? One command trains GPT, ContextLM and a parameter-matched GPT
-with the same data, schedule and token budget over several seeds, and tabulates the result.
+Does next-context prediction help? Trains GPT, ContextLM and a parameter-matched GPT on the same batches,
+schedule and token budget over several seeds, and reports each arm against gpt paired by seed, with 95%
+intervals. A finished run is reused, so a study resumes; docs/study.md has the results and the details.
 
     python compare.py                                   # config/compare_shakespeare_char.py: 8 seeds x 3 arms
     python compare.py --quick                           # a tiny one-seed study (what CI runs), under a minute
-    python compare.py --ablation=True --seeds=3         # chunk size x token-encoder depth (paper's Figure 4)
     python compare.py config/compare_shakespeare_bpe.py # GPT-2 BPE instead of characters, 5 seeds x 3 arms
+    python compare.py --ablation=True --seeds=3         # chunk size x token-encoder depth (paper's Figure 4)
     python compare.py --seed=1341 --seeds=4             # seeds 1341-1344 only (a study split over processes)
-    python compare.py config/compare_owt.py             # the paper's Table 2 comparison (GPUs)
-    python compare.py --backbone=pythia                 # the default study on Pythia's block
-    python compare.py config/compare_stability.py       # the stability sweep: gpt and contextlm at 3 widths
-                                                        # x 2 learning rates x 3 seeds, ~1 h on 2 cores
+    python compare.py config/compare_stability.py       # the stability sweep: widths x learning rates
     python compare.py --arms="['contextlm']" --earlier=assets/study_shakespeare_char.json --out_dir=runs/new
-                                                        # contextlm alone, paired with the published runs
-    python compare.py config/compare_regimes.py         # issue 23's sweep: named cells (dropout, width, ...)
-    python compare.py config/compare_options.py         # the paper's open choices, as contextlm-<option> arms
-
-The arms (variants.model_variants, the three models bench.py measures) differ only in model
-fields; everything else (batches, optimizer, schedule, budget, evaluation) is shared. Within a
-seed, every arm draws exactly the same batches in the same order: train.py's sampler has its own
-generator, and each evaluation row of log.jsonl carries a fingerprint (data_hash) of every batch
-drawn so far, which is checked across arms.
-    gpt        n_layer token layers
-    contextlm  n_layer token layers + an n_ctx_layer context predictor (chunk_size, n_enc_layer)
-    gpt+{P}L   n_layer + n_ctx_layer token layers (P = n_ctx_layer): about as many parameters
-               as contextlm
-
-Configuration: the training keys of train.py (shared by every arm; the arms' model fields are
-derived from n_layer, n_ctx_layer, chunk_size, n_enc_layer) plus the study keys below; --backbone
-sets the block of every arm at once (GPT-2's, or Pythia's: rotary, parallel, untied head). Without
-a config file, config/compare_shakespeare_char.py is used; `--quick` means config/compare_quick.py
-in its place. Each run lives in out_dir/<arm>-s<seed>/ (train.py's log.jsonl, ckpt.pt, train.log
-and run.json); a run already finished with the same config is not trained again, so an
-interrupted study resumes where it stopped, and processes that train disjoint seeds (--seed,
---seeds) side by side fill one folder that the whole command then reports. A run to train again
-is cleared first only if its folder holds nothing but a run's files (train.log among them: one
-compare.py started), and the report replaces only an earlier one of compare.py's; these, --earlier
-and every run's config are checked before the first run trains. Progress is one line a run, like
-    [run 4/9] gpt-s1338 in runs/compare/gpt-s1338 (12m05s elapsed, about 22m10s left): trained in 190s, ...
-Outputs: out_dir/results.{md,json}, curves.png and efficiency.png (ablation.* and ablation_efficiency.png):
-the table, and every arm against gpt (and contextlm against gpt+{P}L) paired by seed with 95%
-intervals, at equal FLOPs and time, and the FLOPs and time each needs to reach the baseline's loss.
-With --earlier, the arms not trained here come from an earlier results.json whose settings and
-seeds match (a retrained arm appears as both, '<arm>' and '<arm> (earlier)', and is compared
-with itself). options={name: {context option: value}} adds an arm contextlm-<name> per entry, each
-compared with gpt and with contextlm. The sweep writes out_dir/sweep.{md,json,png}
-(sweep-<scale>.* for a context_scale other than the default): per cell (a width x learning rate,
-or each of cells={name: {key: value}}), contextlm − gpt paired by seed, the largest ‖ĉ‖/‖h‖, the
-share of h's gradient through ĉ and the val loss rise with ĉ = 0 (docs/method.md, "Scale").
 """
 
 import contextlib
@@ -66,7 +28,6 @@ from variants import BACKBONES, CONTEXT_OPTIONS, backbone_fields, model_variants
 from dataset import load_meta
 from plot import plot_study_ablation, plot_study_curves, plot_study_efficiency, plot_study_sweep, read_log
 
-DEFAULT_STUDY = os.path.join(CONFIG_DIR, "compare_shakespeare_char.py")  # when argv names no config file
 UNTIMED_ITERS = 10  # tokens/s leaves out the first iterations (allocation, compilation)
 
 # train.py's keys (init_from and eval_only aside: every run trains from scratch), then the study's
@@ -109,8 +70,7 @@ CHECKS = train.CHECKS | dict(
 
 def arms_of(c):
     """{arm: the model fields it sets}: variants.model_variants' three models and a contextlm for each
-    of c["options"], or with ablation=True gpt and a contextlm for each chunk size x encoder
-    depth. Every other setting is shared."""
+    of c["options"], or with ablation=True gpt and a contextlm per chunk size x encoder depth."""
     variants = model_variants(c)
     if not c["ablation"]:  # and contextlm-<name> for each of the options (each compared with contextlm too)
         return variants | {f"contextlm-{name}": model_variants(c | changes)["contextlm"]
@@ -137,8 +97,7 @@ def run_config(c, name, fields, seed):
 
 
 def study_runs(c, arms, seeds):
-    """Every run of a study, seed by seed (early seeds are complete first): [(arm, seed, its
-    train.py config)]."""
+    """Every run of a study, seed by seed (early seeds are complete first): [(arm, seed, train.py config)]."""
     return [(name, seed, run_config(c, name, arms[name], seed)) for seed in seeds for name in arms]
 
 
@@ -155,8 +114,7 @@ def finished(cfg):
     return done if same and evals and evals[-1]["iter"] == cfg["max_iters"] else None
 
 
-# what a run's folder holds: train_run's train.log (written first) and run.json (last), train.py's
-# log.jsonl and ckpt.pt (and the temporary file of a checkpoint write that was killed)
+# a run's folder: train_run's train.log (first) and run.json (last), train.py's log.jsonl and ckpt.pt (+ its .tmp)
 RUN_FILES = ("train.log", "log.jsonl", "ckpt.pt", "ckpt.pt.tmp.*", "run.json")
 
 
@@ -231,10 +189,9 @@ EARLIER = " (earlier)"  # the name suffix of an earlier study's arm that this st
 
 
 def read_earlier(c, seeds, trained):
-    """The arms of an earlier study (c['earlier'], its results.json) as run_all would give them,
-    {arm: {seed: collect()}}; an arm this study trains (trained) is named '<arm> (earlier)'. Its
-    settings must be this study's, but for the model fields that set arms apart (so with the same
-    seed, it drew the same batches): then a new arm can be paired with runs trained before it."""
+    """The arms of an earlier study (c['earlier'], its results.json) as run_all gives them, {arm: {seed:
+    collect()}}, an arm this study trains (trained) named '<arm> (earlier)'. Its settings must be this
+    study's but for the arms' model fields, so that a seed drew the same batches in both."""
     try:  # read whole, before any run trains: a file that is missing or not one compare.py wrote fails now
         with open(c["earlier"]) as f:
             earlier = json.load(f)
@@ -254,8 +211,7 @@ def read_earlier(c, seeds, trained):
             "seconds": [t for t, _ in a["seconds_curves"][str(s)]]} for s in seeds}
             for name, a in earlier["arms"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # (UserError is none of them)
-        raise UserError(f"--earlier={c['earlier']}: not a results.json that compare.py wrote "
-                        f"({type(e).__name__}: {e})")
+        raise UserError(f"--earlier={c['earlier']}: not a results.json that compare.py wrote ({type(e).__name__}: {e})")
 
 
 # ---------------------------------------------------------------- statistics: paired intervals, equal budgets
@@ -297,10 +253,9 @@ def excludes(iv, value):
 
 
 def loss_at(curve, budget):
-    """Val loss at a training budget on an evaluation curve [(budget, loss)], budgets increasing
-    (FLOPs or seconds), interpolated linearly in log budget and log loss between the evaluations
-    around it (exact for a power law, loss = a * budget^-b). The iteration-0 evaluation (budget 0)
-    is left out; budget must lie within the rest."""
+    """Val loss at a training budget (FLOPs or seconds) on an evaluation curve [(budget, loss)],
+    interpolated linearly in log budget and log loss between the evaluations around it (exact for a
+    power law, loss = a * budget^-b). Budget 0 (iteration 0) is left out; budget must lie within the rest."""
     points = [(b, loss) for b, loss in curve if b > 0]
     for (b0, l0), (b1, l1) in zip(points, points[1:] + points[-1:]):
         if b0 <= budget <= b1:
@@ -323,9 +278,8 @@ def budget_to_reach(curve, target):
 
 
 def reach_ratio(curves, baseline_curves):
-    """Per seed, the budget at which an arm first reaches the baseline's final val loss over the
-    baseline's final budget (0.8: 20% less), None where it never does; with the interval of the
-    seeds that reach it, and whether that interval excludes 1."""
+    """Per seed, an arm's budget to first reach the baseline's final val loss over the baseline's final
+    budget (0.8: 20% less; None: never), with the interval of the seeds that reach it and whether it excludes 1."""
     per_seed = {}
     for seed, curve in curves.items():
         budget, loss = baseline_curves[seed][-1]
@@ -336,8 +290,7 @@ def reach_ratio(curves, baseline_curves):
 
 
 def paired(a, b, key):
-    """a[key] - b[key] paired by seed ({seed: value} each): the interval, per seed, and whether
-    the interval excludes zero."""
+    """a[key] - b[key] paired by seed ({seed: value} each): the interval, per seed, and whether it excludes 0."""
     per_seed = {s: a[key][s] - b[key][s] for s in a[key]}
     iv = interval(list(per_seed.values()))
     return {"per_seed": per_seed, **iv, "excludes_zero": excludes(iv, 0.0)}
@@ -362,25 +315,25 @@ def equal_budgets(summary):
 
 
 def comparisons(c, summary):
-    """Every arm against gpt and (main study) contextlm against the parameter-matched GPT, paired
-    by seed: final val loss, val loss at equal FLOPs and at equal time, and the training tokens,
-    FLOPs and time the arm needs to reach the baseline's final val loss, relative to the
-    baseline's (tokens: on the iteration curves, every arm training the same tokens a step)."""
+    """Every arm against gpt and (main study) contextlm against the parameter-matched GPT, paired by
+    seed: final val loss, val loss at equal FLOPs and time, and the tokens (on the iteration curves:
+    the same tokens a step), FLOPs and time the arm needs to reach the baseline's final val loss."""
     pairs = [(name, "gpt") for name in summary if name != "gpt"]
     if not c["ablation"] and {"contextlm", f"gpt+{c['n_ctx_layer']}L"} <= set(summary):
         pairs.append(("contextlm", f"gpt+{c['n_ctx_layer']}L"))
     options = [f"contextlm-{name}" for name in c["options"]]  # each against the default too, where both ran
     pairs += [(name, "contextlm") for name in options if {name, "contextlm"} <= set(summary)]
     pairs += [(name.removesuffix(EARLIER), name) for name in summary if name.endswith(EARLIER)]
-    return [{"arm": name, "baseline": base,
-             "final_val_loss": paired(summary[name], summary[base], "final_val_loss"),
-             "at_equal_flops": paired(summary[name], summary[base], "loss_at_equal_flops"),
-             "at_equal_seconds": paired(summary[name], summary[base], "loss_at_equal_seconds"),
-             "tokens_to_reach_baseline": reach_ratio(summary[name]["curves"], summary[base]["curves"]),
-             "flops_to_reach_baseline": reach_ratio(summary[name]["flops_curves"], summary[base]["flops_curves"]),
-             "seconds_to_reach_baseline": reach_ratio(summary[name]["seconds_curves"],
-                                                      summary[base]["seconds_curves"])}
-            for name, base in pairs]
+    tests = []
+    for name, base in pairs:
+        a, b = summary[name], summary[base]
+        tests.append({"arm": name, "baseline": base, "final_val_loss": paired(a, b, "final_val_loss"),
+                      "at_equal_flops": paired(a, b, "loss_at_equal_flops"),
+                      "at_equal_seconds": paired(a, b, "loss_at_equal_seconds"),
+                      "tokens_to_reach_baseline": reach_ratio(a["curves"], b["curves"]),
+                      "flops_to_reach_baseline": reach_ratio(a["flops_curves"], b["flops_curves"]),
+                      "seconds_to_reach_baseline": reach_ratio(a["seconds_curves"], b["seconds_curves"])})
+    return tests
 
 
 # ---------------------------------------------------------------- report
@@ -395,12 +348,6 @@ def pm(mean, std, digits=4):
 
 def count(n):
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}K" if n else "0"
-
-
-def paired_delta(a, b):
-    """Final val loss of arm a minus arm b, paired by seed (same batches): ({seed: delta}, mean, std)."""
-    per_seed = {s: a["final_val_loss"][s] - b["final_val_loss"][s] for s in a["final_val_loss"]}
-    return (per_seed, *mean_std(list(per_seed.values())))
 
 
 def summarize(arms, runs, seeds):
@@ -422,14 +369,14 @@ def summarize(arms, runs, seeds):
             "seconds_curves": {str(s): [[t, r["val_loss"]] for t, r in zip(by_seed[s]["seconds"], by_seed[s]["evals"])]
                                for s in seeds},
         }
-        _, out[name]["delta_vs_gpt"], out[name]["delta_std"] = paired_delta(out[name], out["gpt"])
+        delta = paired(out[name], out["gpt"], "final_val_loss")
+        out[name] |= {"delta_vs_gpt": delta["mean"], "delta_std": delta["std"]}
     return out
 
 
 def markdown(c, summary, seeds, title, tests, budgets):
-    """The report: one table row per arm, how to read it, (main study) contextlm against gpt and
-    the parameter-matched GPT, paired by seed; then the comparisons (tests) with their intervals,
-    and each arm's loss at the equal budgets."""
+    """The report: a row per arm, how to read it, (main study) contextlm against gpt and gpt+{P}L,
+    paired by seed; then the comparisons (tests) with their intervals, and the equal budgets' losses."""
     gpt_speeds = list(summary["gpt"]["tokens_per_sec"].values())
     gpt_speed = None if None in gpt_speeds else statistics.median(gpt_speeds)
     tokens = c["max_iters"] * c["gradient_accumulation_steps"] * c["batch_size"] * c["block_size"]
@@ -463,9 +410,9 @@ def markdown(c, summary, seeds, title, tests, budgets):
     matched = f"gpt+{c['n_ctx_layer']}L"
     if not c["ablation"] and {"contextlm", matched} <= set(summary):  # the reviewers' question: more than
         for other in ("gpt", matched):                                 # the predictor's extra parameters?
-            per_seed, mean, std = paired_delta(summary["contextlm"], summary[other])
-            lines.append(f"contextlm − {other}, paired by seed: {pm(mean, std)} (per seed: "
-                         + ", ".join(f"{d:+.4f}" for d in per_seed.values()) + ").")
+            delta = paired(summary["contextlm"], summary[other], "final_val_loss")
+            lines.append(f"contextlm − {other}, paired by seed: {pm(delta['mean'], delta['std'])} (per seed: "
+                         + ", ".join(f"{d:+.4f}" for d in delta["per_seed"].values()) + ").")
         lines.append("")
     return "\n".join(lines + paired_lines(tests, seeds) + budget_lines(summary, budgets))
 
@@ -513,30 +460,25 @@ def paired_lines(tests, seeds):
 
 def budget_lines(summary, budgets):
     """Per arm: its final budgets and the val loss it reaches at the equal budgets (mean over seeds)."""
-    mean = statistics.mean
     lines = [f"| arm | training FLOPs | training time | val loss at {budgets['flops']:.3g} FLOPs "
              f"| val loss at {budgets['seconds']:.0f} s |", "|---|---|---|---|---|"]
     for name, a in summary.items():
-        final = {kind: mean(curve[-1][0] for curve in a[f"{kind}_curves"].values()) for kind in budgets}
+        final = {kind: statistics.mean(curve[-1][0] for curve in a[f"{kind}_curves"].values()) for kind in budgets}
         lines.append(f"| {name} | {final['flops']:.3g} | {final['seconds']:.0f} s "
-                     f"| {mean(a['loss_at_equal_flops'].values()):.4f} "
-                     f"| {mean(a['loss_at_equal_seconds'].values()):.4f} |")
+                     f"| {statistics.mean(a['loss_at_equal_flops'].values()):.4f} "
+                     f"| {statistics.mean(a['loss_at_equal_seconds'].values()):.4f} |")
     return lines + ["", "(means over seeds; time: wall clock, meaningful on an otherwise idle machine only)", ""]
 
 
 # ---------------------------------------------------------------- the stability sweep
 
 def sweep_cells(c):
-    """{cell name: the study config of one cell}: each of c["cells"] with the settings it changes,
-    or else each width x learning rate; min_lr keeps its ratio to learning_rate, and gpt and
-    contextlm train in the cell's own folder."""
+    """{cell name: the study config of one cell, in its own folder}: each of c["cells"] with the settings
+    it changes, or else each width x learning rate; min_lr keeps its ratio to learning_rate."""
     cells = c["cells"] or {f"w{width}-lr{lr:g}": dict(n_embd=width, learning_rate=lr)
                            for width in c["widths"] for lr in c["learning_rates"]}
-    def min_lr(changes):  # keeps its ratio to a learning rate the cell changes
-        if "learning_rate" not in changes:
-            return {}
-        return {"min_lr": c["min_lr"] * changes["learning_rate"] / c["learning_rate"]}
-    return {name: c | min_lr(changes) | changes | dict(out_dir=os.path.join(c["out_dir"], name))
+    return {name: c | ({"min_lr": c["min_lr"] * changes["learning_rate"] / c["learning_rate"]}
+                       if "learning_rate" in changes else {}) | changes | dict(out_dir=os.path.join(c["out_dir"], name))
             for name, changes in cells.items()}
 
 
@@ -549,9 +491,8 @@ def sweep_arms(c):
 
 
 def sweep_cell(cell, runs, seeds):
-    """One cell's numbers from {arm: {seed: collect()}}: the final val loss of each arm, contextlm
-    − gpt paired by seed (final, and the worst mean over seeds at any evaluation after warmup),
-    the largest ‖ĉ‖/‖h‖ of each contextlm run, and how much val loss rises with ĉ = 0."""
+    """One cell's numbers from {arm: {seed: collect()}}: each arm's final val loss; contextlm − gpt paired by seed,
+    final and worst after warmup (mean over seeds); each contextlm's largest ‖ĉ‖/‖h‖ and val loss rise with ĉ = 0."""
     (_, gpt), (_, ctx) = runs.items()  # gpt, then contextlm (sweep_arms)
     evals = gpt[seeds[0]]["evals"]  # (a run shorter than its warmup: all its evaluations)
     after_warmup = [i for i, r in enumerate(evals) if r["iter"] > cell["warmup_iters"]] or list(range(len(evals)))
@@ -562,8 +503,7 @@ def sweep_cell(cell, runs, seeds):
     return {"n_embd": cell["n_embd"], "learning_rate": cell["learning_rate"],
             "gpt": {str(s): gpt[s]["final"] for s in seeds}, "contextlm": {str(s): ctx[s]["final"] for s in seeds},
             "delta": interval([ctx[s]["final"] - gpt[s]["final"] for s in seeds]),
-            "worst_delta_after_warmup": max(deltas, key=lambda d: d[1]),
-            "delta_curve": deltas,
+            "worst_delta_after_warmup": max(deltas, key=lambda d: d[1]), "delta_curve": deltas,
             "max_context_ratio": {str(s): max(r["context_ratio"] for r in ctx[s]["evals"]) for s in seeds},
             "context_ratio_curves": {str(s): [[r["iter"], r["context_ratio"]] for r in ctx[s]["evals"]]
                                      for s in seeds},
@@ -628,7 +568,7 @@ def study_config(argv):
     unless argv names a config file (--quick names config/compare_quick.py), then argv; checked."""
     argv = expand_quick(argv, "compare")
     if all(a.startswith("--") for a in argv):  # no config file: the default study
-        argv = [DEFAULT_STUDY] + argv
+        argv = [os.path.join(CONFIG_DIR, "compare_shakespeare_char.py")] + argv
     c = parse_config(DEFAULTS, argv, CHECKS)
     if c["sweep"] and c["ablation"]:
         raise UserError("--sweep=True and --ablation=True are two studies: run one, then the other")
@@ -664,8 +604,7 @@ def run_all(c, arms, seeds, master):
 
 
 def report_stem(c):
-    """Where the study's report goes, less its extension: out_dir/results, ablation, or sweep (for
-    a context_scale other than the default, sweep-<it>)."""
+    """The report's path, less its extension: out_dir/results, ablation, sweep or sweep-<context_scale>."""
     scale = c["context_scale"]
     name = ("sweep" if scale == "learned" else f"sweep-{scale}") if c["sweep"] else \
         "ablation" if c["ablation"] else "results"

@@ -3,10 +3,8 @@ Configuration, as every entry script reads it: defaults -> config/*.py files -> 
 (parse_config, and --quick), each option's valid values (the CHECKS helpers), and bad input
 reported as one line (UserError, run_main) with writes that fail the same way (writing;
 atomic_write, the one way a file is replaced; new_folder, the one way a folder is, once
-why_not_own has found nothing in it that the script did not write).
-
-No torch here: prepare.py reads its options through this module and needs no second spent
-loading PyTorch.
+why_not_own has found nothing in it that the script did not write). No torch here: prepare.py
+reads its options through this module and needs no second spent loading PyTorch.
 """
 
 import ast

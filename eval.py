@@ -1,7 +1,8 @@
 """
-Evaluate checkpoints the way the paper does: perplexity on prepared test sets (its Table 2),
-downstream tasks through lm-evaluation-harness (its Table 4), and loss by position within the
-window (its Figure 5 question: does the gain grow with context?).
+Evaluate checkpoints the way the paper does: perplexity on prepared test sets (its Table 2), downstream
+tasks through lm-evaluation-harness (its Table 4), and loss by position within the window (its Figure 5
+question: does the gain grow with context?). --ckpt takes train.py runs, export.py's folders, GPT-2 or
+Pythia weights; docs/evaluation.md has every column, the sliding window and the harness's requests.
 
     python prepare.py wikitext && python prepare.py lambada && python prepare.py lambada_standard
     python eval.py --ckpt=out-gpt2,out-contextlm --datasets=openwebtext,wikitext,lambada,lambada_standard \
@@ -9,53 +10,6 @@ window (its Figure 5 question: does the gain grow with context?).
     python eval.py --ckpt=out-gpt2,out-contextlm,gpt2 --tasks=paper --num_fewshot=0 --json=results.json
     python eval.py --ckpt=out-gpt2,out-contextlm --datasets=openwebtext --by_position=True --json=positions.json
     python eval.py --ckpt=out-shakespeare-char --datasets=shakespeare_char --max_tokens=20000
-
---ckpt names train.py checkpoints (a directory holding ckpt.pt, or a .pt file) or published weights:
-OpenAI's GPT-2 (gpt2, ..., gpt2-xl), EleutherAI's Pythia (pythia-70m, ..., pythia-1.4b) or a local
-Hugging Face folder of either (needs transformers), loaded as they are (n_ctx_layer=0): a reference
-row. A Pythia reads datasets prepared in its own tokenizer (prepare.py NAME --tokenizer=neox). A
-folder that export.py wrote is read as the run it was (a ContextLM keeps its predictor).
---json merges into the file: results of other checkpoints, datasets and tasks already there are
-kept.
-
-Datasets (--datasets) are read from <data_root>/<NAME>/test.bin, or val.bin where there is no
-test split. Table 2's columns:
-  - NAME ppl: token-level perplexity of the whole split, by a sliding window (below);
-  - NAME word ppl, NAME acc, for LAMBADA (a dataset whose meta.json has "examples", prepared by
-    `prepare.py lambada` or `lambada_standard`): each example's last word scored as
-    lm-evaluation-harness scores lambada_openai and lambada_standard, the numbers published for
-    LAMBADA and the paper's Lambada columns. word ppl = exp of minus the mean, over examples, of
-    the last word's log-likelihood given its context (summed over the word's tokens: per word,
-    not per token); acc = the share of examples whose every last-word token is the greedy choice
-    (teacher-forced). A context longer than the window keeps its last tokens;
-  - avg ppl: the mean of the ppl columns, LAMBADA's word ppl (the paper's Avg PPL).
-
-The sliding window scores every token exactly once, with as much left context as block_size
-allows. The targets are ids[1:]. Every window is L = min(block_size, len(ids) - 1) consecutive
-tokens ids[e-L:e], predicting ids[e-L+1 .. e]:
-  - the first window ends at e = L and scores all of its targets, ids[1 .. L];
-  - each next one ends `stride` tokens later, e = min(e_prev + stride, len(ids) - 1), and scores
-    only its new targets ids[e_prev+1 .. e] (its last e - e_prev positions); its earlier
-    positions are context only;
-  - so the last window ends exactly at the end of the split (moving by less than `stride`).
-A target ids[t] with t <= L sees all of ids[0:t]; a later one sees between block_size - stride
-+ 1 and block_size tokens. stride = block_size gives non-overlapping windows (fast, less
-context); stride = 1 gives every target a full block_size of context (slowest).
---batch_size windows (LAMBADA examples, harness requests) go through the model together: raise
-it for tiny models, lower it when the logits (batch_size x block_size x vocab_size floats) do
-not fit in memory.
-
-Tasks (--tasks, needs `pip install -r requirements-eval.txt`): any of the harness's tasks, by
-name; `paper` names the paper's nine (PAPER_TASKS); --include_path=DIR adds a folder of the
-harness's task YAML files (your own or local tasks). The table shows acc in % for each task
-(acc_norm, perplexity and the other metrics are in --json) and their mean, like Table 4; one
---num_fewshot per run (the paper reports 0 and 5). The harness's perplexity tasks (wikitext, ...)
-are scored by the sliding window above: --stride=BLOCK_SIZE gives the harness's own
-non-overlapping windows. See docs/evaluation.md.
-
---by_position=True adds, for each dataset, the mean loss at each position of the window over
-non-overlapping windows of block_size + 1 tokens (position t predicts token t + 1 from the
-t + 1 before it); `python plot.py positions --json=...` draws it with each run minus the first.
 """
 
 import difflib
@@ -103,9 +57,10 @@ CHECKS = dict(stride=at_least(0, "0 = block_size // 2"), batch_size=at_least(1),
 # ---------------------------------------------------------------- perplexity
 
 def window_schedule(n_ids, block_size, stride):
-    """[(start, n_scored), ...]: every window is ids[start:start + L], L = min(block_size,
-    n_ids - 1), and scores the targets of its last n_scored positions (the module docstring
-    gives the rule)."""
+    """[(start, n_scored), ...]: every window is ids[start:start + L], L = min(block_size, n_ids - 1), and
+    scores the targets of its last n_scored positions. The first window ends at e = L and scores all its
+    targets, ids[1 .. L]; each next one ends stride tokens later, e = min(e_prev + stride, n_ids - 1), and
+    scores only its new targets ids[e_prev+1 .. e]: each target once (docs/evaluation.md has the rule)."""
     L = min(block_size, n_ids - 1)
     if L < 1:
         return []

@@ -1,23 +1,12 @@
 """
-Export a train.py run as a Hugging Face transformers model folder (docs/export.md).
+Export a train.py run as a Hugging Face transformers model folder (docs/export.md): a ContextLM that
+AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True) loads with torch and transformers alone
+(modeling_contextlm.py beside a verbatim copy of model.py), a GPT as a stock GPT2LMHeadModel or
+GPTNeoXForCausalLM. The folder is renamed into place once whole and checked; --overwrite=True replaces
+only a folder export.py wrote.
 
     python export.py --out_dir=out-contextlm-owt --hf_dir=hf-contextlm-owt
     python export.py --out_dir=out-gpt2-owt --hf_dir=hf-gpt2-owt --overwrite=True
-
-A ContextLM becomes a folder that AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)
-loads with torch and transformers alone: config.json (model_type 'contextlm', an auto_map),
-modeling_contextlm.py with a verbatim copy of model.py beside it (the forward pass is model.py's,
-wrapped), model.safetensors, generation_config.json and the tokenizer. A GPT (n_ctx_layer=0) on
-GPT-2's block becomes a stock GPT2LMHeadModel, on a rotary (Pythia) block a stock
-GPTNeoXForCausalLM: no remote code. GPT-2's BPE is written as Hugging Face's GPT-2 tokenizer,
-Pythia's NeoX BPE as its tokenizer.json; a character-level run has no Hugging Face tokenizer.
-Either way config.json names the run's tokenizer, so that sample.py --init_from=DIR and eval.py
---ckpt=DIR read the folder as they read the run.
-
-The folder is written beside DIR under a temporary name and renamed into place at the end: a
-failure leaves nothing half-written, and DIR as it was. --overwrite=True replaces a folder that
-export.py wrote (only the files it writes, its config.json naming the run's tokenizer); any other
-folder is refused, with nothing touched.
 """
 
 import dataclasses

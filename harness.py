@@ -1,9 +1,8 @@
 """
-This repo's GPT as an lm-evaluation-harness model: what eval.py --tasks hands the harness. The
-harness's TemplateLM turns each request's text into token ids its own way (context and
-continuation encoded together, then split; trailing spaces of the context moved to the
-continuation); the scoring is eval.py's. Imported only when tasks are evaluated: lm_eval is an
-optional dependency (pip install -r requirements-eval.txt).
+This repo's GPT as an lm-evaluation-harness model, for eval.py --tasks (imported only then: lm_eval is
+an optional dependency, pip install -r requirements-eval.txt). The harness's TemplateLM turns each
+request's text into token ids its own way (context and continuation encoded together, then split;
+trailing spaces of the context moved to the continuation); the scoring is eval.py's.
 """
 
 import torch

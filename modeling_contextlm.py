@@ -1,21 +1,10 @@
 """
-ContextLM as a Hugging Face transformers model: export.py copies this file into the folder it
-writes, beside a verbatim copy of model.py, so that
-
-    AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)
-
-loads a run with torch and transformers alone (this repository need not be importable). The
-forward pass is model.py's GPT, wrapped, never written a second time:
-
-    ContextLMConfig        GPTConfig's fields as a transformers config (config.json)
-    ContextLMForCausalLM   GPT.forward's logits at every position, the shifted cross-entropy with
-                           labels, padded rows, and generate() through GenerationMixin
-
-There is no KV cache in transformers' format: generate() runs the window (the last block_size
-tokens, as engine.Engine.generate does) in full at every step. engine.py's own cache (prefill
-and the decode step) is what sample.py decodes with.
-
-This file imports `.model`, so it only runs from such a folder (docs/export.md).
+ContextLM as a Hugging Face transformers model: export.py copies this file into the folder it writes,
+beside a verbatim copy of model.py, so that AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True)
+loads a run with torch and transformers alone. The forward pass is model.py's GPT, wrapped, never written
+a second time. There is no KV cache in transformers' format: generate() runs the window (the last
+block_size tokens) in full at every step, as engine.Engine.generate does. This file imports `.model`, so
+it only runs from such a folder (docs/export.md).
 """
 
 import dataclasses

@@ -1,25 +1,13 @@
 """
-Figures from training runs and checkpoints.
+Figures from training runs and checkpoints: validation loss against iterations, tokens and FLOPs
+(the paper's Figure 1), attention maps of two checkpoints side by side (Figure 6), the loss at each
+position of the window (the Figure 5 question), and a ContextLM beside its GPT over training.
+docs/evaluation.md and docs/study.md show each figure beside the command that made it.
 
-Validation loss against iterations, tokens and training FLOPs (the paper's Figure 1), from each
-run's log.jsonl, and for a ContextLM the size of its context beside the token state (‖ĉ‖/‖h‖):
     python plot.py curves --runs=out-gpt2,out-contextlm [--labels=GPT-2,ContextLM] [--out=curves.png]
-
-The attention probabilities of one token layer (mean over heads) for a prompt, two checkpoints
-side by side (the paper's Figure 6):
     python plot.py attention --ckpt=out-gpt2,out-contextlm --prompt="The new battery ..." [--layer=-1]
-
-The loss at each position of the window, from `eval.py --by_position=True --json=FILE`, and each
-run minus the first (list the GPT baseline first): does ContextLM's gain grow with context (the
-paper's Figure 5 question)?
     python plot.py positions --json=positions.json [--dataset=openwebtext] [--labels=GPT-2,ContextLM]
-
-A ContextLM beside its GPT over training, mean over seeds: val loss, ‖ĉ‖/‖h‖, the share of the
-gradient at h that comes back through the context, and contextlm − gpt val loss by position at
-the first evaluations (docs/study.md, "Why it trails"):
     python plot.py inside --gpt=runs/a/gpt-s1337,runs/a/gpt-s1338 --contextlm=runs/a/contextlm-s1337,...
-
-Layers count the token layers transformer.h (encoder, then decoder), negative from the end.
 """
 
 import io
@@ -126,10 +114,9 @@ def eval_rows(run_dir):
 
 
 def plot_curves(c):
-    """Validation loss of each run in c["runs"] against iterations, tokens and FLOPs, three panels
-    saved to c["out"], and a fourth where a run is a ContextLM: the size of its context beside
-    the token state, ‖ĉ‖/‖h‖ at every evaluation (docs/method.md, "Scale"); the figure, whose
-    lines hold what was drawn."""
+    """Validation loss of each run in c["runs"] against iterations, tokens and FLOPs, three panels saved
+    to c["out"], and a fourth where a run is a ContextLM: its context's size beside the token state,
+    ‖ĉ‖/‖h‖, at every evaluation (docs/method.md, "Scale"); the figure, whose lines hold what was drawn."""
     runs = [r for r in c["runs"].split(",") if r]
     if not runs:
         raise UserError("name the runs to plot: --runs=DIR[,DIR...]")

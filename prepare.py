@@ -1,38 +1,16 @@
 """
-Prepare a dataset for train.py: its token ids as raw uint16 (train.bin, val.bin, and test.bin
-where it has a test split) and a meta.json that says how to read them, in <data_root>/<NAME>/.
+Prepare a dataset for train.py: its token ids as raw uint16 (train.bin, val.bin, and test.bin where it
+has a test split) and a meta.json that says how to read them, in <data_root>/<NAME>/. Options are
+--key=value (DEFAULTS below); docs/training.md, "Data", has --source, the tokenizers and meta.json.
 
     python prepare.py shakespeare_char                # characters, 1 MB, a second
     python prepare.py shakespeare                     # the same text in GPT-2 BPE
     python prepare.py text --files=notes/,extra.txt   # your own .txt files, GPT-2 BPE
     python prepare.py openwebtext --num_proc=8        # Hugging Face, ~9B train tokens, hours
     python prepare.py wikitext                        # validation + test, for evaluation
-    python prepare.py lambada                         # test, with each example's offsets
-    python prepare.py lambada_standard                # the same for the original LAMBADA
-    python prepare.py pile --num_proc=16              # the Pile in Pythia's NeoX BPE, for Pythia
-    python prepare.py pile --splits=val,test          # only what evaluation reads
-    python prepare.py wikitext --tokenizer=neox       # in Pythia's BPE, into data/wikitext_neox/
+    python prepare.py lambada                         # test, with each example's offsets (also lambada_standard)
+    python prepare.py pile --num_proc=16              # the Pile in Pythia's NeoX BPE (others: --tokenizer=neox)
     python prepare.py alpaca --val_fraction=0.02      # instructions to fine-tune on (docs/finetuning.md)
-
-Options are --key=value (see DEFAULTS below). --source replaces a dataset's input: a text file for
-shakespeare*, a Hugging Face name or a local dataset folder for the others (a folder of .jsonl,
-.parquet, ... files with a "text" column, named after their split: train.jsonl, test.jsonl; for
-pile, laid out as the Pile is: train/00.jsonl.zst ..., val.jsonl.zst, test.jsonl.zst).
-
-Tokenizers: every dataset but shakespeare_char is BPE, in GPT-2's (tiktoken) or, with
---tokenizer=neox, the GPT-NeoX BPE of Pythia (tokenizer.json of --tokenizer_path: a Hugging Face
-repository or a local folder). pile is neox by default. A dataset in a tokenizer other than its
-own goes to NAME_<tokenizer>/ (wikitext_neox, lambada_neox, pile_gpt2), so both copies coexist.
-
-Everything is written into a temporary sibling folder that is renamed into place at the end, so
-an interrupted run never leaves a folder that looks complete (the Hugging Face datasets, pile
-and openwebtext, also keep what they downloaded and tokenized in the Hugging Face cache, so a
-second run picks up where the first stopped). A folder already there is replaced only if
-prepare.py wrote it (it holds nothing but the files below), which is checked before any work.
-meta.json holds: dataset, tokenizer ("char", "gpt2" or "neox"), vocab_size, source,
-<split>_tokens for each split written, and chars (char), tokenizer_path (neox), eot_token (where
-<|endoftext|> follows each document), examples (lambada), and for instruction data (alpaca)
-template and <split>_examples, with the examples' bounds in <split>.examples.npy.
 """
 
 import difflib
@@ -209,11 +187,9 @@ def check_dataset_folder(data_root, name):
 
 
 def save(data_root, name, splits, meta, examples=None):
-    """Write each split to <split>.bin (and for instruction data its examples' bounds to
-    <split>.examples.npy) and then meta.json into a temporary sibling folder, and only then swap
-    it in for <data_root>/<name>/ (configurator.new_folder) if check_dataset_folder still allows
-    it: an interrupted run, or one that cannot write (a full disk: a one-line error), leaves the
-    old one as it was."""
+    """Write each split to <split>.bin (for instruction data also its examples' bounds to <split>.examples.npy)
+    and meta.json into a temporary folder, swapped in for <data_root>/<name>/ (configurator.new_folder, which
+    leaves the old one as it was on any failure) only if check_dataset_folder still allows it."""
     final = os.path.join(data_root, name)
     with new_folder(final, "; any previous dataset there is unchanged") as tmp:
         meta = {"dataset": name, **meta}
@@ -460,14 +436,12 @@ def instruction_tokenizer(config):
 
 
 def alpaca(config):
-    """Instruction data: each example is its Alpaca prompt (data.alpaca_prompt), then its output
+    """Instruction data: each example is its Alpaca prompt (dataset.alpaca_prompt), then its output
     and the end-of-text token, in the tokenizer of the model to fine-tune. A shuffled val_fraction
     of the examples (at least one) is val. Each split's examples are written back to back, and
     their bounds [start, target_start, end] to <split>.examples.npy: the response is
     ids[target_start:end], the only tokens train.py trains on."""
     from dataset import alpaca_prompt
-    if not 0 < config["val_fraction"] < 1:
-        raise UserError(f"--val_fraction={config['val_fraction']}: must be between 0 and 1")
     tokenizer, described = instruction_tokenizer(config)
     source = config["source"] or "tatsu-lab/alpaca"
     records = read_instructions(config["source"], config["num_proc"])
