@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from configurator import (SEED, UserError, at_least, check_options, counts, expand_quick, one_of,  # noqa: E402
-                          parse_config, run_main, write_text)
+                          own_json, parse_config, run_main, write_text)
 from variants import BACKBONES, backbone_fields, model_variants  # noqa: E402
 from device import peak_flops, setup_device, synchronize  # noqa: E402
 from engine import DecodingState, Engine  # noqa: E402
@@ -146,15 +146,8 @@ def check_results_file(path):
     plot goes beside it, with .png for .json)."""
     if not path.endswith(".json"):
         raise UserError(f"--json={path}: the results are a .json file (the plot goes beside it as .png)")
-    if not os.path.lexists(path):
-        return
-    try:
-        with open(path) as f:
-            earlier = json.load(f)
-    except (OSError, ValueError):
-        earlier = None
-    if not (isinstance(earlier, dict) and "settings" in earlier):
-        raise UserError(f"{path} is not a bench.py result: move it away, or give another --json")
+    own_json(path, lambda earlier: isinstance(earlier, dict) and "settings" in earlier,
+             f"{path} is not a bench.py result: move it away, or give another --json")
 
 
 def model_args_of(c):

@@ -23,7 +23,7 @@ import time
 
 import train
 from configurator import (CONFIG_DIR, UserError, at_least, counts, expand_quick, is_number, named_settings,
-                          one_of, parse_config, run_main, why_not_own, write_text, writing)
+                          one_of, own_json, parse_config, run_main, why_not_own, write_text, writing)
 from variants import BACKBONES, CONTEXT_OPTIONS, backbone_fields, model_variants
 from dataset import load_meta
 from plot import plot_study_ablation, plot_study_curves, plot_study_efficiency, plot_study_sweep, read_log
@@ -617,16 +617,8 @@ def check_report(path, earlier):
     if earlier and os.path.realpath(earlier) == os.path.realpath(path):
         raise UserError(f"--earlier={earlier} is the report this study writes: give another --out_dir, or copy "
                         "the earlier results.json elsewhere first")
-    if not os.path.lexists(path):
-        return
-    try:
-        with open(path) as f:
-            report = json.load(f)
-    except (OSError, ValueError):
-        report = None
-    if not (isinstance(report, dict) and "study" in report):
-        raise UserError(f"{path} is not a report that compare.py wrote (no 'study' in it): move it away, or give "
-                        "another --out_dir")
+    own_json(path, lambda report: isinstance(report, dict) and "study" in report,
+             f"{path} is not a report that compare.py wrote (no 'study' in it): move it away, or give another --out_dir")
 
 
 def main(argv=None):

@@ -9,6 +9,7 @@ reads its options through this module and needs no second spent loading PyTorch.
 
 import ast
 import difflib
+import json
 import fnmatch
 import math
 import os
@@ -122,6 +123,22 @@ def new_folder(target, kept):
             os.replace(old, target)
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def own_json(path, is_own, refusal):
+    """The JSON file a script is about to replace at path: None if there is none, else its content,
+    which is_own(content) must accept (a file of the script's own); anything else, unreadable
+    included, is refused with the one-line UserError `refusal`, before the long work."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            content = json.load(f)
+    except (OSError, ValueError):
+        content = None
+    if not is_own(content):
+        raise UserError(refusal)
+    return content
 
 
 def run_main(main):

@@ -219,9 +219,9 @@ def plot_positions(c):
 
 def plot_inside(c):
     """A ContextLM beside its GPT over training, from the runs' log.jsonl, mean over the seeds
-    (band: min-max): val loss; ‖ĉ‖/‖h‖ where the context is added; the share of the loss's
-    gradient at h that comes back through the context path; and contextlm − gpt val loss by
-    position at the first evaluations (issue 23: why it learns more slowly, where it does)."""
+    (band: min-max): val loss; ‖ĉ‖/‖h‖ where the context is added, and the gain g; the share of the
+    loss's gradient at h that comes back through the context path; and contextlm − gpt val loss by
+    position at the first evaluations: why it learns more slowly, and where it does."""
     pairs = list(zip(*[[r for r in c[arm].split(",") if r] for arm in ("gpt", "contextlm")]))
     if not pairs or len(c["gpt"].split(",")) != len(c["contextlm"].split(",")):
         raise UserError("name the runs, one of each arm a seed in the same order: --gpt=DIR[,DIR...] "
@@ -241,6 +241,8 @@ def plot_inside(c):
     for ax in axes[1:3]:
         ax.set_prop_cycle(color=[plt.rcParams["axes.prop_cycle"].by_key()["color"][1]])  # contextlm's, as in the first
     band_plot(axes[1], curves(1, "context_ratio"), c["label"])
+    if all("context_gain" in r for _, ctx_rows in rows for r in ctx_rows):  # (logs written before it: no gain)
+        band_plot(axes[1], curves(1, "context_gain"), "gain g", linestyle="--")
     band_plot(axes[2], curves(1, "context_grad_share"), c["label"])
     evals = sorted(set.intersection(*[{r["iter"] for r in arm if r["iter"] > 0} for pair in rows for arm in pair]))
     T = len(rows[0][1][-1]["val_loss_by_position"])
@@ -254,7 +256,7 @@ def plot_inside(c):
         axes[3].plot(x, binned, color=plt.cm.viridis(k / max(1, len(steps) - 1)), label=f"iteration {it}")
     axes[3].axhline(0.0, color="gray", lw=0.8)
     axes[3].set_xscale("log")
-    for ax, ylabel in zip(axes, ("validation loss", "‖ĉ‖ / ‖h‖ where the context is added",
+    for ax, ylabel in zip(axes, ("validation loss", "‖ĉ‖ / ‖h‖ where the context is added; g",
                                  "share of h's gradient through ĉ", f"val loss, {c['label']} − gpt")):
         ax.set_xlabel("iteration")
         ax.set_ylabel(ylabel)
@@ -360,13 +362,13 @@ def save_plot(fig, path):
     save_figure(fig, path)
 
 
-def band_plot(ax, curves, label, from_x=0):
+def band_plot(ax, curves, label, from_x=0, **line_style):
     """Mean over seeds as a line, min-max over seeds as a band, of curves {seed: [(x, loss)]}
     (x: iteration, FLOPs or seconds; from_x on), at the seeds' mean x of each evaluation."""
     xs = [statistics.mean(x) for x in zip(*[[x for x, _ in curve] for curve in curves.values()])]
     by_eval = list(zip(*[[loss for _, loss in curve] for curve in curves.values()]))  # (evaluations, seeds)
     xs, by_eval = zip(*[(x, losses) for x, losses in zip(xs, by_eval) if x >= from_x])
-    line, = ax.plot(xs, [statistics.mean(v) for v in by_eval], label=label)
+    line, = ax.plot(xs, [statistics.mean(v) for v in by_eval], label=label, **line_style)
     if len(curves) > 1:
         ax.fill_between(xs, [min(v) for v in by_eval], [max(v) for v in by_eval], color=line.get_color(), alpha=0.2)
 

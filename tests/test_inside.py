@@ -266,6 +266,9 @@ def test_plot_inside_draws_what_the_logs_hold(char_data, tmp_path):
                            label="contextlm", evals=2, bins=0, out=str(png)))
     assert png.read_bytes().startswith(b"\x89PNG")
     evals = [read_log(out)[1] for out in runs["contextlm"]]
+    gain = fig.axes[1].lines[1]  # the gain g, beside ‖ĉ‖/‖h‖
+    assert gain.get_label() == "gain g" and list(gain.get_ydata()) == pytest.approx(
+        [(a["context_gain"] + b["context_gain"]) / 2 for a, b in zip(*evals)])
     share = fig.axes[2].lines[0]  # the mean over seeds at each evaluation
     assert list(share.get_ydata()) == pytest.approx([(a["context_grad_share"] + b["context_grad_share"]) / 2
                                                      for a, b in zip(*evals)])
