@@ -420,6 +420,27 @@ def test_from_pretrained_contextlm_keeps_token_pathway(hf_dir, n_enc):
             assert abs(v.mean().item()) < 0.2 * std, k
 
 
+@pytest.mark.parametrize("fields", [dict(), dict(n_enc_layer=1, predictor_init="zero"),
+                                    dict(context_gain_per_channel=True, dropout=0.1),
+                                    dict(rotary_pct=0.5, parallel_residual=True, tie_embeddings=False)],
+                         ids=["default", "encoder-zero-init", "per-channel", "pythia"])
+def test_a_contextlm_starts_from_its_gpts_token_weights(fields):
+    """Pairs that pair: at the same seed a ContextLM's token pathway (embeddings, every token
+    block, the head) starts exactly as its GPT's, P being drawn from a stream of its own, and the
+    global random stream goes on as after building the GPT (dropout, anything drawn next). So
+    contextlm − gpt at one seed measures the context, not another draw of the token weights."""
+    shape = dict(block_size=32, vocab_size=65, n_layer=3, n_head=2, n_embd=32, chunk_size=4) | fields
+    torch.manual_seed(1337)
+    gpt, after_gpt = GPT(GPTConfig(**shape, n_ctx_layer=0)).state_dict(), torch.rand(3)
+    torch.manual_seed(1337)
+    clm, after_clm = GPT(GPTConfig(**shape, n_ctx_layer=2)), torch.rand(3)
+    token = {k: v for k, v in clm.state_dict().items() if not k.startswith(("context_predictor.", "context_gain"))}
+    assert list(token) == list(gpt) and all(torch.equal(token[k], gpt[k]) for k in gpt)
+    assert torch.equal(after_clm, after_gpt)
+    # P is drawn apart: not the token blocks' numbers again
+    assert not torch.equal(clm.context_predictor[0].attn.c_attn.weight, clm.transformer.h[0].attn.c_attn.weight)
+
+
 # ---------------------------------------------------------------- 5. memorisation
 
 @pytest.mark.parametrize("w,n_enc", [(4, 0), (3, 1)])
