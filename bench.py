@@ -3,22 +3,14 @@ ContextLM and GPT-2 side by side: training throughput, peak memory and MFU of th
 shape, then decoding speed with the KV cache against full recompute.
 
     python bench.py                         # the gpt2 shape (124M), on the GPU if there is one
-    python bench.py --shape=gpt2-medium
     python bench.py --quick                 # config/bench_quick.py: a tiny shape, a minute at most on a CPU
-    python bench.py --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 --batch_size=32
     python bench.py --shape=gpt2-xl --interleave=False   # three XL models do not fit on one GPU together
     python bench.py --shape=pythia-160m                  # on Pythia's block (rotary, parallel, untied head)
-    python bench.py --quick --backbone=pythia            # the tiny shape on Pythia's block
 
-The three models are the study's (variants.model_variants, as compare.py trains them), of one shape
-and one block (--backbone: GPT-2's, or Pythia's GPT-NeoX block; variants.BACKBONES):
-    gpt                GPT-2 with the same n_layer token layers (n_ctx_layer=0): the baseline
-    contextlm          the same token layers plus an n_ctx_layer-layer context predictor
-    gpt+{P}L           GPT-2 with n_layer + n_ctx_layer layers (P = n_ctx_layer): as many
-                       parameters as contextlm
-
-Markdown tables go to stdout, progress to stderr; the numbers also go to out_dir/bench.json
-and a plot to out_dir/bench.png. Tokens are random: speed does not depend on what they say.
+The three models are the study's (variants.model_variants: gpt, contextlm and gpt+{P}L, as many
+parameters as contextlm), of one shape and one block (--backbone, variants.BACKBONES). Markdown
+tables go to stdout, progress to stderr, the numbers to out_dir/bench.json and a plot beside it
+(docs/performance.md). Tokens are random: speed does not depend on what they say.
 """
 
 import concurrent.futures

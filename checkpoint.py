@@ -1,9 +1,8 @@
 """
 Checkpoints and the other weights a script can start from. A train.py checkpoint is a torch file
-holding a dict: 'model' (the state_dict), 'model_args' (GPTConfig's fields), 'meta' (the
-dataset's meta.json, so its tokenizer), and to resume, the training state. Hugging Face GPT-2 and
-Pythia weights (a name or a local folder) load through pretrained.from_pretrained. load_run is the one
-way scripts load either.
+holding a dict: 'model' (the state_dict), 'model_args' (GPTConfig's fields), 'meta' (the dataset's
+meta.json: its tokenizer) and, to resume, the training state. Hugging Face weights load through
+pretrained.py. load_run is the one way scripts load any of them.
 """
 
 import glob

@@ -21,10 +21,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from model import run_blocks
 
-# The attention kernels of decoding, chosen rather than left to PyTorch, which prefers cuDNN for
-# bf16 on recent GPUs: cuDNN builds an execution plan for each new shape, seconds on a first call.
-# A decode step's query looks at every slot through a mask, which flash attention takes on a CPU
-# but not on CUDA, where the memory-efficient kernel runs it; math is the fallback.
+# Decoding's attention kernels, chosen: PyTorch would prefer cuDNN for bf16, which plans each new
+# shape for seconds. A step's masked query runs on flash attention on a CPU, on the
+# memory-efficient kernel on CUDA (flash takes no mask there); math is the fallback.
 DECODE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
@@ -39,10 +38,9 @@ def static_buffer(t):
 
 
 class KVCache:
-    """Keys and values of one attention layer in max_len slots, one a position of the window (E,
-    D) or one a chunk (P). The buffers are allocated at the first write and then written in
-    place, so that a decode step can show attention tensors of the same shapes at every position.
-    CausalSelfAttention calls prefill (no slot) or write (a decode step's slot)."""
+    """Keys and values of one attention layer in max_len slots, a slot a position (E, D) or a chunk
+    (P), allocated at the first write and then written in place: a decode step shows attention the
+    same shapes at every position. CausalSelfAttention calls prefill, or write with a step's slot."""
 
     def __init__(self, max_len):
         self.max_len = max_len
@@ -62,9 +60,8 @@ class KVCache:
         """k, v (B, nh, 1, hs) into the slot `slot` (1,), in place. Returns what a query at that
         slot attends to: keys and values (B, nh, S, hs) each and their mask (1, S), True up to
         the query's own slot. S = max_len, the same shapes at every position, in a compiled step
-        and on a GPU. Eagerly on a CPU, the filled slots only, S = slot + 1, and no mask: there
-        reading the slot is free, and reading the whole buffer costs memory bandwidth (a quarter
-        of a step with 12 layers of 640 slots)."""
+        and on a GPU. Eagerly on a CPU, the filled slots only, S = slot + 1, and no mask: reading
+        the whole buffer there costs a quarter of a step (12 layers of 640 slots)."""
         self.k.index_copy_(2, slot, k)
         self.v.index_copy_(2, slot, v)
         if slot.is_cpu and not torch.compiler.is_compiling():
@@ -117,10 +114,8 @@ def decode_step(model, idx, state):
         # 2-3. Where it has, pool it and step P once at the chunk's position: ĉ_{j+1} is in force
         # from this very position on (k(t) = (t + 1) / w). A compiled step cannot branch on the
         # position, so it steps P at every position, on the chunk as far as it is filled, and
-        # keeps ĉ_{j+1} only where the chunk is complete; until then slot j of P's caches holds
-        # the partial chunk, seen by these discarded steps only. Run eagerly, the step runs P
-        # only where it counts, as a step of P costs what a token layer costs (on a GPU, reading
-        # `complete` waits for it: a short wait, as eager decoding leaves the GPU mostly idle).
+        # keeps ĉ_{j+1} only where the chunk is complete (slot j of P's caches holds the partial
+        # chunk until then, seen by discarded steps only). Eagerly, P runs only where it counts.
         if torch.compiler.is_compiling() or complete.item():
             j = pos // w  # (1,): the chunk, and its slot in P's caches
             c = state.chunk.mean(dim=1, keepdim=True)  # (B, 1, C): c_j once the chunk is complete
@@ -135,13 +130,10 @@ def decode_step(model, idx, state):
 
 class Engine:
     """Incremental decoding of a GPT: prefill a prompt, then decode one token at a time, each at
-    the cost of one position (docs/method.md, "Incremental decoding").
-
-    compile=True compiles the decode step (sample.py --compile, bench.py on a GPU). As its shapes
-    do not change with the position, it compiles once (once per batch size), in one graph; on
-    CUDA as a CUDA graph ("reduce-overhead"), which replays a whole step in one launch where eager
-    decoding launches hundreds of small kernels, one after the other. prefill stays eager: it
-    runs once per prompt, at the prompt's length."""
+    the cost of one position. compile=True compiles the decode step (sample.py --compile, bench.py
+    on a GPU): its shapes do not change with the position, so it compiles once (per batch size),
+    in one graph; on CUDA as a CUDA graph ("reduce-overhead"), a whole step in one launch where
+    eager decoding launches hundreds of small kernels. prefill stays eager: once per prompt."""
 
     def __init__(self, model, compile=False):
         self.model = model
@@ -188,11 +180,8 @@ class Engine:
         in its buffers again (on CUDA, the compiled step's CUDA graph then replays as recorded);
         None, a new one. on_step: called with no arguments after each decode step (sample.py
         times them). Past block_size each step conditions on the last block_size tokens, like
-        nanoGPT, and the window is prefilled again: with learned positions every position shifts;
-        with rotary ones the cached keys would keep their relative positions, but a deeper
-        layer's key depends on every token that was in the window, and the chunk grid starts at
-        the window's first token, so a slid cache is not the forward over the new window
-        (docs/pythia.md)."""
+        nanoGPT, and the window is prefilled again: a slid cache is not the forward over the new
+        window, even with rotary positions (docs/pythia.md)."""
         block_size = self.model.config.block_size
         start = None  # where the state's window begins in idx; None before the first prefill
         stopped = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)

@@ -17,13 +17,11 @@ There, every attention rotates queries and keys by position: E and D by the toke
 chunk's, and chunk j sits at the position of its first token, j * w (the paper's rule). With
 n_ctx_layer = 0 and those settings the model is exactly a Pythia model.
 
-The file reads in order: the configuration, the Transformer block that E, P and D are all made of,
-then the model: its forward pass (steps 1-6) and its bookkeeping. Decoding token by token is
-engine.py's (attention here only threads its KV cache through); Hugging Face weights are
-converted in pretrained.py.
+In order: the configuration, the Transformer block that E, P and D are made of, then the model,
+its forward pass (steps 1-6) and bookkeeping. Decoding is engine.py's (attention here threads its
+KV cache through); Hugging Face weights are converted in pretrained.py.
 """
 
-import inspect
 import math
 from dataclasses import dataclass, replace
 
@@ -276,9 +274,8 @@ class GPT(nn.Module):
         return angles.cos(), angles.sin()
 
     def chunk_position(self, j):
-        """The position of context chunk j (a tensor of chunk indices) on a rotary backbone: that of
-        its first token, j * w, as the paper says. RoPE sees only differences of positions, so
-        what this fixes for P is that its chunks lie w token positions apart."""
+        """The position of chunk j (a tensor of chunk indices) on a rotary backbone: its first token's,
+        j * w, as the paper says; RoPE sees differences only, so P's chunks lie w positions apart."""
         return j * self.config.chunk_size
 
     def token_encoder(self, idx, pos, caches=None, slot=None):
@@ -309,12 +306,11 @@ class GPT(nn.Module):
         return c_hat[:, k]  # (B, T, C)
 
     def add_context(self, h, context):
-        """Step 6's input, h + ĉ_{k(t)}: (B, T, C) each. P is a residual stream, and like every
-        one it grows in training; left as is (context_scale='none'), a context tens of times larger
-        than h drowns the token in D's first LayerNorm. So ĉ is brought to the root-mean-square of
-        the token state it joins, position by position ('tied'), and by default times a learned
-        gain that starts at 0 ('learned'): ContextLM starts as its GPT, and training decides how
-        much context to let in (docs/method.md, "Scale")."""
+        """Step 6's input, h + ĉ_{k(t)}: (B, T, C) each. P is a residual stream that grows in
+        training; left as is ('none'), a context tens of times larger than h drowns the token in
+        D's first LayerNorm. So ĉ is brought to the RMS of the token state it joins ('tied'), and by
+        default times a learned gain from 0 ('learned'): ContextLM starts as its GPT, and training
+        decides how much context to let in (docs/method.md, "Scale")."""
         if self.config.context_scale != "none":
             context = context * (rms(h) / rms(context).clamp_min(1e-12))  # the clamp: a context of zeros stays zeros
         if self.config.context_scale == "learned":
@@ -416,5 +412,4 @@ class GPT(nn.Module):
             decay, no_decay = [p for p in subset if p.dim() >= 2], [p for p in subset if p.dim() < 2]
             groups += [{"params": ps, "weight_decay": wd, **extra}
                        for ps, wd in ((decay, weight_decay), (no_decay, 0.0)) if ps]
-        use_fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if use_fused else {}))
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == "cuda" or None)

@@ -1,9 +1,7 @@
 """
-Pretrained weights, in one place: a Hugging Face GPT-2 (GPT2LMHeadModel) or Pythia
-(GPTNeoXForCausalLM) model becomes model.py's GPT with the same token pathway, as nanoGPT's
-GPT.from_pretrained does for GPT-2. Each converter maps a model to (GPTConfig fields, its
-state_dict in model.py's names); export.py runs them backwards (GPT2_TRANSPOSED, neox_name).
-transformers is imported only when weights are loaded.
+Pretrained weights, in one place: a Hugging Face GPT-2 or Pythia (GPT-NeoX) model becomes
+model.py's GPT, as nanoGPT's GPT.from_pretrained does for GPT-2. Each converter maps a model to
+(GPTConfig fields, its state_dict in our names); export.py runs them backwards.
 """
 
 from model import GPT, GPTConfig

@@ -5,10 +5,8 @@ Sample from a trained ContextLM (or a GPT-2 or Pythia) with KV-cache decoding.
     python sample.py --out_dir=out-shakespeare-char
     python sample.py --out_dir=out-contextlm-owt --start="The meaning of life is" --num_samples=3
     python sample.py --out_dir=out-contextlm-owt --start=FILE:prompt.txt --temperature=0
-    python sample.py --init_from=gpt2-xl --start="Hello"      # OpenAI's weights (needs transformers)
-    python sample.py --init_from=pythia-160m --start="Hello"  # EleutherAI's, with Pythia's tokenizer
-    python sample.py --init_from=path/to/hf-dir               # a local Hugging Face GPT-2 or Pythia folder
-    python sample.py --init_from=hf-contextlm-owt             # a run that export.py wrote (docs/export.md)
+    python sample.py --init_from=gpt2-xl --start="Hello"      # OpenAI's weights (or pythia-160m, a local folder,
+                                                              # one that export.py wrote; needs transformers)
 
 A model fine-tuned on instructions (docs/finetuning.md) is prompted in its template, and its
 answers end at end-of-text; --mtbench answers MT-Bench's questions for FastChat's judge:
@@ -92,18 +90,6 @@ def until_eot(ids, eot):
 
 
 # ---------------------------------------------------------------- the speed line
-
-class StepTimer:
-    """Engine.generate's on_step: notes when each decode step has ended, the GPU's work included.
-    The speed line tells the first tokens, which compile and set up, from the steady pace after."""
-
-    def __init__(self, device):
-        self.device, self.ends = device, []
-
-    def __call__(self):
-        synchronize(self.device)
-        self.ends.append(time.perf_counter())
-
 
 def speed_line(num_samples, new_tokens, seconds, first_seconds, device):
     """What generating new_tokens tokens per sample in `seconds` took. first_seconds: until the
@@ -234,12 +220,17 @@ def main():
     # an instruction is asked in the template, as in fine-tuning: its text never becomes special tokens
     ids = tokenizer.encode_ordinary(alpaca_prompt(prompt)) if c["template"] else tokenizer.encode(prompt)
     x = torch.tensor([ids] * c["num_samples"], dtype=torch.long, device=device)
-    timer = StepTimer(device)
+    step_ends = []  # when each decode step ended (GPU included): the speed line's first tokens apart
+
+    def step_ended():  # Engine.generate's on_step
+        synchronize(device)
+        step_ends.append(time.perf_counter())
+
     t0 = time.perf_counter()
     with torch.no_grad(), autocast:  # only the tokenizer's ids: BPE models pad their vocabulary to 50304
         y = engine.generate(x, c["max_new_tokens"], temperature=c["temperature"], top_k=c["top_k"],
                             vocab_size=tokenizer.vocab_size, stop_token=tokenizer.eot_token if c["template"] else None,
-                            on_step=timer)
+                            on_step=step_ended)
     synchronize(device)
     dt = time.perf_counter() - t0
     for row in y.tolist():
@@ -248,7 +239,7 @@ def main():
         print(tokenizer.decode(row))
         print("---------------")
     new_tokens = y.size(1) - len(ids)  # max_new_tokens, or fewer when every answer ended
-    print(speed_line(c["num_samples"], new_tokens, dt, timer.ends[0] - t0 if timer.ends else None, device),
+    print(speed_line(c["num_samples"], new_tokens, dt, step_ends[0] - t0 if step_ends else None, device),
           file=sys.stderr)
 
 

@@ -1,8 +1,7 @@
 """
 The models the scripts build by name, as sets of GPTConfig fields (model.py has their meaning and
-their defaults; nothing here repeats a default): the two backbones, GPT-2's block and Pythia's
-GPT-NeoX block (docs/pythia.md), and the study's three models, the GPT baseline, ContextLM and a
-parameter-matched GPT (bench.py measures them, compare.py trains them).
+defaults, never repeated here): the backbones, GPT-2's block and Pythia's (docs/pythia.md), and the
+study's three models, GPT, ContextLM and a parameter-matched GPT (bench.py and compare.py's arms).
 """
 
 from dataclasses import fields
@@ -35,9 +34,8 @@ def backbone_fields(name):
 
 
 def model_variants(c):
-    """The three models the study compares, by name: {name: the GPTConfig fields that set them
-    apart}. c: a config with n_layer (L), n_ctx_layer (P), chunk_size (w) and n_enc_layer (E);
-    every other field (width, heads, vocabulary, block size) is the same for all three.
+    """The three models the study compares: {name: the GPTConfig fields that set them apart}, from
+    c's n_layer (L), n_ctx_layer (P), chunk_size (w) and n_enc_layer; all else is the same for all.
         gpt        L token layers: the GPT-2 baseline
         contextlm  the same L token layers + a P-layer context predictor
         gpt+{P}L   L + P token layers: about as many parameters as contextlm, all spent on tokens"""
