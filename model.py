@@ -35,7 +35,6 @@ PREDICTOR_INITS = ("gpt2", "zero")
 # What a checkpoint written before a GPTConfig field existed meant by its absence: the behaviour
 # of the code that wrote it (context_scale came in 2026-12; until then P's output was added as is)
 FIELDS_BEFORE_THEY_EXISTED = {"context_scale": "none"}
-PREDICTOR_STREAM = 0x5851F42D4C957F2D  # P's random stream: the model's seed plus this (see GPT.__init__)
 
 
 @dataclass
@@ -230,26 +229,26 @@ class GPT(nn.Module):
         ))
         if config.rotary_pct > 0:  # rotary positions live in the attention: no position table
             del self.transformer["wpe"]
-        # The context predictor P: its own causal stack over chunk embeddings. It has no final
-        # LayerNorm: ĉ is added to h and must stay on h's scale (docs/method.md, "Scale"). Its
-        # weights are drawn from a random stream of their own, so that at the same seed the token
-        # pathway starts exactly as its GPT's: contextlm − gpt then measures the context alone.
-        p_config = replace(config, dropout=config.dropout if config.context_dropout < 0 else config.context_dropout)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((torch.initial_seed() + PREDICTOR_STREAM) % 2**64)
-            self.context_predictor = nn.ModuleList([Block(p_config) for _ in range(config.n_ctx_layer)])
-            gpt2_init([self.context_predictor], config.n_layer)
-        if config.predictor_init == "zero":  # P's blocks add nothing at first: ĉ_{j+1} = c_j
-            for pn, p in self.context_predictor.named_parameters():
-                if "c_proj" in pn:
-                    torch.nn.init.zeros_(p)
+        # The context predictor P: its own causal stack over chunk embeddings, built below, after
+        # the token pathway. It has no final LayerNorm: ĉ is added to h and must stay on h's scale
+        # (docs/method.md, "Scale").
+        self.context_predictor = nn.ModuleList()
         if config.context_scale == "learned" and config.n_ctx_layer > 0:  # how much context D receives
             shape = (config.n_embd,) if config.context_gain_per_channel else ()
             self.context_gain = nn.Parameter(torch.full(shape, config.context_gain_init))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.transformer.wte.weight = self.lm_head.weight  # weight tying, as GPT-2
-        gpt2_init([self.transformer, self.lm_head], config.n_layer)  # the token pathway, as a GPT's
+        gpt2_init([self.transformer, self.lm_head], config.n_layer)  # the token pathway
+        # P is drawn after the token pathway, so that at the same seed a ContextLM's token weights
+        # are exactly its GPT's: contextlm − gpt then measures the context alone
+        p_config = replace(config, dropout=config.dropout if config.context_dropout < 0 else config.context_dropout)
+        self.context_predictor.extend(Block(p_config) for _ in range(config.n_ctx_layer))
+        gpt2_init([self.context_predictor], config.n_layer)
+        if config.predictor_init == "zero":  # P's blocks add nothing at first: ĉ_{j+1} = c_j
+            for pn, p in self.context_predictor.named_parameters():
+                if "c_proj" in pn:
+                    torch.nn.init.zeros_(p)
 
     @property
     def encoder_blocks(self):  # E: the first n_enc_layer token layers

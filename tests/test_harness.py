@@ -49,7 +49,7 @@ QUESTIONS = [("is it day or night?", ["day", "night", "dusk"]),
 @pytest.fixture(scope="module")
 def char_model():
     cfg = dict(block_size=B, vocab_size=V, n_layer=2, n_head=2, n_embd=16, chunk_size=3, n_ctx_layer=2, n_enc_layer=1)
-    return sharp_model(cfg, seed=13, untie_head=True)  # a seed whose greedy text varies (tested)
+    return sharp_model(cfg, seed=5, untie_head=True)  # a seed whose greedy text varies (tested)
 
 
 def harness_lm(model, meta, stride=4, batch_size=3):

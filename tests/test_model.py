@@ -10,7 +10,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from pretrained import from_pretrained
-from model import GPT, Block, GPTConfig, run_blocks
+from model import GPT, Block, GPTConfig, gpt2_init, run_blocks
 from train import context_ratio
 
 
@@ -426,12 +426,16 @@ def test_from_pretrained_contextlm_keeps_token_pathway(hf_dir, n_enc):
                          ids=["default", "encoder-zero-init", "per-channel", "pythia"])
 def test_a_contextlm_starts_from_its_gpts_token_weights(fields):
     """Pairs that pair: at the same seed a ContextLM's token pathway (embeddings, every token
-    block, the head) starts exactly as its GPT's, P being drawn from a stream of its own, and the
-    global random stream goes on as after building the GPT (dropout, anything drawn next). So
-    contextlm − gpt at one seed measures the context, not another draw of the token weights."""
+    block, the head) starts exactly as its GPT's, P being drawn after it, so contextlm − gpt at one
+    seed measures the context, not another draw of the token weights. P's draws still come from
+    the one stream, which then goes on where it always did: sampling after loading a run (which
+    builds the model first) draws what it drew before P came last."""
     shape = dict(block_size=32, vocab_size=65, n_layer=3, n_head=2, n_embd=32, chunk_size=4) | fields
     torch.manual_seed(1337)
-    gpt, after_gpt = GPT(GPTConfig(**shape, n_ctx_layer=0)).state_dict(), torch.rand(3)
+    gpt = GPT(GPTConfig(**shape, n_ctx_layer=0)).state_dict()
+    predictor = torch.nn.ModuleList(Block(GPTConfig(**shape)) for _ in range(2))  # P's draws, after the GPT's
+    gpt2_init([predictor], shape["n_layer"])
+    after_gpt = torch.rand(3)
     torch.manual_seed(1337)
     clm, after_clm = GPT(GPTConfig(**shape, n_ctx_layer=2)), torch.rand(3)
     token = {k: v for k, v in clm.state_dict().items() if not k.startswith(("context_predictor.", "context_gain"))}
