@@ -42,7 +42,7 @@ def checkpoint_path(path):
     return path
 
 
-def load_checkpoint(path, device="cpu"):
+def load_checkpoint(path, device="cpu", mmap=False):
     """A checkpoint written by train.py: a dict with 'model' (the state_dict) and 'model_args'
     (GPTConfig's fields). Never unpickles arbitrary objects (weights_only). Anything else is
     refused in one line that says what the file is instead, and what to do."""
@@ -57,7 +57,8 @@ def load_checkpoint(path, device="cpu"):
     if kind:
         raise UserError(f"{path} is not a torch file: {kind}; {again}")
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        # mmap: tensors stay on disk until read (a zip archive only; torch's old pickle format has no index)
+        checkpoint = torch.load(path, map_location=device, weights_only=True, mmap=mmap and head.startswith(b"PK"))
     except Exception as e:  # torch reports a damaged file with many exception types
         code = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         if code:

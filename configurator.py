@@ -9,8 +9,8 @@ reads its options through this module and needs no second spent loading PyTorch.
 
 import ast
 import difflib
-import json
 import fnmatch
+import json
 import math
 import os
 import shutil

@@ -249,12 +249,12 @@ def load_dataset(data_root, name, max_tokens):
 
 def checkpoint_tokenizer(spec):
     """(meta, vocab_size) of spec as load_run will load it, read now: a damaged or missing
-    checkpoint fails before any other one is evaluated. A train.py run's checkpoint is read
-    whole (once more than load_model reads it); Hugging Face weights' config.json only, their
+    checkpoint fails before any other one is evaluated. A train.py run's checkpoint is opened
+    memory-mapped (its tensors are not read here); Hugging Face weights' config.json only, their
     vocab_size (None) checked once they load."""
     if is_pretrained(spec):
         return pretrained_tokenizer(spec), None
-    checkpoint = load_checkpoint(spec)
+    checkpoint = load_checkpoint(spec, mmap=True)
     return run_meta(checkpoint, spec), checkpoint["model_args"].get("vocab_size")
 
 
