@@ -88,12 +88,11 @@ class GPTConfig:
         check(self.context_scale in CONTEXT_SCALES, "context_scale", f"must be one of {', '.join(CONTEXT_SCALES)}")
         check(math.isfinite(self.context_gain_init), "context_gain_init", "must be a finite number")
         check(self.layer_norm_eps > 0, "layer_norm_eps", "must be > 0")
-        check(math.isfinite(self.context_gain_lr_scale) and self.context_gain_lr_scale > 0, "context_gain_lr_scale",
-              "must be a number above 0 (1 = the model's learning rate)")
         check(self.predictor_init in PREDICTOR_INITS, "predictor_init", f"must be one of {', '.join(PREDICTOR_INITS)}")
         check(self.context_dropout < 1.0, "context_dropout", "must be below 1 (< 0 = the model's dropout)")
-        check(math.isfinite(self.predictor_lr_scale) and self.predictor_lr_scale > 0, "predictor_lr_scale",
-              "must be a number above 0 (1 = the model's learning rate)")
+        for field in ("predictor_lr_scale", "context_gain_lr_scale"):
+            check(math.isfinite(getattr(self, field)) and getattr(self, field) > 0, field,
+                  "must be a number above 0 (1 = the model's learning rate)")
 
 
 # ---------------------------------------------------------------- the Transformer block
