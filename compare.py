@@ -290,7 +290,10 @@ def reach_ratio(curves, baseline_curves):
 
 
 def paired(a, b, key):
-    """a[key] - b[key] paired by seed ({seed: value} each): the interval, per seed, and whether it excludes 0."""
+    """a[key] - b[key] paired by seed ({seed: value} each): the interval, per seed, and whether it
+    excludes 0; n/a where a budget has no value (equal time on a disturbed clock)."""
+    if a[key] is None or b[key] is None:
+        return {"per_seed": None, **interval([]), "excludes_zero": None}
     per_seed = {s: a[key][s] - b[key][s] for s in a[key]}
     iv = interval(list(per_seed.values()))
     return {"per_seed": per_seed, **iv, "excludes_zero": excludes(iv, 0.0)}
@@ -298,19 +301,24 @@ def paired(a, b, key):
 
 def equal_budgets(summary):
     """{'flops': F, 'seconds': S}: the smallest final budget of any run, which every run's curve
-    covers; and per arm, the val loss each seed's run had at it (loss_at_equal_flops, ...)."""
+    covers; and per arm, the val loss each seed's run had at it (loss_at_equal_flops, ...).
+    Seconds is None, and the equal-time figures n/a, when a run's clock was disturbed: its first
+    evaluation came after the shortest run's whole training, so no time lies on every curve."""
     budgets = {kind: min(curve[-1][0] for a in summary.values() for curve in a[f"{kind}_curves"].values())
                for kind in ("flops", "seconds")}
+    late = [(name, seed, first) for name, a in summary.items() for seed, curve in a["seconds_curves"].items()
+            if (first := min(t for t, _ in curve if t > 0)) > budgets["seconds"]]
+    for name, seed, first in late:  # wall clock only: FLOPs are counted, not timed
+        print(f"equal time left out: {name}, seed {seed}, trained {first:.2f} s before its first evaluation, "
+              f"more than the shortest run's whole training ({budgets['seconds']:.2f} s), so its wall clock was "
+              "disturbed (a busy or suspended machine); for that column, delete that run's folder under "
+              "out_dir and run the study again")
+    if late:
+        budgets["seconds"] = None
     for name, a in summary.items():
-        for seed, curve in a["seconds_curves"].items():
-            first = min(t for t, _ in curve if t > 0)
-            if first > budgets["seconds"]:  # wall clock only: FLOPs are counted, not timed
-                raise UserError(f"{name}, seed {seed}: {first:.0f} s of training before its first evaluation, "
-                                f"more than the shortest run's whole training ({budgets['seconds']:.0f} s), so its "
-                                "wall clock was disturbed (a busy or suspended machine): delete that run's folder "
-                                "under out_dir and run the study again")
         for kind, budget in budgets.items():
-            a[f"loss_at_equal_{kind}"] = {s: loss_at(curve, budget) for s, curve in a[f"{kind}_curves"].items()}
+            a[f"loss_at_equal_{kind}"] = None if budget is None else \
+                {s: loss_at(curve, budget) for s, curve in a[f"{kind}_curves"].items()}
     return budgets
 
 
@@ -460,13 +468,14 @@ def paired_lines(tests, seeds):
 
 def budget_lines(summary, budgets):
     """Per arm: its final budgets and the val loss it reaches at the equal budgets (mean over seeds)."""
+    seconds = "equal time (n/a: a disturbed clock)" if budgets["seconds"] is None else f"{budgets['seconds']:.0f} s"
     lines = [f"| arm | training FLOPs | training time | val loss at {budgets['flops']:.3g} FLOPs "
-             f"| val loss at {budgets['seconds']:.0f} s |", "|---|---|---|---|---|"]
+             f"| val loss at {seconds} |", "|---|---|---|---|---|"]
     for name, a in summary.items():
         final = {kind: statistics.mean(curve[-1][0] for curve in a[f"{kind}_curves"].values()) for kind in budgets}
-        lines.append(f"| {name} | {final['flops']:.3g} | {final['seconds']:.0f} s "
-                     f"| {statistics.mean(a['loss_at_equal_flops'].values()):.4f} "
-                     f"| {statistics.mean(a['loss_at_equal_seconds'].values()):.4f} |")
+        at = {kind: "n/a" if a[f"loss_at_equal_{kind}"] is None else
+              f"{statistics.mean(a[f'loss_at_equal_{kind}'].values()):.4f}" for kind in budgets}
+        lines.append(f"| {name} | {final['flops']:.3g} | {final['seconds']:.0f} s | {at['flops']} | {at['seconds']} |")
     return lines + ["", "(means over seeds; time: wall clock, meaningful on an otherwise idle machine only)", ""]
 
 

@@ -394,8 +394,9 @@ def plot_study_efficiency(summary, seeds, budgets, path, title):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, kind, label in zip(axes, ("flops", "seconds"), ("training FLOPs", "training seconds (wall clock)")):
         for name, a in summary.items():
-            band_plot(ax, a[f"{kind}_curves"], name, from_x=budgets[kind] / 4)
-        ax.axvline(budgets[kind], color="k", linestyle=":", linewidth=1)
+            band_plot(ax, a[f"{kind}_curves"], name, from_x=(budgets[kind] or 0) / 4)
+        if budgets[kind] is not None:  # None: no equal time (a disturbed clock)
+            ax.axvline(budgets[kind], color="k", linestyle=":", linewidth=1)
         ax.set_xlabel(label)
         ax.set_ylabel("validation loss")
     axes[0].set_title(f"{title}\nmean over {len(seeds)} seed(s)" + (", band: min-max" if len(seeds) > 1 else ""))
