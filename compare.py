@@ -491,12 +491,19 @@ def sweep_cells(c):
             for name, changes in cells.items()}
 
 
+def context_suffix(c):
+    """'' for the default context options, else '-' and each one c changes: '-none' (context_scale),
+    '-context_gain_init=1.0', ...; it names a sweep's contextlm arm and report apart from the default's."""
+    changed = {k: c[k] for k, default in CONTEXT_OPTIONS.items() if c[k] != default}
+    return "".join(f"-{v}" if k == "context_scale" else f"-{k}={v}" for k, v in changed.items())
+
+
 def sweep_arms(c):
-    """The sweep's two arms: gpt, and contextlm under its own name for a context_scale other than
-    the default (contextlm-none), so that the studies of both share one folder and its gpt runs."""
+    """The sweep's two arms: gpt, and contextlm under its options' name (contextlm-none,
+    contextlm-context_gain_init=1.0, ...), so that the sweeps of every candidate share one folder
+    and its gpt runs."""
     variants = model_variants(c)
-    scale = c["context_scale"]
-    return {"gpt": variants["gpt"], "contextlm" if scale == "learned" else f"contextlm-{scale}": variants["contextlm"]}
+    return {"gpt": variants["gpt"], "contextlm" + context_suffix(c): variants["contextlm"]}
 
 
 def sweep_cell(cell, runs, seeds):
@@ -525,7 +532,8 @@ def sweep_markdown(c, cells, seeds):
     title = "sweep" if c["cells"] else "stability sweep"
     settings = "; ".join(f"{name} " + (", ".join(f"{k}={v!r}" for k, v in changes.items()) or "as above")
                          for name, changes in c["cells"].items())
-    lines = [f"## {title}, {c['dataset']}, context_scale={c['context_scale']}", "",
+    options = ", ".join(f"{k}={c[k]!r}" for k, v in CONTEXT_OPTIONS.items() if c[k] != v) or "the default context options"
+    lines = [f"## {title}, {c['dataset']}, {options}", "",
              f"n_layer={c['n_layer']}, block_size={c['block_size']}, batch {c['batch_size']}, dropout {c['dropout']}, "
              f"{c['max_iters']} iterations (warmup {c['warmup_iters']}), seeds {', '.join(map(str, seeds))}.", "",
              "| cell | width | lr | gpt | contextlm | contextlm − gpt [95% CI] | worst Δ after warmup (iter) "
@@ -565,7 +573,7 @@ def run_sweep(c, seeds, master):
     table = sweep_markdown(c, cells, seeds)
     write_text(stem + ".md", table)
     write_text(stem + ".json", json.dumps({"study": "sweep", "seeds": seeds, "config": c, "cells": cells}, indent=1))
-    plot_study_sweep(cells, stem + ".png", f"stability sweep, context_scale={c['context_scale']}")
+    plot_study_sweep(cells, stem + ".png", "stability sweep, " + (context_suffix(c)[1:] or "default context"))
     print("\n" + table)
     print(f"wrote {stem}.md, {stem}.json and {stem}.png")
 
@@ -613,10 +621,9 @@ def run_all(c, arms, seeds, master):
 
 
 def report_stem(c):
-    """The report's path, less its extension: out_dir/results, ablation, sweep or sweep-<context_scale>."""
-    scale = c["context_scale"]
-    name = ("sweep" if scale == "learned" else f"sweep-{scale}") if c["sweep"] else \
-        "ablation" if c["ablation"] else "results"
+    """The report's path, less its extension: out_dir/results, ablation, or sweep and the context
+    options it changes (sweep-none, sweep-context_gain_init=1.0, ...)."""
+    name = "sweep" + context_suffix(c) if c["sweep"] else "ablation" if c["ablation"] else "results"
     return os.path.join(c["out_dir"], name)
 
 

@@ -7,7 +7,10 @@
 #   python compare.py config/compare_stability.py --widths=[128,256]; wait; \
 #   python compare.py config/compare_stability.py           # ~50 min on 2 cores, then the report
 #   python compare.py config/compare_stability.py --context_scale=none --seeds=1   # the old default
-# Each cell trains in out_dir/w<width>-lr<lr>/; the report is out_dir/sweep.{md,json,png}.
+#   python compare.py config/compare_stability.py --context_gain_init=1.0          # a candidate default
+# Each cell trains in out_dir/w<width>-lr<lr>/; the report is out_dir/sweep.{md,json,png}. A sweep
+# with other context options names its contextlm runs and report after them (contextlm-none,
+# sweep-context_gain_init=1.0.md, ...) and reuses the gpt runs already there.
 out_dir = "runs/stability"
 dataset = "shakespeare_char"
 sweep = True

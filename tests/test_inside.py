@@ -222,6 +222,16 @@ def test_sweep_of_named_cells_and_options_paired_with_contextlm(char_data, tmp_p
     table = (out / "sweep.md").read_text()
     assert "| short | 32 | 0.006 |" in table and "short block_size=16, batch_size=32" in table
     assert table.strip() in proc.stdout
+    # a candidate's sweep in the same folder: its contextlm beside the default's, the gpt runs reused
+    short = "--cells={'short': {'block_size': 16, 'batch_size': 32, 'learning_rate': 6e-3}}"
+    proc = run_script("compare.py", *quick(char_data, out, "--sweep=True", short, "--context_gain_init=1.0"))
+    assert "1 finished earlier, 1 to train" in proc.stdout
+    run = json.loads((out / "short" / "contextlm-context_gain_init=1.0-s1337" / "run.json").read_text())
+    assert run["config"]["context_gain_init"] == 1.0
+    candidate = json.loads((out / "sweep-context_gain_init=1.0.json").read_text())["cells"]["short"]
+    assert candidate["gpt"] == sweep["cells"]["short"]["gpt"] and candidate["contextlm"] != sweep["cells"]["short"]["contextlm"]
+    assert "context_gain_init=1.0" in (out / "sweep-context_gain_init=1.0.md").read_text().splitlines()[0]
+    assert json.loads((out / "sweep.json").read_text()) == sweep  # the default's report stays
 
     # the base cell's study with two options: gpt and contextlm are the sweep's runs, reused
     options = "--options={'zero': {'predictor_init': 'zero'}, 'fast': {'predictor_lr_scale': 2.0}}"
