@@ -16,6 +16,7 @@ Repo modules are imported inside the helpers, when used."""
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -172,6 +173,17 @@ def weights(out_dir):
 
 
 # ---------------------------------------------------------------- models
+
+def context_start(t, n_ids, block_size, stride):
+    """Where the context of target ids[t] starts under eval.py's sliding window
+    (eval.window_schedule's rule in closed form): targets t <= L are scored by the first window
+    ids[0:L]; a later target by the first window whose end e = min(L + k * stride, n_ids - 1)
+    reaches t, which starts at e - L. test_eval and test_harness score each target from it."""
+    L = min(block_size, n_ids - 1)
+    if t <= L:
+        return 0
+    return min(L + math.ceil((t - L) / stride) * stride, n_ids - 1) - L
+
 
 def sharp_model(cfg, seed=0, untie_head=False):
     """A tiny GPT(GPTConfig(**cfg)) in eval mode whose logits depend strongly on the context

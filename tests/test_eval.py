@@ -12,7 +12,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
-from conftest import run_in_process, run_script, sharp_model
+from conftest import context_start, run_in_process, run_script, sharp_model
 from torch.nn import functional as F
 
 import eval as eval_script
@@ -41,17 +41,6 @@ def last_logits(model, context):
 
 
 # ---------------------------------------------------------------- 1. sliding-window perplexity
-
-def context_start(t, n_ids, block_size, stride):
-    """Where the context of target ids[t] starts, from the rule in eval.py's docstring written
-    in closed form: targets t <= L are scored by the first window ids[0:L]; a later target by
-    the first window whose end e = min(L + k * stride, n_ids - 1) reaches t, which starts at e - L."""
-    L = min(block_size, n_ids - 1)
-    if t <= L:
-        return 0
-    k = math.ceil((t - L) / stride)
-    return min(L + k * stride, n_ids - 1) - L
-
 
 def reference_nll(model, ids, block_size, stride):
     """Sum over every target ids[t], t >= 1, of -log p(ids[t] | ids[start:t]), one forward each."""

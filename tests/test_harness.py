@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import run_in_process, sharp_model, write_task
+from conftest import context_start, run_in_process, sharp_model, write_task
 from torch.nn import functional as F
 
 import eval as eval_script
@@ -177,16 +177,6 @@ def test_gpt2_weights_give_the_harness_own_numbers(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- 2. loglikelihood_rolling
-
-def context_start(t, n_ids, block_size, stride):
-    """Where the context of target ids[t] starts under eval.py's sliding window (its docstring's
-    rule in closed form): targets t <= L come from the first window ids[0:L]; a later one from
-    the first window whose end e = min(L + k * stride, n_ids - 1) reaches t."""
-    L = min(block_size, n_ids - 1)
-    if t <= L:
-        return 0
-    return min(L + math.ceil((t - L) / stride) * stride, n_ids - 1) - L
-
 
 def reference_rolling(model, ids, block_size, stride):
     """Sum over targets ids[t], t >= 1, of log p(ids[t] | ids[start:t]), one forward each."""
