@@ -523,6 +523,7 @@ def sweep_cell(cell, runs, seeds):
             "max_context_ratio": {str(s): max(r["context_ratio"] for r in ctx[s]["evals"]) for s in seeds},
             "context_ratio_curves": {str(s): [[r["iter"], r["context_ratio"]] for r in ctx[s]["evals"]]
                                      for s in seeds},
+            "final_context_gain": {str(s): last[s].get("context_gain") for s in seeds},  # None: no gain
             "no_context_rise": statistics.mean(last[s]["val_loss_no_context"] - last[s]["val_loss"] for s in seeds),
             "context_grad_share": statistics.mean(last[s].get("context_grad_share", math.nan) for s in seeds)}
 
@@ -537,13 +538,16 @@ def sweep_markdown(c, cells, seeds):
              f"n_layer={c['n_layer']}, block_size={c['block_size']}, batch {c['batch_size']}, dropout {c['dropout']}, "
              f"{c['max_iters']} iterations (warmup {c['warmup_iters']}), seeds {', '.join(map(str, seeds))}.", "",
              "| cell | width | lr | gpt | contextlm | contextlm − gpt [95% CI] | worst Δ after warmup (iter) "
-             "| largest ‖ĉ‖/‖h‖ | h's gradient through ĉ | val loss rise with ĉ = 0 |", "|" + "---|" * 10]
+             "| largest ‖ĉ‖/‖h‖ | gain g at the end | h's gradient through ĉ | val loss rise with ĉ = 0 |",
+             "|" + "---|" * 11]
     for name, cell in cells.items():
         it, worst = cell["worst_delta_after_warmup"]
+        gains = [g for g in cell["final_context_gain"].values() if g is not None]
         lines.append(f"| {name} | {cell['n_embd']} | {cell['learning_rate']:g} "
                      f"| {statistics.mean(cell['gpt'].values()):.4f} "
                      f"| {statistics.mean(cell['contextlm'].values()):.4f} "
                      f"| {ci(cell['delta'])} | {worst:+.4f} ({it}) | {max(cell['max_context_ratio'].values()):.2f} "
+                     f"| {f'{statistics.mean(gains):+.3f}' if gains else '—'} "
                      f"| {cell.get('context_grad_share', math.nan):.3f} | {cell['no_context_rise']:+.4f} |")
     return "\n".join(lines + [
         "", f"Cell: its folder under out_dir, {'settings: ' + settings if settings else 'a width x learning rate'}. "
@@ -551,7 +555,8 @@ def sweep_markdown(c, cells, seeds):
         "with its 95% Student-t interval. Worst Δ after warmup: the largest mean over seeds of contextlm − gpt at "
         "any evaluation after warmup_iters, and its iteration. Largest ‖ĉ‖/‖h‖: the context's norm over the norm "
         "of the token state it is added to, mean over the val batches' positions, the largest at any evaluation "
-        "of any seed. h's gradient through ĉ: the share of the loss's gradient at the encoder's output that comes "
+        "of any seed. Gain g at the end: context_scale='learned''s gain at the last evaluation, mean over seeds "
+        "(a per-channel gain: its mean over channels). h's gradient through ĉ: the share of the loss's gradient at the encoder's output that comes "
         "back through the context path, at the last evaluation, mean over seeds. Val loss rise with ĉ = 0: the "
         "trained contextlm evaluated with the context replaced by zeros, minus its val loss (mean over seeds): how "
         "much the decoder relies on the context.", ""])

@@ -221,6 +221,9 @@ def test_sweep_of_named_cells_and_options_paired_with_contextlm(char_data, tmp_p
         assert (short["learning_rate"], short["min_lr"]) == (6e-3, pytest.approx(6e-4))  # min_lr keeps its ratio
     table = (out / "sweep.md").read_text()
     assert "| short | 32 | 0.006 |" in table and "short block_size=16, batch_size=32" in table
+    gain = sweep["cells"]["short"]["final_context_gain"]["1337"]  # the gain's last logged value, in its column
+    log = [json.loads(line) for line in (out / "short" / "contextlm-s1337" / "log.jsonl").read_text().splitlines()]
+    assert gain == [r for r in log if "context_gain" in r][-1]["context_gain"] and f"| {gain:+.3f} |" in table
     assert table.strip() in proc.stdout
     # a candidate's sweep in the same folder: its contextlm beside the default's, the gpt runs reused
     short = "--cells={'short': {'block_size': 16, 'batch_size': 32, 'learning_rate': 6e-3}}"
