@@ -101,17 +101,30 @@ def study_runs(c, arms, seeds):
     return [(name, seed, run_config(c, name, arms[name], seed)) for seed in seeds for name in arms]
 
 
-def finished(cfg):
-    """run.json of a run that ended with this very config, or None."""
+def changed_settings(cfg):
+    """{key: (then, now)}: the settings in which the run that finished in cfg's folder differs from
+    cfg; None where no run finished there. out_dir is left out (a study folder can move), and
+    data_root compares as the folder it names (data and ./data are one)."""
     try:
         with open(os.path.join(cfg["out_dir"], "run.json")) as f:
-            done = json.load(f)
+            done = json.load(f)["config"]
         _, evals = read_log(cfg["out_dir"])
-    except (OSError, ValueError, UserError):
+    except (OSError, ValueError, KeyError, TypeError, UserError):
         return None
-    # compared as stored (lists, not tuples); out_dir aside, so that a study folder can be moved
-    same = {**done["config"], "out_dir": None} == json.loads(json.dumps({**cfg, "out_dir": None}))
-    return done if same and evals and evals[-1]["iter"] == cfg["max_iters"] else None
+    if not evals or evals[-1]["iter"] != done.get("max_iters"):
+        return None
+    now = json.loads(json.dumps(cfg))  # compared as stored (lists, not tuples)
+    same = {"out_dir": lambda a, b: True, "data_root": lambda a, b: os.path.realpath(a) == os.path.realpath(b)}
+    return {k: (done.get(k), now.get(k)) for k in done.keys() | now.keys()
+            if not same.get(k, lambda a, b: a == b)(done.get(k), now.get(k))}
+
+
+def finished(cfg):
+    """run.json of a run that ended with this very config, or None."""
+    if changed_settings(cfg) != {}:
+        return None
+    with open(os.path.join(cfg["out_dir"], "run.json")) as f:
+        return json.load(f)
 
 
 # a run's folder: train_run's train.log (first) and run.json (last), train.py's log.jsonl and ckpt.pt (+ its .tmp)
@@ -607,6 +620,11 @@ def run_all(c, arms, seeds, master):
     earlier = [None if c["fresh"] else finished(cfg) for _, _, cfg in todo]
     to_train = earlier.count(None)
     print(f"{len(todo)} runs: {len(todo) - to_train} finished earlier, {to_train} to train")
+    for (name, seed, cfg), done in zip(todo, earlier):
+        changed = None if c["fresh"] or done else changed_settings(cfg)
+        if changed:  # say what replaces a finished run, before it goes
+            print(f"  {name}-s{seed} finished with other settings, trained again: " +
+                  ", ".join(f"{k} {then!r} -> {now!r}" for k, (then, now) in sorted(changed.items())))
     runs = {name: {} for name in arms}
     t0, trained, trained_s = time.time(), 0, 0.0
     for i, ((name, seed, cfg), done) in enumerate(zip(todo, earlier), 1):

@@ -126,6 +126,15 @@ def test_rerun_reuses_runs_and_fails_loudly_on_different_batches(quick_study, ch
     c = compare.study_config(quick_args(char_data, study))
     cfg = compare.run_config(c, "gpt", compare.arms_of(c)["gpt"], 1337)
     assert compare.finished(cfg) is not None and compare.finished(cfg | {"learning_rate": 0.5}) is None
+    assert compare.changed_settings(cfg | {"learning_rate": 0.5}) == {"learning_rate": (cfg["learning_rate"], 0.5)}
+    assert compare.finished(cfg | {"data_root": str(char_data) + "/."}) is not None  # the same folder, spelt otherwise
+    # a study with other settings says which finished runs it trains again, and why, before it does
+    compare.main(quick_args(char_data, study, "--max_iters=12", "--eval_interval=4", "--arms=['gpt']"))
+    [line] = [line for line in capsys.readouterr().out.splitlines() if "trained again" in line]
+    assert line.startswith("  gpt-s1337 finished with other settings, trained again: ")
+    assert "eval_interval 10 -> 4" in line and "max_iters 30 -> 12" in line and "learning_rate" not in line
+    shutil.rmtree(study / "gpt-s1337")
+    shutil.copytree(out / "gpt-s1337", study / "gpt-s1337")
 
     # one arm whose batch fingerprint differs at the last evaluation: the study must refuse to report
     rows = [json.loads(line) for line in before["contextlm"].splitlines()]
