@@ -101,30 +101,28 @@ def study_runs(c, arms, seeds):
     return [(name, seed, run_config(c, name, arms[name], seed)) for seed in seeds for name in arms]
 
 
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
 def changed_settings(cfg):
-    """{key: (then, now)}: the settings in which the run that finished in cfg's folder differs from
-    cfg; None where no run finished there. out_dir is left out (a study folder can move), and
-    data_root compares as the folder it names (data and ./data are one)."""
+    """{key: (then, now)} where the run finished in cfg's folder differs from cfg (out_dir aside: a
+    study folder can move; data_root as the folder it names); None where none finished there."""
     try:
-        with open(os.path.join(cfg["out_dir"], "run.json")) as f:
-            done = json.load(f)["config"]
-        _, evals = read_log(cfg["out_dir"])
+        done, (_, evals) = read_json(os.path.join(cfg["out_dir"], "run.json"))["config"], read_log(cfg["out_dir"])
     except (OSError, ValueError, KeyError, TypeError, UserError):
         return None
-    if not evals or evals[-1]["iter"] != done.get("max_iters"):
-        return None
-    now = json.loads(json.dumps(cfg))  # compared as stored (lists, not tuples)
-    same = {"out_dir": lambda a, b: True, "data_root": lambda a, b: os.path.realpath(a) == os.path.realpath(b)}
-    return {k: (done.get(k), now.get(k)) for k in done.keys() | now.keys()
-            if not same.get(k, lambda a, b: a == b)(done.get(k), now.get(k))}
+    now, path = json.loads(json.dumps(cfg)), os.path.realpath  # compared as stored (lists, not tuples)
+    same = {"out_dir": lambda a, b: True, "data_root": lambda a, b: path(a) == path(b)}
+    return None if not evals or evals[-1]["iter"] != done.get("max_iters") else \
+        {k: (done.get(k), now.get(k)) for k in done.keys() | now.keys()
+         if not same.get(k, lambda a, b: a == b)(done.get(k), now.get(k))}
 
 
 def finished(cfg):
     """run.json of a run that ended with this very config, or None."""
-    if changed_settings(cfg) != {}:
-        return None
-    with open(os.path.join(cfg["out_dir"], "run.json")) as f:
-        return json.load(f)
+    return read_json(os.path.join(cfg["out_dir"], "run.json")) if changed_settings(cfg) == {} else None
 
 
 # a run's folder: train_run's train.log (first) and run.json (last), train.py's log.jsonl and ckpt.pt (+ its .tmp)
@@ -161,9 +159,8 @@ def train_run(cfg, master):
 
 
 def training_seconds(timing, evals):
-    """Wall-clock training seconds before each evaluation row (evaluation itself not counted):
-    each timing row's step time, tokens per step / tokens_per_sec, stands for every step since the
-    previous timing row (log_interval > 1 logs one step in log_interval). A list like evals."""
+    """Wall-clock training seconds before each evaluation row (evaluation not counted), a list like evals:
+    each timing row's step time (tokens per step / tokens_per_sec) stands for every step since the last."""
     elapsed, seconds, last_iter, rows = 0.0, [], -1, iter(timing)
     row = next(rows, None)
     for ev in evals:
@@ -206,8 +203,7 @@ def read_earlier(c, seeds, trained):
     collect()}}, an arm this study trains (trained) named '<arm> (earlier)'. Its settings must be this
     study's but for the arms' model fields, so that a seed drew the same batches in both."""
     try:  # read whole, before any run trains: a file that is missing or not one compare.py wrote fails now
-        with open(c["earlier"]) as f:
-            earlier = json.load(f)
+        earlier = read_json(c["earlier"])
         config = earlier["config"]
         own = ("out_dir", "wandb_run_name", *CONTEXT_OPTIONS)  # an arm's own, or not a setting
         differ = [k for k in train.DEFAULTS if k in config and k not in own and config[k] != c[k]]
@@ -278,9 +274,8 @@ def loss_at(curve, budget):
 
 
 def budget_to_reach(curve, target):
-    """The budget at which a curve [(budget, loss)] first reaches loss <= target, interpolated as
-    in loss_at between the evaluation before and the first one at or below it; None if it never
-    does. Reached at its first evaluation after iteration 0: that budget (an upper bound)."""
+    """The budget at which a curve [(budget, loss)] first reaches loss <= target, interpolated as in
+    loss_at; None if it never does; at its first evaluation after iteration 0: that budget (an upper bound)."""
     points = [(b, loss) for b, loss in curve if b > 0]
     if points[0][1] <= target:
         return points[0][0]
@@ -303,8 +298,7 @@ def reach_ratio(curves, baseline_curves):
 
 
 def paired(a, b, key):
-    """a[key] - b[key] paired by seed ({seed: value} each): the interval, per seed, and whether it
-    excludes 0; n/a where a budget has no value (equal time on a disturbed clock)."""
+    """a[key] - b[key] paired by seed ({seed: value} each, or None: n/a): interval, per seed, excludes 0?"""
     if a[key] is None or b[key] is None:
         return {"per_seed": None, **interval([]), "excludes_zero": None}
     per_seed = {s: a[key][s] - b[key][s] for s in a[key]}
@@ -313,19 +307,17 @@ def paired(a, b, key):
 
 
 def equal_budgets(summary):
-    """{'flops': F, 'seconds': S}: the smallest final budget of any run, which every run's curve
-    covers; and per arm, the val loss each seed's run had at it (loss_at_equal_flops, ...).
-    Seconds is None, and the equal-time figures n/a, when a run's clock was disturbed: its first
-    evaluation came after the shortest run's whole training, so no time lies on every curve."""
+    """{'flops': F, 'seconds': S}: the smallest final budget of any run, and per arm the val loss each
+    seed had at it (loss_at_equal_flops, ...); seconds None (n/a) when no time lies on every curve."""
     budgets = {kind: min(curve[-1][0] for a in summary.values() for curve in a[f"{kind}_curves"].values())
                for kind in ("flops", "seconds")}
     late = [(name, seed, first) for name, a in summary.items() for seed, curve in a["seconds_curves"].items()
             if (first := min(t for t, _ in curve if t > 0)) > budgets["seconds"]]
     for name, seed, first in late:  # wall clock only: FLOPs are counted, not timed
-        print(f"equal time left out: {name}, seed {seed}, trained {first:.2f} s before its first evaluation, "
-              f"more than the shortest run's whole training ({budgets['seconds']:.2f} s), so its wall clock was "
-              "disturbed (a busy or suspended machine); for that column, delete that run's folder under "
-              "out_dir and run the study again")
+        print(f"equal time left out: {name}, seed {seed}, trained {first:.2f} s before its first evaluation, more "
+              f"than the shortest run's whole training ({budgets['seconds']:.2f} s), so its wall clock was disturbed "
+              "(a busy or suspended machine); for that column, delete that run's folder under out_dir and run the "
+              "study again")
     if late:
         budgets["seconds"] = None
     for name, a in summary.items():
@@ -336,9 +328,8 @@ def equal_budgets(summary):
 
 
 def comparisons(c, summary):
-    """Every arm against gpt and (main study) contextlm against the parameter-matched GPT, paired by
-    seed: final val loss, val loss at equal FLOPs and time, and the tokens (on the iteration curves:
-    the same tokens a step), FLOPs and time the arm needs to reach the baseline's final val loss."""
+    """Every arm against gpt and (main study) contextlm against gpt+{P}L, paired by seed: final val loss,
+    val loss at equal FLOPs and time, and the tokens, FLOPs and time to reach the baseline's final loss."""
     pairs = [(name, "gpt") for name in summary if name != "gpt"]
     if not c["ablation"] and {"contextlm", f"gpt+{c['n_ctx_layer']}L"} <= set(summary):
         pairs.append(("contextlm", f"gpt+{c['n_ctx_layer']}L"))
@@ -505,16 +496,13 @@ def sweep_cells(c):
 
 
 def context_suffix(c):
-    """'' for the default context options, else '-' and each one c changes: '-none' (context_scale),
-    '-context_gain_init=1.0', ...; it names a sweep's contextlm arm and report apart from the default's."""
+    """'' for the default context options, else each one c changes: '-none', '-context_gain_init=1.0'."""
     changed = {k: c[k] for k, default in CONTEXT_OPTIONS.items() if c[k] != default}
     return "".join(f"-{v}" if k == "context_scale" else f"-{k}={v}" for k, v in changed.items())
 
 
 def sweep_arms(c):
-    """The sweep's two arms: gpt, and contextlm under its options' name (contextlm-none,
-    contextlm-context_gain_init=1.0, ...), so that the sweeps of every candidate share one folder
-    and its gpt runs."""
+    """gpt, and contextlm named by its options (context_suffix): every candidate shares the gpt runs."""
     variants = model_variants(c)
     return {"gpt": variants["gpt"], "contextlm" + context_suffix(c): variants["contextlm"]}
 
@@ -546,7 +534,8 @@ def sweep_markdown(c, cells, seeds):
     title = "sweep" if c["cells"] else "stability sweep"
     settings = "; ".join(f"{name} " + (", ".join(f"{k}={v!r}" for k, v in changes.items()) or "as above")
                          for name, changes in c["cells"].items())
-    options = ", ".join(f"{k}={c[k]!r}" for k, v in CONTEXT_OPTIONS.items() if c[k] != v) or "the default context options"
+    options = ", ".join(f"{k}={c[k]!r}" for k, v in CONTEXT_OPTIONS.items() if c[k] != v) \
+        or "the default context options"
     lines = [f"## {title}, {c['dataset']}, {options}", "",
              f"n_layer={c['n_layer']}, block_size={c['block_size']}, batch {c['batch_size']}, dropout {c['dropout']}, "
              f"{c['max_iters']} iterations (warmup {c['warmup_iters']}), seeds {', '.join(map(str, seeds))}.", "",
@@ -569,8 +558,8 @@ def sweep_markdown(c, cells, seeds):
         "any evaluation after warmup_iters, and its iteration. Largest ‖ĉ‖/‖h‖: the context's norm over the norm "
         "of the token state it is added to, mean over the val batches' positions, the largest at any evaluation "
         "of any seed. Gain g at the end: context_scale='learned''s gain at the last evaluation, mean over seeds "
-        "(a per-channel gain: its mean over channels). h's gradient through ĉ: the share of the loss's gradient at the encoder's output that comes "
-        "back through the context path, at the last evaluation, mean over seeds. Val loss rise with ĉ = 0: the "
+        "(a per-channel gain: its mean over channels). h's gradient through ĉ: the share of the loss's gradient "
+        "at the encoder's output that comes back through the context path, at the last evaluation, mean over seeds. Val loss rise with ĉ = 0: the "
         "trained contextlm evaluated with the context replaced by zeros, minus its val loss (mean over seeds): how "
         "much the decoder relies on the context.", ""])
 
@@ -587,8 +576,7 @@ def run_sweep(c, seeds, master):
             cells[name] = sweep_cell(cell, runs, seeds)
     if not master:
         return
-    stem = report_stem(c)
-    table = sweep_markdown(c, cells, seeds)
+    stem, table = report_stem(c), sweep_markdown(c, cells, seeds)
     write_text(stem + ".md", table)
     write_text(stem + ".json", json.dumps({"study": "sweep", "seeds": seeds, "config": c, "cells": cells}, indent=1))
     plot_study_sweep(cells, stem + ".png", "stability sweep, " + (context_suffix(c)[1:] or "default context"))
@@ -620,11 +608,10 @@ def run_all(c, arms, seeds, master):
     earlier = [None if c["fresh"] else finished(cfg) for _, _, cfg in todo]
     to_train = earlier.count(None)
     print(f"{len(todo)} runs: {len(todo) - to_train} finished earlier, {to_train} to train")
-    for (name, seed, cfg), done in zip(todo, earlier):
-        changed = None if c["fresh"] or done else changed_settings(cfg)
-        if changed:  # say what replaces a finished run, before it goes
-            print(f"  {name}-s{seed} finished with other settings, trained again: " +
-                  ", ".join(f"{k} {then!r} -> {now!r}" for k, (then, now) in sorted(changed.items())))
+    for (name, seed, cfg), done in zip(todo, earlier):  # say what replaces a finished run, before it goes
+        if not (c["fresh"] or done) and (changed := changed_settings(cfg)):
+            print(f"  {name}-s{seed} finished with other settings, trained again: "
+                  + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items())))
     runs = {name: {} for name in arms}
     t0, trained, trained_s = time.time(), 0, 0.0
     for i, ((name, seed, cfg), done) in enumerate(zip(todo, earlier), 1):
