@@ -23,18 +23,15 @@ import statistics
 import sys
 import time
 
-import matplotlib
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import torch
 
-from configurator import (SEED, UserError, at_least, check_options, counts, expand_quick, one_of,  # noqa: E402
-                          own_json, parse_config, run_main, write_text)
-from variants import BACKBONES, backbone_fields, model_variants  # noqa: E402
-from device import peak_flops, setup_device, synchronize  # noqa: E402
-from engine import DecodingState, Engine  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
-from plot import save_figure  # noqa: E402
+from configurator import (SEED, UserError, at_least, check_options, counts, expand_quick, one_of, own_json,
+                          parse_config, run_main, write_text)
+from variants import BACKBONES, backbone_fields, model_variants
+from device import peak_flops, setup_device, synchronize
+from engine import DecodingState, Engine
+from model import GPT, GPTConfig
+from plot import plt, save_figure  # matplotlib as plot.py set it up: files only, no display
 
 DEFAULTS = dict(
     # shape: a name; each of the six keys after it that is not 0 overrides the named shape
@@ -83,24 +80,21 @@ CHECKS = dict(
     threads=at_least(0, "0 = torch's default"), seed=SEED, backbone=one_of("", *BACKBONES),
 )
 
+PYTHIA = dict(block_size=2048, vocab_size=50304, backbone="pythia")  # Pythia's window, vocabulary and block
+
 SHAPES = {  # GPT-2's sizes (vocabulary padded to a multiple of 64), a batch for one 80 GB GPU
     "gpt2":        dict(n_layer=12, n_head=12, n_embd=768, block_size=1024, vocab_size=50304, batch_size=12),
     "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024, block_size=1024, vocab_size=50304, batch_size=8),
     "gpt2-large":  dict(n_layer=36, n_head=20, n_embd=1280, block_size=1024, vocab_size=50304, batch_size=4),
     "gpt2-xl":     dict(n_layer=48, n_head=25, n_embd=1600, block_size=1024, vocab_size=50304, batch_size=2),
     "tiny":        dict(n_layer=4, n_head=4, n_embd=128, block_size=128, vocab_size=512, batch_size=8),
-    # Pythia's sizes on its block (vocabulary 50304, 2048 positions); batches of about as many
-    # tokens as the GPT-2 shape of the same size, not measured (1b, 1.4b: --interleave=False, as XL)
-    "pythia-70m":  dict(n_layer=6, n_head=8, n_embd=512, block_size=2048, vocab_size=50304, batch_size=8,
-                        backbone="pythia"),
-    "pythia-160m": dict(n_layer=12, n_head=12, n_embd=768, block_size=2048, vocab_size=50304, batch_size=6,
-                        backbone="pythia"),
-    "pythia-410m": dict(n_layer=24, n_head=16, n_embd=1024, block_size=2048, vocab_size=50304, batch_size=4,
-                        backbone="pythia"),
-    "pythia-1b":   dict(n_layer=16, n_head=8, n_embd=2048, block_size=2048, vocab_size=50304, batch_size=2,
-                        backbone="pythia"),
-    "pythia-1.4b": dict(n_layer=24, n_head=16, n_embd=2048, block_size=2048, vocab_size=50304, batch_size=1,
-                        backbone="pythia"),
+    # Pythia's sizes on its block (PYTHIA); batches of about as many tokens as the GPT-2 shape of
+    # the same size, not measured (1b, 1.4b: --interleave=False, as XL)
+    "pythia-70m":  dict(PYTHIA, n_layer=6, n_head=8, n_embd=512, batch_size=8),
+    "pythia-160m": dict(PYTHIA, n_layer=12, n_head=12, n_embd=768, batch_size=6),
+    "pythia-410m": dict(PYTHIA, n_layer=24, n_head=16, n_embd=1024, batch_size=4),
+    "pythia-1b":   dict(PYTHIA, n_layer=16, n_head=8, n_embd=2048, batch_size=2),
+    "pythia-1.4b": dict(PYTHIA, n_layer=24, n_head=16, n_embd=2048, batch_size=1),
 }
 
 DECODERS = ("gpt", "contextlm")  # the parameter-matched GPT decodes like gpt, only deeper
@@ -384,8 +378,6 @@ def run_bench(config):
     dtype = str(ptdtype).removeprefix("torch.")
     if c["threads"]:
         torch.set_num_threads(c["threads"])
-    torch.backends.cuda.matmul.allow_tf32 = True  # as train.py
-    torch.backends.cudnn.allow_tf32 = True
     variants = model_args_of(c)
     shape_name = c["shape"] if all(c[key] == value for key, value in SHAPES[c["shape"]].items()) else "custom"
     progress(f"{shape_name}: {c['backbone']} block, {c['n_layer']} layers, {c['n_head']} heads, {c['n_embd']} dims, "

@@ -53,15 +53,13 @@ def load_checkpoint(path, device="cpu", mmap=False):
             head = f.read(64)
     except OSError as e:
         raise UserError(f"cannot read {path} ({e.strerror}): fix its permissions")
-    kind = file_kind(head)
-    if kind:
+    if kind := file_kind(head):
         raise UserError(f"{path} is not a torch file: {kind}; {again}")
     try:
         # mmap: tensors stay on disk until read (a zip archive only; torch's old pickle format has no index)
         checkpoint = torch.load(path, map_location=device, weights_only=True, mmap=mmap and head.startswith(b"PK"))
     except Exception as e:  # torch reports a damaged file with many exception types
-        code = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if code:
+        if code := re.search(r"Unsupported global: GLOBAL (\S+)", str(e)):
             raise UserError(f"refusing to load {path}: it holds pickled objects that could run code ({code[1]}), "
                             "which train.py never writes: delete it, or re-save its tensors alone if you trust "
                             "where it came from")

@@ -57,7 +57,7 @@ CHECKS = train.CHECKS | dict(
     seeds=at_least(1, "train at least one seed per arm"),
     chunk_sizes=counts("the ablation's chunk sizes, like [2, 4, 8, 16]"), backbone=one_of("", *BACKBONES),
     widths=counts("the sweep's widths, like [128, 256, 384]"),
-    arms=((lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v)), "a list of arm names, like ['contextlm']"),
+    arms=((lambda v: isinstance(v, list) and all(isinstance(a, str) for a in v)), "arm names, like ['contextlm']"),
     learning_rates=((lambda v: isinstance(v, list) and len(v) > 0 and all(is_number(x) and x > 0 for x in v)),
                     "a non-empty list of numbers above 0, like [1e-3, 2e-3]"),
     cells=named_settings(train.DEFAULTS, "{cell name: {train.py key: value}}, like {'dropout0': {'dropout': 0.0}}"),
@@ -132,8 +132,7 @@ RUN_FILES = ("train.log", "log.jsonl", "ckpt.pt", "ckpt.pt.tmp.*", "run.json")
 def check_run_folder(folder):
     """Refuse, in one line, to clear a run's folder that compare.py did not start: one that holds
     anything but RUN_FILES, or no train.log (a train.py run of the user's, say)."""
-    why = why_not_own(folder, RUN_FILES, ("train.log", os.path.isfile))
-    if why:
+    if why := why_not_own(folder, RUN_FILES, ("train.log", os.path.isfile)):
         raise UserError(f"{folder} is not a run that compare.py started ({why}): move it away, or give "
                         "another --out_dir")
 
@@ -291,8 +290,7 @@ def reach_ratio(curves, baseline_curves):
     per_seed = {}
     for seed, curve in curves.items():
         budget, loss = baseline_curves[seed][-1]
-        need = budget_to_reach(curve, loss)
-        per_seed[seed] = None if need is None else need / budget
+        per_seed[seed] = None if (need := budget_to_reach(curve, loss)) is None else need / budget
     iv = interval([r for r in per_seed.values() if r is not None])
     return {"per_seed": per_seed, "reached": iv["n"], **iv, "excludes_one": excludes(iv, 1.0)}
 
@@ -314,10 +312,9 @@ def equal_budgets(summary):
     late = [(name, seed, first) for name, a in summary.items() for seed, curve in a["seconds_curves"].items()
             if (first := min(t for t, _ in curve if t > 0)) > budgets["seconds"]]
     for name, seed, first in late:  # wall clock only: FLOPs are counted, not timed
-        print(f"equal time left out: {name}, seed {seed}, trained {first:.2f} s before its first evaluation, more "
-              f"than the shortest run's whole training ({budgets['seconds']:.2f} s), so its wall clock was disturbed "
-              "(a busy or suspended machine); for that column, delete that run's folder under out_dir and run the "
-              "study again")
+        print(f"equal time left out: {name}, seed {seed}, trained {first:.2f} s before its first evaluation, more than "
+              f"the shortest run's whole training ({budgets['seconds']:.2f} s): its clock was disturbed (a busy or "
+              "suspended machine); for that column, delete that run's folder under out_dir and run the study again")
     if late:
         budgets["seconds"] = None
     for name, a in summary.items():
@@ -328,13 +325,12 @@ def equal_budgets(summary):
 
 
 def comparisons(c, summary):
-    """Every arm against gpt and (main study) contextlm against gpt+{P}L, paired by seed: final val loss,
-    val loss at equal FLOPs and time, and the tokens, FLOPs and time to reach the baseline's final loss."""
+    """Every arm against gpt, and each contextlm (main study: options too) against gpt+{P}L, paired by seed: final
+    val loss, val loss at equal FLOPs and time, and the tokens, FLOPs and time to reach the baseline's final loss."""
     pairs = [(name, "gpt") for name in summary if name != "gpt"]
-    if not c["ablation"] and {"contextlm", f"gpt+{c['n_ctx_layer']}L"} <= set(summary):
-        pairs.append(("contextlm", f"gpt+{c['n_ctx_layer']}L"))
-    options = [f"contextlm-{name}" for name in c["options"]]  # each against the default too, where both ran
-    pairs += [(name, "contextlm") for name in options if {name, "contextlm"} <= set(summary)]
+    matched, options = f"gpt+{c['n_ctx_layer']}L", [f"contextlm-{name}" for name in c["options"]]
+    pairs += [(name, matched) for name in ["contextlm"] + options if {name, matched} <= set(summary)]
+    pairs += [(name, "contextlm") for name in options if {name, "contextlm"} <= set(summary)]  # the default too
     pairs += [(name.removesuffix(EARLIER), name) for name in summary if name.endswith(EARLIER)]
     tests = []
     for name, base in pairs:
@@ -390,7 +386,7 @@ def markdown(c, summary, seeds, title, tests, budgets):
     """The report: a row per arm, how to read it, (main study) contextlm against gpt and gpt+{P}L,
     paired by seed; then the comparisons (tests) with their intervals, and the equal budgets' losses."""
     gpt_speeds = list(summary["gpt"]["tokens_per_sec"].values())
-    gpt_speed = None if None in gpt_speeds else statistics.median(gpt_speeds)
+    gpt_speed = "" if None in gpt_speeds else f" ({statistics.median(gpt_speeds):,.0f} tokens/s)"
     tokens = c["max_iters"] * c["gradient_accumulation_steps"] * c["batch_size"] * c["block_size"]
     lines = [f"## {title}", "",
              f"{c['dataset']}, {c['max_iters']} iterations ({tokens:,} training tokens) per run, "
@@ -406,19 +402,16 @@ def markdown(c, summary, seeds, title, tests, budgets):
         speed = "n/a" if a["speed_vs_gpt"] is None else f"{a['speed_vs_gpt']:.2f}x"
         lines.append(f"| {name} | {model} | {count(a['params']['token'])} | {count(a['params']['predictor'])} | "
                      f"{pm(a['val_loss_mean'], a['val_loss_std'])} | {a['val_ppl']:.3f} | {delta} | {speed} |")
-    lines += ["",
-              f"Final val loss: at iteration {c['max_iters']}, over {c['eval_iters']} batches; mean ± sample std "
-              f"over {len(seeds)} seed(s) (n/a with one). val ppl = exp(mean val loss). Δ: arm − gpt, paired by "
+    lines += ["", f"Final val loss: at iteration {c['max_iters']}, over {c['eval_iters']} batches; mean ± sample "
+              f"std over {len(seeds)} seed(s) (n/a with one). val ppl = exp(mean val loss). Δ: arm − gpt, paired by "
               "seed, mean ± sample std. tokens/s: median training tokens/s of each run (iterations >= "
-              f"{UNTIMED_ITERS}), median over seeds, relative to gpt"
-              + (f" ({gpt_speed:,.0f} tokens/s)" if gpt_speed else "")
-              + "; wall clock, so meaningful on an otherwise idle machine only. All arms of each seed drew "
-              "identical batches (data_hash equal at every evaluation" + (
-                  f"; the arms read from {c['earlier']} were trained before, with the same settings and seeds"
-                  if c["earlier"] else "") + ")." + (
-                  " Their clocks ran in another session: between an arm trained here and one read from there, "
-                  "tokens/s and every time column compare two machines' loads, not two models (bench.py does)."
-                  if c["earlier"] else ""), ""]
+              f"{UNTIMED_ITERS}), median over seeds, relative to gpt{gpt_speed}; wall clock, so meaningful on an "
+              "otherwise idle machine only. All arms of each seed drew identical batches (data_hash equal at every "
+              "evaluation" + (
+                  f"; the arms read from {c['earlier']} were trained before, with the same settings and seeds). Their "
+                  "clocks ran in another session: between an arm trained here and one read from there, tokens/s "
+                  "and every time column compare two machines' loads, not two models (bench.py does)."
+                  if c["earlier"] else ")."), ""]
     matched = f"gpt+{c['n_ctx_layer']}L"
     if not c["ablation"] and {"contextlm", matched} <= set(summary):  # the reviewers' question: more than
         for other in ("gpt", matched):                                 # the predictor's extra parameters?
@@ -454,20 +447,18 @@ def paired_lines(tests, seeds):
         lines.append(f"| {t['arm']} − {t['baseline']} | {t['final_val_loss']['n']} | {ci(t['final_val_loss'])} "
                      f"| {yes_no[t['final_val_loss']['excludes_zero']]} | {ci(t['at_equal_flops'])} "
                      f"| {ci(t['at_equal_seconds'])} | {ratio_cell(t['tokens_to_reach_baseline'])} "
-                     f"| {ratio_cell(t['flops_to_reach_baseline'])} "
-                     f"| {ratio_cell(t['seconds_to_reach_baseline'])} |")
+                     f"| {ratio_cell(t['flops_to_reach_baseline'])} | {ratio_cell(t['seconds_to_reach_baseline'])} |")
     return lines + ["", f"Paired by seed over {len(seeds)} seed(s): mean difference with its 95% Student-t interval, "
-                    "mean ± t(0.975, n−1) · std / √n (none with one seed). Equal FLOPs, equal time: the val loss "
-                    "each run has at the smallest final budget of any run (table below), interpolated between "
-                    "evaluations linearly in log budget and log loss; the arm with the larger budget is then "
-                    "caught mid-schedule, its learning rate not yet decayed, which favours the cheaper arm. To "
-                    "reach: the training tokens (FLOPs, seconds) at which the arm's curve first reaches the "
-                    "baseline's final val loss of the same seed, interpolated the same way, over the "
-                    "baseline's final tokens (FLOPs, seconds): 0.80 = 20% less; the interval is over the seeds "
-                    "that reach it. Reached mid-schedule, before its learning rate has decayed: a run scheduled "
-                    "to end there would likely get there sooner, so the ratio is conservative. FLOPs: "
-                    "model.flops_per_token × training tokens, the predictor's included; seconds: wall-clock "
-                    "training time from log.jsonl's step times, evaluation excluded.", ""]
+                    "mean ± t(0.975, n−1) · std / √n (none with one seed). Equal FLOPs, equal time: the val loss each "
+                    "run has at the smallest final budget of any run (table below), interpolated between evaluations "
+                    "linearly in log budget and log loss; the arm with the larger budget is then caught mid-schedule, "
+                    "its learning rate not yet decayed, which favours the cheaper arm. To reach: the training tokens "
+                    "(FLOPs, seconds) at which the arm's curve first reaches the baseline's final val loss of the same "
+                    "seed, interpolated the same way, over the baseline's final tokens (FLOPs, seconds): 0.80 = 20% "
+                    "less; the interval is over the seeds that reach it. Reached mid-schedule, before its learning "
+                    "rate has decayed: a run scheduled to end there would likely get there sooner, so the ratio is "
+                    "conservative. FLOPs: model.flops_per_token × training tokens, the predictor's included; "
+                    "seconds: wall-clock training time from log.jsonl's step times, evaluation excluded.", ""]
 
 
 def budget_lines(summary, budgets):
@@ -531,12 +522,11 @@ def sweep_cell(cell, runs, seeds):
 
 def sweep_markdown(c, cells, seeds):
     """The sweep's report: one row a cell, and how to read it."""
-    title = "sweep" if c["cells"] else "stability sweep"
     settings = "; ".join(f"{name} " + (", ".join(f"{k}={v!r}" for k, v in changes.items()) or "as above")
                          for name, changes in c["cells"].items())
     options = ", ".join(f"{k}={c[k]!r}" for k, v in CONTEXT_OPTIONS.items() if c[k] != v) \
         or "the default context options"
-    lines = [f"## {title}, {c['dataset']}, {options}", "",
+    lines = [f"## {'sweep' if c['cells'] else 'stability sweep'}, {c['dataset']}, {options}", "",
              f"n_layer={c['n_layer']}, block_size={c['block_size']}, batch {c['batch_size']}, dropout {c['dropout']}, "
              f"{c['max_iters']} iterations (warmup {c['warmup_iters']}), seeds {', '.join(map(str, seeds))}.", "",
              "| cell | width | lr | gpt | contextlm | contextlm − gpt [95% CI] | worst Δ after warmup (iter) "
@@ -553,15 +543,15 @@ def sweep_markdown(c, cells, seeds):
                      f"| {cell.get('context_grad_share', math.nan):.3f} | {cell['no_context_rise']:+.4f} |")
     return "\n".join(lines + [
         "", f"Cell: its folder under out_dir, {'settings: ' + settings if settings else 'a width x learning rate'}. "
-        "gpt, contextlm: final val loss, mean over seeds. contextlm − gpt: final val loss paired by seed, mean "
-        "with its 95% Student-t interval. Worst Δ after warmup: the largest mean over seeds of contextlm − gpt at "
-        "any evaluation after warmup_iters, and its iteration. Largest ‖ĉ‖/‖h‖: the context's norm over the norm "
-        "of the token state it is added to, mean over the val batches' positions, the largest at any evaluation "
-        "of any seed. Gain g at the end: context_scale='learned''s gain at the last evaluation, mean over seeds "
-        "(a per-channel gain: its mean over channels). h's gradient through ĉ: the share of the loss's gradient "
-        "at the encoder's output that comes back through the context path, at the last evaluation, mean over seeds. Val loss rise with ĉ = 0: the "
-        "trained contextlm evaluated with the context replaced by zeros, minus its val loss (mean over seeds): how "
-        "much the decoder relies on the context.", ""])
+        "gpt, contextlm: final val loss, mean over seeds. contextlm − gpt: final val loss paired by seed, mean with "
+        "its 95% Student-t interval. Worst Δ after warmup: the largest mean over seeds of contextlm − gpt at any "
+        "evaluation after warmup_iters, and its iteration. Largest ‖ĉ‖/‖h‖: the context's norm over the norm of the "
+        "token state it is added to, mean over the val batches' positions, the largest at any evaluation of any seed. "
+        "Gain g at the end: context_scale='learned''s gain at the last evaluation, mean over seeds (a per-channel "
+        "gain: its mean over channels). h's gradient through ĉ: the share of the loss's gradient at the encoder's "
+        "output that comes back through the context path, at the last evaluation, mean over seeds. Val loss rise with "
+        "ĉ = 0: the trained contextlm evaluated with the context replaced by zeros, minus its val loss (mean over "
+        "seeds): how much the decoder relies on the context.", ""])
 
 
 def run_sweep(c, seeds, master):
@@ -643,8 +633,8 @@ def check_report(path, earlier):
     if earlier and os.path.realpath(earlier) == os.path.realpath(path):
         raise UserError(f"--earlier={earlier} is the report this study writes: give another --out_dir, or copy "
                         "the earlier results.json elsewhere first")
-    own_json(path, lambda report: isinstance(report, dict) and "study" in report,
-             f"{path} is not a report that compare.py wrote (no 'study' in it): move it away, or give another --out_dir")
+    own_json(path, lambda r: isinstance(r, dict) and "study" in r,
+             f"{path} is not a report that compare.py wrote (no 'study' in it): move it away or give another --out_dir")
 
 
 def main(argv=None):

@@ -36,8 +36,7 @@ def load_meta(data_root, dataset):
         raise UserError(f"cannot read {path} ({e.strerror}): fix its permissions or {again}")
     except ValueError as e:  # not JSON, or not UTF-8
         raise UserError(f"{path} is not valid JSON ({e}): {again}")
-    problem = meta_problem(meta)
-    if problem:
+    if problem := meta_problem(meta):
         raise UserError(f"{path} is incomplete: {problem}; {again}")
     return meta
 

@@ -12,7 +12,7 @@ from configurator import UserError
 
 def setup_device(device="auto", dtype="auto"):
     """(device, device_type, torch dtype, autocast context). 'auto' picks cuda, then mps, then
-    cpu, and bfloat16 where the GPU supports it, float16 on other GPUs, float32 elsewhere."""
+    cpu, and bfloat16 where the GPU supports it, float16 on other GPUs, float32 elsewhere (TF32 on)."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     device_type = device.split(":")[0]
@@ -27,6 +27,8 @@ def setup_device(device="auto", dtype="auto"):
     if dtype not in ("float32", "bfloat16", "float16"):
         raise UserError(f"dtype '{dtype}' not understood: use auto, float32, bfloat16 or float16")
     ptdtype = getattr(torch, dtype)
+    torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls and convolutions on the GPU's tensor cores
+    torch.backends.cudnn.allow_tf32 = True
     ctx = nullcontext() if ptdtype == torch.float32 else torch.autocast(device_type=device_type, dtype=ptdtype)
     return device, device_type, ptdtype, ctx
 

@@ -151,8 +151,7 @@ def check_target(target, overwrite, ckpt):
         raise UserError(f"--hf_dir={target} is a file: give a folder to write the model into")
     if os.path.realpath(ckpt).startswith(os.path.realpath(target) + os.sep):
         raise UserError(f"--hf_dir={target} holds the run being exported ({ckpt}): give another folder")
-    why = why_not_own(target, EXPORT_FILES, ("config.json", is_export_config))
-    if why:
+    if why := why_not_own(target, EXPORT_FILES, ("config.json", is_export_config)):
         raise UserError(f"--hf_dir={target} is not a folder that export.py wrote ({why}): choose another --hf_dir, "
                         "or empty or remove it yourself")
     if os.path.isdir(target) and os.listdir(target) and not overwrite:

@@ -83,9 +83,10 @@ def bpe_meta(tok, eot=False):
     return meta | {"vocab_size": n_vocab} | ({"eot_token": eot_token} if eot else {})
 
 
-def chosen_bpe(config):
-    """The BPE config asks for, as bpe() takes it (main() has resolved --tokenizer)."""
-    return (config["tokenizer"], config["tokenizer_path"] if config["tokenizer"] == "neox" else None)
+def chosen_bpe(config, eot=False):
+    """(The BPE config asks for, as bpe() takes it; bpe_meta of it): main() has resolved --tokenizer."""
+    tok = (config["tokenizer"], config["tokenizer_path"] if config["tokenizer"] == "neox" else None)
+    return tok, bpe_meta(tok, eot)
 
 
 def bpe_batch(batch, tok, eot):
@@ -180,8 +181,7 @@ def check_dataset_folder(data_root, name):
     """Refuse, in one line, to replace <data_root>/<name> unless prepare.py wrote it: missing,
     empty, or holding nothing but DATASET_FILES (a damaged dataset included: prepare it again)."""
     folder = os.path.join(data_root, name)
-    why = why_not_own(folder, DATASET_FILES)
-    if why:
+    if why := why_not_own(folder, DATASET_FILES):
         raise UserError(f"{folder} is not a dataset that prepare.py wrote ({why}): move it away, or give "
                         "another --data_root")
 
@@ -235,8 +235,7 @@ def shakespeare_char(config):
 
 def shakespeare(config):
     """Tiny Shakespeare in BPE, the same 90/10 split by characters."""
-    tok = chosen_bpe(config)
-    meta = bpe_meta(tok)
+    tok, meta = chosen_bpe(config)
     data, source = shakespeare_text(config)
     train, val = split_90_10(data)
     return {"train": bpe(train, tok), "val": bpe(val, tok)}, meta | {"source": source}
@@ -260,8 +259,7 @@ def text(config):
             files.append(path)
         else:
             raise UserError(f"--files: {path} not found (give existing files or folders, comma-separated)")
-    tok = chosen_bpe(config)
-    meta = bpe_meta(tok, eot=True)
+    tok, meta = chosen_bpe(config, eot=True)
     texts = [read_text(f) for f in files]  # each file read (and checked: UTF-8) before any is tokenized
     docs = [bpe(text, tok, eot=True) for text in texts]
     if len(docs) >= 10:
@@ -276,8 +274,7 @@ def text(config):
 def openwebtext(config):
     """OpenWebText (or --source), as nanoGPT: a shuffled val_fraction of the documents is val;
     each document is followed by <|endoftext|>."""
-    tok = chosen_bpe(config)
-    meta = bpe_meta(tok, eot=True)
+    tok, meta = chosen_bpe(config, eot=True)
     dataset = load_hf(config["source"], "openwebtext", None, "train", config["num_proc"])
     # owt by default only contains the 'train' split, so create a test split
     try:
@@ -307,8 +304,7 @@ def wikitext(config):
     newline), in BPE, no <|endoftext|>. Only the splits in --splits (by default the validation
     and test splits, for evaluation; add train to train on it)."""
     order = wanted_splits(config["splits"] or "val,test")
-    tok = chosen_bpe(config)
-    meta = bpe_meta(tok)
+    tok, meta = chosen_bpe(config)
     parts = load_hf(config["source"], "wikitext", "wikitext-103-raw-v1", [SPLITS[s] for s in order],
                     config["num_proc"])
     # tokenizing line by line gives the ids of the joined text: every row ends with its newline
@@ -323,8 +319,7 @@ def lambada_examples(config, hf_name, config_name):
     ids[start:target_start] is the context and ids[target_start:end] the last word (with its
     leading spaces), the text split as lm-evaluation-harness splits it: at its last space, any
     whitespace before that going with the last word."""
-    tok = chosen_bpe(config)
-    meta = bpe_meta(tok)
+    tok, meta = chosen_bpe(config)
     dset = load_hf(config["source"], hf_name, config_name, "test", config["num_proc"])
     check_text(dset)
     ids, examples = [], []
@@ -375,8 +370,7 @@ def pile(config):
     <|endoftext|>, in the order its files hold them. --splits: which of train, val and test
     (all three by default; val and test alone are what evaluation reads, and download little)."""
     order = wanted_splits(config["splits"] or "train,val,test")
-    tok = chosen_bpe(config)
-    meta = bpe_meta(tok, eot=True)
+    tok, meta = chosen_bpe(config, eot=True)
     source = config["source"]
     if os.path.isdir(source):
         data_files = {SPLITS[s]: pile_files(source, s) for s in order}

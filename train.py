@@ -484,8 +484,6 @@ def setup_processes(c):
         backend = c["backend"] if c["backend"] != "auto" else ("nccl" if device_type == "cuda" else "gloo")
         if not dist.is_initialized():  # compare.py trains several runs in one process group
             dist.init_process_group(backend=backend)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
     return SimpleNamespace(ddp=ddp, rank=rank, local_rank=local_rank, world_size=world_size, master=rank == 0,
                            micro_steps=c["gradient_accumulation_steps"] // world_size,
                            device=device, device_type=device_type, ptdtype=ptdtype, autocast=autocast)
@@ -613,8 +611,7 @@ def check_resume(checkpoint, model_args, path):
     with the run's own config, not its model_args, since a run's architecture may come from the
     weights it started from (GPT-2's, Pythia's, a run it fine-tunes), which the config does not
     say; a field added to GPTConfig after the run was written has the meaning it had then."""
-    missing = [k for k in ("optimizer", "scaler", "iter_num", "best_val_loss", "rng") if k not in checkpoint]
-    if missing:
+    if missing := [k for k in ("optimizer", "scaler", "iter_num", "best_val_loss", "rng") if k not in checkpoint]:
         raise UserError(f"{path} has no training state ({', '.join(missing)} missing): it can be "
                         "sampled and evaluated, not resumed; start a new run with --init_from=scratch")
     trained = FIELDS_BEFORE_THEY_EXISTED | checkpoint.get("config", checkpoint["model_args"])

@@ -245,6 +245,7 @@ def test_sweep_of_named_cells_and_options_paired_with_contextlm(char_data, tmp_p
     assert results["arms"]["contextlm-zero"]["model"]["predictor_init"] == "zero"
     pairs = [(t["arm"], t["baseline"]) for t in results["comparisons"]]
     assert ("contextlm-zero", "contextlm") in pairs and ("contextlm-fast", "contextlm") in pairs
+    assert ("contextlm-zero", "gpt+2L") in pairs and ("contextlm-fast", "gpt+2L") in pairs  # the goal's other side
     test = next(t for t in results["comparisons"] if t["arm"] == "contextlm-fast" and t["baseline"] == "contextlm")
     fast, default = (results["arms"][a]["final_val_loss"] for a in ("contextlm-fast", "contextlm"))
     assert test["final_val_loss"]["per_seed"] == {s: fast[s] - default[s] for s in fast}
