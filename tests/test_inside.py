@@ -3,7 +3,9 @@ whose defaults are the documented reading (and a GPT ignores them), each does wh
 (P starts as identity, P's own dropout, P's own learning rate); the share of h's gradient that
 comes back through the context is that path's gradient, computed another way; the loss by
 position averages to the val loss; compare.py's sweep takes named cells and its study takes
-options as arms, each paired with contextlm; plot.py inside draws it all."""
+options as arms, each paired with contextlm (and gpt+2L); plot.py inside draws it all. And the
+default gain on planted tasks (issue 36): it opens where a chunk says what comes next, stays
+shut on noise, and is not hurt where a full-strength context is."""
 
 import dataclasses
 import json
@@ -296,3 +298,57 @@ def test_plot_inside_draws_what_the_logs_hold(char_data, tmp_path):
     with pytest.raises(UserError, match="one of each arm a seed"):
         plot_inside(dict(gpt=str(runs["gpt"][0]), contextlm=",".join(map(str, runs["contextlm"])),
                          label="x", evals=2, bins=0, out=str(png)))
+
+
+# ---------------------------------------------------------------- the default gain on planted tasks
+
+def planted_batch(gen, task, B=16, T=64, V=32, topics=8, w=4, p=0.6):
+    """(x, y) (B, T) from a planted task. 'chained': each chunk of w tokens has a topic, and each of
+    its tokens is one of the topic's V // topics (probability p) or any; the next chunk's topic follows
+    from this one's by a fixed permutation, so a chunk's mean says what comes next. 'noise': uniform
+    tokens, nothing for a context to say."""
+    if task == "noise":
+        seq = torch.randint(V, (B, T + 1), generator=gen)
+    else:
+        chain = torch.randperm(topics, generator=torch.Generator().manual_seed(2))
+        z = [torch.randint(topics, (B,), generator=gen)]
+        for _ in range(T // w):
+            z.append(chain[z[-1]])
+        topic = torch.stack(z, 1).repeat_interleave(w, 1)[:, :T + 1]  # (B, T + 1)
+        own = topic * (V // topics) + torch.randint(V // topics, (B, T + 1), generator=gen)
+        seq = torch.where(torch.rand(B, T + 1, generator=gen) < p, own, torch.randint(V, (B, T + 1), generator=gen))
+    return seq[:, :-1], seq[:, 1:]
+
+
+def train_planted(task, steps=300, lr=1e-2, **fields):
+    """A 2-layer model with GPTConfig's context defaults but for fields, trained on a planted task by
+    its own AdamW at a constant lr: (val loss, the gain's mean |g| at the end, None without one)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**dict(block_size=64, vocab_size=32, n_layer=2, n_head=2, n_embd=32, n_enc_layer=1,
+                                 n_ctx_layer=1, bias=False) | fields))
+    optimizer = model.configure_optimizers(0.1, lr, (0.9, 0.95), "cpu")
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # as train.py: the gain's own scale, if it has one
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        _, loss = model(*planted_batch(gen, task))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    gen = torch.Generator().manual_seed(99)
+    with torch.no_grad():
+        val = sum(model(*planted_batch(gen, task, B=64))[1].item() for _ in range(4)) / 4
+    return val, model.context_gain.abs().mean().item() if hasattr(model, "context_gain") else None
+
+
+def test_the_default_gain_opens_where_the_context_says_something_and_stays_shut_on_noise():
+    """Issue 36, item 8, for GPTConfig's context defaults, whatever they are: on the chained task a
+    full-strength context from step 0 (a gain from 1) ends far behind the GPT, while the default
+    opens its gain and ends level with the GPT; on noise, where no context can help, it stays near 0."""
+    gpt, _ = train_planted("chained", n_ctx_layer=0)
+    full, _ = train_planted("chained", context_gain_init=1.0)
+    default, gain = train_planted("chained")
+    assert full > gpt + 0.2  # the planted setting: here a full-strength context hurts
+    assert gain > 0.3 and default < gpt + 0.05, (gain, default - gpt)
+    _, gain = train_planted("noise")
+    assert gain < 0.1
