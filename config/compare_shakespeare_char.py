@@ -6,7 +6,9 @@
 #   python compare.py                   # this file: 24 runs of 5-8 min on one core (gpt 5 min 15 s,
 #                                       # contextlm ~6 min, gpt+2L ~8 min), ~2.6 h in all
 #   python compare.py --seeds=4 & python compare.py --seed=1341 --seeds=4; wait; python compare.py
-#                                       # the same on two cores: two processes, then the report
+#                                       # on two cores: two processes, then the report; a run
+#                                       # is 1.5-2x slower beside another (contextlm ~11 min,
+#                                       # gpt+2L ~14 min), ~2.2 h in all
 #   python compare.py --ablation=True --seeds=3   # chunk size {2,4,8,16} x encoder depth {0,2}:
 #                                       # 14 more runs, 60 min on 2 idle cores (--seeds=1: 7 runs, 28 min)
 # On cores shared with other busy processes two-thread PyTorch stalls (a step 10x slower):

@@ -1,11 +1,12 @@
 # The stability sweep: gpt and contextlm, paired seeds, at every width x learning rate, on
 # characters (docs/method.md, "Scale", has the result). The char study's settings, shortened to
-# 150 steps so that the sweep's 36 runs take about an hour on 2 cores:
+# 150 steps. Measured on 2 cores, two processes of one thread: a run takes 1.5-2 min at width 128,
+# 4.5-6 min at 256, 9-11 min at 384, so a cell of 6 runs 10, 32 and 60 min:
 #   python prepare.py shakespeare_char
-#   python compare.py config/compare_stability.py           # ~1 h 45 min in one process
-#   python compare.py config/compare_stability.py --widths=[384] & \
-#   python compare.py config/compare_stability.py --widths=[128,256]; wait; \
-#   python compare.py config/compare_stability.py           # ~50 min on 2 cores, then the report
+#   python compare.py config/compare_stability.py           # 36 runs in one process: ~2 h
+#   python compare.py config/compare_stability.py --learning_rates=[1e-3] & \
+#   python compare.py config/compare_stability.py --learning_rates=[2e-3]; wait; \
+#   python compare.py config/compare_stability.py           # ~1 h 45 min on 2 cores, then the report
 #   python compare.py config/compare_stability.py --context_scale=none --seeds=1   # the old default
 #   python compare.py config/compare_stability.py --context_gain_init=1.0          # a candidate default
 # Each cell trains in out_dir/w<width>-lr<lr>/; the report is out_dir/sweep.{md,json,png}. A sweep
