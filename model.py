@@ -53,6 +53,7 @@ class GPTConfig:
     context_gain_init: float = 0.0  # 'learned': the gain's start; 0 = ContextLM starts as its GPT
     context_gain_per_channel: bool = False  # 'learned': a gain per channel of ĉ instead of one for all
     context_gain_lr_scale: float = 1.0      # 'learned': the gain's learning rate over the model's
+    context_gain_weight_decay: float = 0.0  # 'learned': AdamW's decay on the gain, a pull back to 0
     # choices the paper leaves open, each an option; the defaults are docs/method.md's reading
     predictor_init: str = "gpt2"     # P's output projections: 'gpt2' (as every block) or 'zero' (P starts as identity)
     context_dropout: float = -1.0    # dropout inside P; < 0 = the model's dropout
@@ -93,6 +94,8 @@ class GPTConfig:
         for field in ("predictor_lr_scale", "context_gain_lr_scale"):
             check(math.isfinite(getattr(self, field)) and getattr(self, field) > 0, field,
                   "must be a number above 0 (1 = the model's learning rate)")
+        check(math.isfinite(self.context_gain_weight_decay) and self.context_gain_weight_decay >= 0,
+              "context_gain_weight_decay", "must be a number >= 0 (0 = no decay, as other vectors)")
 
 
 # ---------------------------------------------------------------- the Transformer block
@@ -397,17 +400,20 @@ class GPT(nn.Module):
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
         """AdamW; weight decay on matrices and embeddings (2-D tensors) only; fused on CUDA. With
         predictor_lr_scale != 1, P's parameters form groups of their own, and with
-        context_gain_lr_scale != 1 the gain does, whose "lr_scale" the training loop multiplies its
-        learning rate by (groups without one take it as is)."""
+        context_gain_lr_scale != 1 or context_gain_weight_decay != 0 the gain does; the training loop
+        multiplies a group's learning rate by its "lr_scale" (groups without one take it as is)."""
         cfg = self.config
         params = [p for p in self.parameters() if p.requires_grad]
         in_p = set(self.context_predictor.parameters()) if cfg.predictor_lr_scale != 1 else set()
-        in_g = {self.context_gain} if hasattr(self, "context_gain") and cfg.context_gain_lr_scale != 1 else set()
+        own_gain = hasattr(self, "context_gain") and (cfg.context_gain_lr_scale != 1 or cfg.context_gain_weight_decay)
+        in_g = {self.context_gain} if own_gain else set()
         groups = []
         for subset, extra in (([p for p in params if p not in in_p | in_g], {}),
-                              ([p for p in params if p in in_p], {"lr_scale": cfg.predictor_lr_scale}),
-                              ([p for p in params if p in in_g], {"lr_scale": cfg.context_gain_lr_scale})):
+                              ([p for p in params if p in in_p], {"lr_scale": cfg.predictor_lr_scale})):
             decay, no_decay = [p for p in subset if p.dim() >= 2], [p for p in subset if p.dim() < 2]
             groups += [{"params": ps, "weight_decay": wd, **extra}
                        for ps, wd in ((decay, weight_decay), (no_decay, 0.0)) if ps]
+        if in_g:  # decoupled decay pulls the gain to 0 (ContextLM = its GPT) unless its gradient holds it
+            groups.append({"params": list(in_g), "weight_decay": cfg.context_gain_weight_decay,
+                           "lr_scale": cfg.context_gain_lr_scale})
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type == "cuda" or None)

@@ -14,7 +14,7 @@ DEFAULTS = {f.name: f.default for f in fields(GPTConfig)}
 # GPTConfig's fields that act on the context path only: a GPT ignores them
 CONTEXT_OPTIONS = {k: DEFAULTS[k] for k in ("context_scale", "context_gain_init", "predictor_init",
                                             "context_dropout", "predictor_lr_scale", "context_gain_per_channel",
-                                            "context_gain_lr_scale")}
+                                            "context_gain_lr_scale", "context_gain_weight_decay")}
 
 # The Transformer blocks the study runs on, set all at once by bench.py's and compare.py's
 # --backbone. GPT-2's is GPTConfig's defaults. bias is not among them: train.py's GPT-2 recipe has

@@ -138,6 +138,8 @@ CASES = [
          "--predictor_init='orthogonal': must be one of gpt2, zero"),
     case("train-context_gain_lr_scale", "train.py", [*TRAIN, "--context_gain_lr_scale=-1"],
          "--context_gain_lr_scale=-1.0: must be a number above 0"),
+    case("train-context_gain_weight_decay", "train.py", [*TRAIN, "--context_gain_weight_decay=-0.1"],
+         "--context_gain_weight_decay=-0.1: must be a number >= 0"),
     case("train-predictor_lr_scale", "train.py", [*TRAIN, "--predictor_lr_scale=0"],
          "--predictor_lr_scale=0.0: must be a number above 0"),
     case("train-out_dir-is-a-file", "train.py", [*TRAIN, "--out_dir=out/ckpt.pt"], "cannot write out/ckpt.pt"),

@@ -43,7 +43,7 @@ def test_context_options_default_to_gptconfigs_and_the_gpt_ignores_them():
     assert all(train.DEFAULTS[k] == v for k, v in CONTEXT_OPTIONS.items())
     changed = dict(n_layer=4, n_ctx_layer=2, chunk_size=4, n_enc_layer=0, predictor_init="zero",
                    context_dropout=0.0, predictor_lr_scale=2.0, context_gain_init=1.0, context_scale="tied",
-                   context_gain_per_channel=True, context_gain_lr_scale=30.0)
+                   context_gain_per_channel=True, context_gain_lr_scale=30.0, context_gain_weight_decay=1.0)
     arms = model_variants(changed)
     assert {k: arms["gpt"][k] for k in CONTEXT_OPTIONS} == CONTEXT_OPTIONS  # a GPT run is shared by every option
     assert {k: arms["contextlm"][k] for k in CONTEXT_OPTIONS} == {k: changed[k] for k in CONTEXT_OPTIONS}
@@ -77,8 +77,8 @@ def test_context_dropout_is_ps_own():
 def test_the_gain_options():
     """context_gain_per_channel: a gain for each channel of ĉ, (C,), from context_gain_init, each
     channel scaled by its own; context_gain_lr_scale: the gain alone in AdamW groups of its own,
-    with that lr_scale and no weight decay. Decoding with the KV cache still gives the tokens of
-    full forwards."""
+    with that lr_scale and no weight decay; context_gain_weight_decay: that decay on it. Decoding
+    with the KV cache still gives the tokens of full forwards."""
     from engine import Engine
     model = small(n_ctx_layer=1, chunk_size=4, context_gain_per_channel=True, context_gain_init=0.5,
                   context_gain_lr_scale=30.0)
@@ -93,6 +93,15 @@ def test_the_gain_options():
     [gain_group] = [g for g in groups if any(p is model.context_gain for p in g["params"])]
     assert len(gain_group["params"]) == 1 and gain_group["lr_scale"] == 30.0 and gain_group["weight_decay"] == 0
     assert all("lr_scale" not in g for g in groups if g is not gain_group)
+    # context_gain_weight_decay: the gain in a group of its own that decays it, at the model's lr
+    # unless context_gain_lr_scale says otherwise, and steps that it pulls toward 0
+    model = small(n_ctx_layer=1, context_gain_init=0.5, context_gain_weight_decay=1.0)
+    optimizer = model.configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+    [gain_group] = [g for g in optimizer.param_groups if any(p is model.context_gain for p in g["params"])]
+    assert len(gain_group["params"]) == 1 and gain_group["weight_decay"] == 1.0 and gain_group["lr_scale"] == 1.0
+    model.context_gain.grad = torch.zeros_like(model.context_gain)  # no gradient: the decay alone acts
+    optimizer.step()
+    assert model.context_gain.item() == pytest.approx(0.5 * (1 - 1e-2 * 1.0))
     prompt = torch.randint(0, 65, (2, 3), generator=torch.Generator().manual_seed(0))
     model.eval()
     assert torch.equal(Engine(model).generate(prompt, 20, temperature=0),
@@ -320,10 +329,11 @@ def planted_batch(gen, task, B=16, T=64, V=32, topics=8, w=4, p=0.6):
     return seq[:, :-1], seq[:, 1:]
 
 
-def train_planted(task, steps=300, lr=1e-2, **fields):
-    """A 2-layer model with GPTConfig's context defaults but for fields, trained on a planted task by
-    its own AdamW at a constant lr: (val loss, the gain's mean |g| at the end, None without one)."""
-    torch.manual_seed(0)
+def train_planted(task, steps=300, lr=1e-2, seed=0, **fields):
+    """A 2-layer model with GPTConfig's context defaults but for fields, initialised from seed and
+    trained on a planted task by its own AdamW at a constant lr: (val loss, the gain's mean |g| at the
+    end, None without one)."""
+    torch.manual_seed(seed)
     model = GPT(GPTConfig(**dict(block_size=64, vocab_size=32, n_layer=2, n_head=2, n_embd=32, n_enc_layer=1,
                                  n_ctx_layer=1, bias=False) | fields))
     optimizer = model.configure_optimizers(0.1, lr, (0.9, 0.95), "cpu")
