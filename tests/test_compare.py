@@ -128,6 +128,16 @@ def test_rerun_reuses_runs_and_fails_loudly_on_different_batches(quick_study, ch
     assert compare.finished(cfg) is not None and compare.finished(cfg | {"learning_rate": 0.5}) is None
     assert compare.changed_settings(cfg | {"learning_rate": 0.5}) == {"learning_rate": (cfg["learning_rate"], 0.5)}
     assert compare.finished(cfg | {"data_root": str(char_data) + "/."}) is not None  # the same folder, spelt otherwise
+    # a run written before a setting existed trained as its value then: the default, or the legacy value
+    record = study / "gpt-s1337" / "run.json"
+    written = record.read_text()
+    run = json.loads(written)
+    for key, legacy in (("context_gain_weight_decay", None), ("context_scale", "none")):
+        run["config"].pop(key)
+        record.write_text(json.dumps(run))
+        expected = {} if legacy is None else {key: (legacy, cfg[key])}
+        assert compare.changed_settings(cfg) == expected, key
+    record.write_text(written)
     # a study with other settings says which finished runs it trains again, and why, before it does
     compare.main(quick_args(char_data, study, "--max_iters=12", "--eval_interval=4", "--arms=['gpt']"))
     [line] = [line for line in capsys.readouterr().out.splitlines() if "trained again" in line]
