@@ -26,7 +26,6 @@ from configurator import (CONFIG_DIR, UserError, at_least, counts, expand_quick,
                           one_of, own_json, parse_config, run_main, why_not_own, write_text, writing)
 from variants import BACKBONES, CONTEXT_OPTIONS, backbone_fields, model_variants
 from dataset import load_meta
-from model import FIELDS_BEFORE_THEY_EXISTED
 from plot import plot_study_ablation, plot_study_curves, plot_study_efficiency, plot_study_sweep, read_log
 
 UNTIMED_ITERS = 10  # tokens/s leaves out the first iterations (allocation, compilation)
@@ -110,12 +109,12 @@ def read_json(path):
 def changed_settings(cfg):
     """{key: (then, now)} where the run finished in cfg's folder differs from cfg (out_dir aside: a
     study folder can move; data_root as the folder it names); None where none finished there. A
-    setting added after the run was written has the value it had then, as train.py's resume says."""
+    setting added since the run was written has its value then (train.as_written)."""
     try:
         done, (_, evals) = read_json(os.path.join(cfg["out_dir"], "run.json"))["config"], read_log(cfg["out_dir"])
     except (OSError, ValueError, KeyError, TypeError, UserError):
         return None
-    done = json.loads(json.dumps(train.DEFAULTS | FIELDS_BEFORE_THEY_EXISTED)) | done
+    done = json.loads(json.dumps(train.as_written(done)))
     now, path = json.loads(json.dumps(cfg)), os.path.realpath  # compared as stored (lists, not tuples)
     same = {"out_dir": lambda a, b: True, "data_root": lambda a, b: path(a) == path(b)}
     return None if not evals or evals[-1]["iter"] != done.get("max_iters") else \

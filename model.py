@@ -405,8 +405,8 @@ class GPT(nn.Module):
         cfg = self.config
         params = [p for p in self.parameters() if p.requires_grad]
         in_p = set(self.context_predictor.parameters()) if cfg.predictor_lr_scale != 1 else set()
-        own_gain = hasattr(self, "context_gain") and (cfg.context_gain_lr_scale != 1 or cfg.context_gain_weight_decay)
-        in_g = {self.context_gain} if own_gain else set()
+        own = hasattr(self, "context_gain") and (cfg.context_gain_lr_scale != 1 or cfg.context_gain_weight_decay)
+        in_g = {self.context_gain} if own else set()
         groups = []
         for subset, extra in (([p for p in params if p not in in_p | in_g], {}),
                               ([p for p in params if p in in_p], {"lr_scale": cfg.predictor_lr_scale})):

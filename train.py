@@ -606,6 +606,12 @@ def check_pretrained_tokenizer(init_from, meta, dataset):
                         f"with {init_from}'s own: prepare it with --tokenizer_path={wanted['tokenizer_path']}")
 
 
+def as_written(config):
+    """A run's saved config with each setting added since it was written at its value then (its
+    legacy value, else its default): the config the run trained with."""
+    return DEFAULTS | FIELDS_BEFORE_THEY_EXISTED | config
+
+
 def check_resume(checkpoint, model_args, path):
     """A run resumes with its training state, and with the config it was trained with: compared
     with the run's own config, not its model_args, since a run's architecture may come from the
@@ -614,7 +620,7 @@ def check_resume(checkpoint, model_args, path):
     if missing := [k for k in ("optimizer", "scaler", "iter_num", "best_val_loss", "rng") if k not in checkpoint]:
         raise UserError(f"{path} has no training state ({', '.join(missing)} missing): it can be "
                         "sampled and evaluated, not resumed; start a new run with --init_from=scratch")
-    trained = FIELDS_BEFORE_THEY_EXISTED | checkpoint.get("config", checkpoint["model_args"])
+    trained = as_written(checkpoint.get("config", checkpoint["model_args"]))
     trained = {f.name: trained.get(f.name, f.default) for f in fields(GPTConfig)}
     differ = [k for k, v in model_args.items() if k not in ("dropout", "vocab_size") and trained[k] != v]
     if differ:
